@@ -1,0 +1,166 @@
+"""The captioner protocol and the loop that captions a dataset into the caption store."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pancap_retrieval.captions.store import CaptionRecord, CaptionStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Example:
+    """What a captioner sees of one dataset row: the decoded RGB image and its metadata."""
+
+    example_id: str
+    image: Any  # PIL.Image.Image, RGB
+    width: int
+    height: int
+    description: str = ""
+
+
+class Captioner(ABC):
+    """Captions batches of examples. Implementations return one record per example, failed ones included."""
+
+    name: str = "captioner"
+    default_batch_size: int = 1
+    needs_image: bool = True
+
+    @abstractmethod
+    def caption_batch(self, examples: list[Example]) -> list[CaptionRecord]:
+        """One :class:`CaptionRecord` per example, in order. May raise; the runner then retries one by one."""
+
+    def manifest(self) -> dict[str, Any]:
+        """Model ids, revisions, prompts and options: what a run's manifest records of this captioner."""
+        return {"name": self.name}
+
+
+@dataclass
+class CaptionRunStats:
+    total: int = 0
+    skipped_done: int = 0
+    ok: int = 0
+    failed: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "skipped_done": self.skipped_done,
+            "ok": self.ok,
+            "failed": self.failed,
+            "failures": dict(list(self.failures.items())[:50]),
+        }
+
+
+def decode_image(image: Any, example_id: str = "?") -> Any:
+    """An RGB PIL image from a dataset cell (PIL image, ``{"bytes", "path"}`` dict or path); raises ValueError."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    try:
+        if isinstance(image, dict):
+            source = BytesIO(image["bytes"]) if image.get("bytes") else image.get("path")
+            if source is None:
+                raise ValueError("no bytes and no path")
+            image = Image.open(source)
+        elif not hasattr(image, "convert"):
+            image = Image.open(image)
+        image.load()
+        return image.convert("RGB")
+    except Exception as exc:
+        raise ValueError(f"{example_id}: cannot decode image ({type(exc).__name__}: {exc})") from None
+
+
+def iter_examples(dataset: Any, decode: bool = True) -> Iterable[dict[str, Any]]:
+    """Rows of a pancap dataset with the image decoded lazily and safely: a bad image gives ``error``, not a crash."""
+    if decode and hasattr(dataset, "cast_column") and "image" in getattr(dataset, "column_names", []):
+        import datasets
+
+        dataset = dataset.cast_column("image", datasets.Image(decode=False))
+    columns = [c for c in dataset.column_names if c != "image"] if not decode else None
+    for row in dataset.select_columns(columns) if columns else dataset:
+        row = dict(row)
+        row["error"] = None
+        if decode:
+            try:
+                row["image"] = decode_image(row["image"], row["example_id"])
+            except ValueError as exc:
+                row["image"], row["error"] = None, str(exc)
+        row.setdefault("image", None)
+        row.setdefault("description", "")
+        yield row
+
+
+def _batches(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def caption_dataset(
+    captioner: Captioner,
+    dataset: Any,
+    store: CaptionStore,
+    batch_size: int | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+    rows: Callable[..., Iterable[dict[str, Any]]] | None = None,
+) -> CaptionRunStats:
+    """Caption every row of ``dataset`` not yet in ``store``; each record is appended as soon as it exists.
+
+    An image that cannot be decoded, or an example the captioner fails on, is stored as a failed record with the
+    reason and the run goes on. With ``retry_failed`` the failed ids of an earlier run are tried again.
+    """
+    from tqdm.auto import tqdm
+
+    batch_size = batch_size or captioner.default_batch_size
+    done = store.done_ids(include_failed=not retry_failed)
+    stats = CaptionRunStats()
+    pending: list[dict[str, Any]] = []
+    for row in (rows or iter_examples)(dataset, decode=captioner.needs_image):
+        stats.total += 1
+        if row["example_id"] in done:
+            stats.skipped_done += 1
+        else:
+            pending.append(row)
+    bar = tqdm(total=len(pending), desc=f"caption {captioner.name}", unit="img", disable=not progress)
+    for batch in _batches(pending, batch_size):
+        examples, records = [], []
+        for row in batch:
+            error = row.get("error")
+            if error:
+                records.append(CaptionRecord.failed(row["example_id"], error))
+            else:
+                examples.append(Example(row["example_id"], row["image"], row["width"], row["height"], row["description"]))
+        records.extend(_caption_safely(captioner, examples))
+        for record in records:
+            store.append(record)
+            if record.status == "ok":
+                stats.ok += 1
+            else:
+                stats.failed += 1
+                stats.failures[record.example_id] = record.error or "unknown error"
+        bar.update(len(batch))
+    bar.close()
+    return stats
+
+
+def _caption_safely(captioner: Captioner, examples: list[Example]) -> list[CaptionRecord]:
+    if not examples:
+        return []
+    try:
+        records = captioner.caption_batch(examples)
+        if len(records) != len(examples):
+            raise RuntimeError(f"captioner returned {len(records)} records for {len(examples)} images")
+        return records
+    except Exception as exc:
+        if len(examples) == 1:
+            log.warning("%s failed on %s: %s", captioner.name, examples[0].example_id, exc)
+            return [CaptionRecord.failed(examples[0].example_id, f"{type(exc).__name__}: {exc}")]
+    return [record for example in examples for record in _caption_safely(captioner, [example])]

@@ -1,0 +1,27 @@
+"""Errors a user can act on. The CLI prints them as one line, without a traceback."""
+
+from __future__ import annotations
+
+
+class PancapError(Exception):
+    """Base class of every error pancap reports to a user."""
+
+
+class DatasetError(PancapError):
+    """A dataset cannot be found, read or split as asked."""
+
+
+class CaptionFileError(PancapError):
+    """A captions file cannot be read or has no usable record."""
+
+
+class RegistryError(PancapError):
+    """An unknown name was asked of a registry."""
+
+
+class ModelLoadError(PancapError):
+    """Model weights cannot be loaded (offline, missing directory, wrong format)."""
+
+
+class RetrievalError(PancapError):
+    """Retrieval inputs are unusable: wrong shapes, k larger than the gallery, unknown ids, bad options."""

@@ -1,0 +1,1 @@
+"""Reconstruction: captions -> layouts -> redraws -> fidelity scores and galleries."""
