@@ -137,7 +137,9 @@ def caption_dataset(
             if error:
                 records.append(CaptionRecord.failed(row["example_id"], error))
             else:
-                examples.append(Example(row["example_id"], row["image"], row["width"], row["height"], row["description"]))
+                examples.append(
+                    Example(row["example_id"], row["image"], row["width"], row["height"], row["description"])
+                )
         records.extend(_caption_safely(captioner, examples))
         for record in records:
             store.append(record)

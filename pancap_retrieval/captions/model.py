@@ -27,11 +27,87 @@ _QUAD_SPLIT = re.compile(r"\]\s*,\s*\[")
 
 # Words that end a noun phrase when read backwards from a box (verbs, prepositions, conjunctions).
 _BREAK_WORDS = frozenset(
-    """is are was were be been being has have had with and or but in on at by from to into onto over under
-    near behind above below beside besides between of as there here which that who whose it its consists
-    consisting including includes include wearing holding showing shows show depicts depicting see seen
-    visible located positioned situated placed found contains containing features featuring where while also
-    while such like than then this these those image picture photo""".split()
+    [
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "has",
+        "have",
+        "had",
+        "with",
+        "and",
+        "or",
+        "but",
+        "in",
+        "on",
+        "at",
+        "by",
+        "from",
+        "to",
+        "into",
+        "onto",
+        "over",
+        "under",
+        "near",
+        "behind",
+        "above",
+        "below",
+        "beside",
+        "besides",
+        "between",
+        "of",
+        "as",
+        "there",
+        "here",
+        "which",
+        "that",
+        "who",
+        "whose",
+        "it",
+        "its",
+        "consists",
+        "consisting",
+        "including",
+        "includes",
+        "include",
+        "wearing",
+        "holding",
+        "showing",
+        "shows",
+        "show",
+        "depicts",
+        "depicting",
+        "see",
+        "seen",
+        "visible",
+        "located",
+        "positioned",
+        "situated",
+        "placed",
+        "found",
+        "contains",
+        "containing",
+        "features",
+        "featuring",
+        "where",
+        "while",
+        "also",
+        "while",
+        "such",
+        "like",
+        "than",
+        "then",
+        "this",
+        "these",
+        "those",
+        "image",
+        "picture",
+        "photo",
+    ]
 )
 # The phrasing that introduces a box, removed together with it when boxes are stripped.
 _INTRO = (
@@ -280,7 +356,11 @@ def strip_boxes(text: str) -> str:
 
 
 def format_caption(
-    caption: PanopticCaption, dialect: str, width: int | None = None, height: int | None = None, ndigits: int = 3
+    caption: PanopticCaption,
+    dialect: str,
+    width: int | None = None,
+    height: int | None = None,
+    ndigits: int = 3,
 ) -> str:
     """Write ``caption`` back with every valid box group in ``dialect``; malformed groups stay as they were."""
     pieces, cursor = [], 0

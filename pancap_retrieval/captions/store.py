@@ -91,7 +91,9 @@ class CaptionStore:
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     if is_last:
                         self.torn_lines += 1
-                        warnings.warn(f"{self.path}: torn last line dropped ({len(line)} bytes)", stacklevel=3)
+                        warnings.warn(
+                            f"{self.path}: torn last line dropped ({len(line)} bytes)", stacklevel=3
+                        )
                         if repair:
                             with self.path.open("r+b") as handle:
                                 handle.truncate(offset)

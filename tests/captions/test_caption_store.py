@@ -49,7 +49,9 @@ def test_killed_writer_resumes_without_loss_or_duplicates(tmp_path):
     first_run = path.read_text().count("\n")
     assert 20 <= first_run < 200, "the writer must be killed mid-run"
 
-    resumed = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, check=True)
+    resumed = subprocess.run(
+        [sys.executable, str(script), str(path)], capture_output=True, text=True, check=True
+    )
     ok, skipped = map(int, resumed.stdout.split())
     assert skipped == first_run and ok == 200 - first_run
 
@@ -83,7 +85,9 @@ def test_failed_generation_is_stored_as_failed_not_empty(tmp_path):
 def test_store_path_is_per_captioner_dataset_split():
     path = store_path("run", "detector", "imagefolder:/data/my photos", "train")
     assert path.parent.name == "captions"
-    assert path.name.startswith("detector__imagefolder-data-my-photos-") and path.name.endswith("__train.jsonl")
+    assert path.name.startswith("detector__imagefolder-data-my-photos-") and path.name.endswith(
+        "__train.jsonl"
+    )
 
 
 def test_readers_take_every_format(tmp_path):
@@ -97,7 +101,11 @@ def test_readers_take_every_format(tmp_path):
     gt_list.write_text(json.dumps([{"image_path": "sam/sa_000001/sa_4.jpg", "gt_response": "a hen"}]))
     plain = tmp_path / "sa_5.txt"
     plain.write_text("a fox\n")
-    got = [(r.example_id, r.caption) for f in (ours, answers, model_list, gt_list, plain) for r in read_captions(f)]
+    got = [
+        (r.example_id, r.caption)
+        for f in (ours, answers, model_list, gt_list, plain)
+        for r in read_captions(f)
+    ]
     assert got == [
         ("sa_1", "a dog [[0.1, 0.1, 0.5, 0.5]]"),
         ("sa_2", "a cat"),
@@ -126,5 +134,5 @@ def test_unreadable_captions_files_give_one_line_errors(tmp_path, content, messa
 
 
 def test_missing_captions_file():
-    with pytest.raises(CaptionFileError, match="not found: /nope/c.jsonl"):
+    with pytest.raises(CaptionFileError, match=r"not found: /nope/c\.jsonl"):
         read_captions("/nope/c.jsonl")

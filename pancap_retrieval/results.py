@@ -1,0 +1,113 @@
+"""The result and manifest schema shared by every stage, and the helpers that write them.
+
+``results.json`` of a run folder::
+
+    {"dataset": {"name", "split", "limit", "n"}, "embedder": {...},
+     "rows": [{"captioner": NAME, "n": N, "skipped": {...}, "c2d": {"R@1": x, ..., "R@1_ci": [lo, hi]}, "d2c": {...}}],
+     "reconstruction": {captioner: {...}} (when the suite redraws), "manifest": {...}}
+
+Recall values are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pancap_retrieval.errors import PancapError
+
+RESULTS_FILE = "results.json"
+PACKAGES = (
+    "pancap",
+    "torch",
+    "transformers",
+    "sentence-transformers",
+    "faiss-cpu",
+    "faiss-gpu",
+    "datasets",
+    "diffusers",
+    "onnxruntime",
+    "accelerate",
+    "numpy",
+)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit(path: Path | None = None) -> str | None:
+    """The commit of the pancap checkout in use, when it is one."""
+    where = path or Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def base_manifest(**fields: Any) -> dict[str, Any]:
+    """Versions, platform, git commit and time, plus the stage's own fields (models, dataset, seeds...)."""
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:]),
+        **fields,
+    }
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts: the key that decides whether a stage is already done."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write JSON atomically (temp file + rename), so a crash never leaves half a result."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False, default=str)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_results(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir)
+    path = path if path.suffix == ".json" else path / RESULTS_FILE
+    if not path.is_file():
+        raise PancapError(f"no {RESULTS_FILE} in {path.parent}: not a pancap run folder")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PancapError(f"{path}: not valid JSON ({exc.msg})") from None
