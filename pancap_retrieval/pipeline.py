@@ -29,7 +29,7 @@ def default_cache_dir() -> Path:
 
 
 def _split_of(dataset: Any, asked: str | None) -> str:
-    return dataset[0]["split"] if len(dataset) else (asked or "-")
+    return dataset.select_columns(["split"])[0]["split"] if len(dataset) else (asked or "-")
 
 
 def _load(spec: str, split: str | None, limit: int | None):
