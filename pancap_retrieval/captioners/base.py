@@ -58,40 +58,22 @@ class CaptionRunStats:
         }
 
 
-def decode_image(image: Any, example_id: str = "?") -> Any:
-    """An RGB PIL image from a dataset cell (PIL image, ``{"bytes", "path"}`` dict or path); raises ValueError."""
-    from io import BytesIO
-
-    from PIL import Image
-
-    try:
-        if isinstance(image, dict):
-            source = BytesIO(image["bytes"]) if image.get("bytes") else image.get("path")
-            if source is None:
-                raise ValueError("no bytes and no path")
-            image = Image.open(source)
-        elif not hasattr(image, "convert"):
-            image = Image.open(image)
-        image.load()
-        return image.convert("RGB")
-    except Exception as exc:
-        raise ValueError(f"{example_id}: cannot decode image ({type(exc).__name__}: {exc})") from None
-
-
 def iter_examples(dataset: Any, decode: bool = True) -> Iterable[dict[str, Any]]:
-    """Rows of a pancap dataset with the image decoded lazily and safely: a bad image gives ``error``, not a crash."""
-    if decode and hasattr(dataset, "cast_column") and "image" in getattr(dataset, "column_names", []):
-        import datasets
+    """Rows of a pancap dataset with the image decoded safely: a bad image gives ``error``, not a crash."""
+    from pancap_retrieval.data import open_image, undecoded
+    from pancap_retrieval.errors import DatasetError
 
-        dataset = dataset.cast_column("image", datasets.Image(decode=False))
-    columns = [c for c in dataset.column_names if c != "image"] if not decode else None
-    for row in dataset.select_columns(columns) if columns else dataset:
+    if decode:
+        rows = undecoded(dataset)
+    else:
+        rows = dataset.select_columns([c for c in dataset.column_names if c != "image"])
+    for row in rows:
         row = dict(row)
         row["error"] = None
         if decode:
             try:
-                row["image"] = decode_image(row["image"], row["example_id"])
-            except ValueError as exc:
+                row["image"] = open_image(row)
+            except DatasetError as exc:
                 row["image"], row["error"] = None, str(exc)
         row.setdefault("image", None)
         row.setdefault("description", "")

@@ -1,0 +1,196 @@
+"""DOCCI (Descriptions of Connected and Contrasting Images, Onoe et al. 2024) as a pancap dataset.
+
+Three sources, chosen by the argument of ``docci:ARG``:
+
+- a local directory with the official release layout: ``docci_descriptions.jsonlines`` (one JSON object per
+  line with ``example_id``, ``split``, ``image_file``, ``description``) and ``images/<image_file>``, as written by
+  ``pancap data download docci --to DIR``;
+- a local directory of parquet files (a downloaded copy of a parquet mirror);
+- a Hub id of a parquet mirror with ``image`` and ``example_id`` columns (``OWNER/NAME`` or ``OWNER/NAME@REVISION``),
+  loaded with ``datasets.load_dataset``; only the asked split is fetched.
+
+``google/docci`` itself is a loading script, which current ``datasets`` refuses to run; it is rejected with the
+two ways that work. Without an argument, ``$PANCAP_DOCCI_DIR`` names the local release.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pancap_retrieval.data.records import (
+    Row,
+    build_dataset,
+    check_limit,
+    choose_split,
+    features,
+    first_n,
+    image_size,
+)
+from pancap_retrieval.errors import DatasetError
+
+if TYPE_CHECKING:
+    import datasets
+
+DESCRIPTIONS_FILE = "docci_descriptions.jsonlines"
+IMAGES_DIR = "images"
+SPLITS = ("train", "test", "qual_dev", "qual_test")
+DEFAULT_SPLIT = "test"
+ENV_DIR = "PANCAP_DOCCI_DIR"
+SCRIPT_IDS = ("google/docci",)
+_HOW = "download the official release with `pancap data download docci --to DIR` and use docci:DIR, or pass a parquet mirror id (docci:OWNER/NAME)"
+
+
+def load_docci(arg: str | None, split: str | None = None, limit: int | None = None) -> datasets.Dataset:
+    """DOCCI from a local release dir, a local parquet dir or a Hub parquet mirror; default split ``test``."""
+    check_limit(limit)
+    if arg is None:
+        arg = os.environ.get(ENV_DIR)
+        if not arg:
+            raise DatasetError(f"docci needs a source: {_HOW} (or set ${ENV_DIR})")
+    path = Path(arg).expanduser()
+    if path.is_dir():
+        if (path / DESCRIPTIONS_FILE).is_file():
+            return load_release(path, split, limit)
+        if any(path.rglob("*.parquet")):
+            return _load_parquet_dir(path, split, limit)
+        raise DatasetError(f"docci: {path} has no {DESCRIPTIONS_FILE} and no parquet files; {_HOW}")
+    if path.exists():
+        raise DatasetError(f"docci: {path} is not a directory")
+    if arg.strip().partition("@")[0].lower() in SCRIPT_IDS:
+        raise DatasetError(
+            f"docci: {arg} is a dataset loading script, which datasets>=4 no longer runs; instead {_HOW}"
+        )
+    if _looks_like_path(arg):
+        raise DatasetError(f"docci: no such directory: {path}")
+    return _load_hub(arg, split, limit)
+
+
+def load_release(root: Path, split: str | None = None, limit: int | None = None) -> datasets.Dataset:
+    """The official release layout: descriptions jsonlines plus ``images/``; images decode lazily."""
+    records = read_descriptions(root / DESCRIPTIONS_FILE)
+    present = {record["split"] for record in records}
+    chosen = choose_split("docci", split, present or SPLITS, DEFAULT_SPLIT)
+    images = root / IMAGES_DIR
+    if not images.is_dir():
+        raise DatasetError(f"docci: image folder not found: {images} (unpack docci_images.tar.gz in {root})")
+    rows = [
+        Row(record["example_id"], str(images / record["image_file"]), record["description"], chosen)
+        for record in records
+        if record["split"] == chosen
+    ]
+    return build_dataset(first_n(rows, limit), what=f"docci:{root}")
+
+
+def read_descriptions(path: Path) -> list[dict[str, str]]:
+    """Records of ``docci_descriptions.jsonlines``; a malformed line is an error naming file and line."""
+    required = ("example_id", "split", "image_file", "description")
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"docci: cannot read {path}: {exc}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"docci: {path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise DatasetError(f"docci: {path}:{number}: expected a JSON object")
+        missing = [key for key in required if not isinstance(record.get(key), str)]
+        if missing:
+            raise DatasetError(f"docci: {path}:{number}: missing or non-string {', '.join(missing)}")
+        records.append({key: record[key] for key in required})
+    return records
+
+
+def _looks_like_path(arg: str) -> bool:
+    # A Hub id is OWNER/NAME; anything else that does not exist on disk is a missing path.
+    return arg.startswith(("/", ".", "~")) or arg.count("/") != 1
+
+
+def _load_hub(arg: str, split: str | None, limit: int | None) -> datasets.Dataset:
+    repo_id, _, revision = arg.partition("@")
+    try:
+        return _load_mirror(repo_id, revision or None, split, limit)
+    except DatasetError:
+        raise
+    except Exception as exc:
+        reason = (str(exc).splitlines() or [""])[0]
+        raise DatasetError(
+            f"docci: {arg!r} is not a local directory and cannot be loaded from the Hub "
+            f"({type(exc).__name__}: {reason}); data cannot be fetched offline: {_HOW}"
+        ) from None
+
+
+def _load_parquet_dir(root: Path, split: str | None, limit: int | None) -> datasets.Dataset:
+    try:
+        return _load_mirror(str(root), None, split, limit)
+    except DatasetError:
+        raise
+    except Exception as exc:
+        reason = (str(exc).splitlines() or [""])[0]
+        raise DatasetError(
+            f"docci: cannot read the parquet files in {root} ({type(exc).__name__}: {reason})"
+        ) from None
+
+
+def _load_mirror(source: str, revision: str | None, split: str | None, limit: int | None) -> datasets.Dataset:
+    """One split of a parquet mirror (Hub id or local dir); only that split is downloaded and prepared."""
+    import datasets
+
+    names = datasets.get_dataset_split_names(source, revision=revision)
+    chosen = choose_split(f"docci:{source}", split, names, DEFAULT_SPLIT)
+    table = datasets.load_dataset(source, split=chosen, revision=revision)
+    return _normalise(table, source, chosen, limit)
+
+
+def _normalise(table: datasets.Dataset, source: str, chosen: str, limit: int | None) -> datasets.Dataset:
+    """A parquet mirror's split in the pancap schema: ids sorted, limited, sizes from the image headers."""
+    import datasets
+
+    columns = set(table.column_names)
+    id_column = next((c for c in ("example_id", "id", "image_id") if c in columns), None)
+    text_column = next((c for c in ("description", "text", "caption") if c in columns), None)
+    if "image" not in columns or id_column is None:
+        raise DatasetError(
+            f"docci:{source}: split {chosen!r} needs an 'image' and an 'example_id' column; "
+            f"found: {', '.join(sorted(columns))}"
+        )
+    table = table.cast_column("image", datasets.Image(decode=False))
+    ids = [str(value) for value in table[id_column]]
+    if len(set(ids)) != len(ids):
+        raise DatasetError(f"docci:{source}: split {chosen!r} has duplicate example ids")
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    if limit is not None:
+        order = order[:limit]
+    table = table.select(order)
+
+    def to_record(row: dict) -> dict:
+        image = row["image"]
+        blob = image.get("bytes") or image.get("path")
+        width, height = image_size(blob) if blob else (0, 0)
+        text = row[text_column] if text_column else ""
+        return {
+            "example_id": str(row[id_column]),
+            "image": image,
+            "description": text or "",
+            "width": width,
+            "height": height,
+            "split": chosen,
+        }
+
+    table = table.map(to_record, remove_columns=table.column_names, features=_undecoded_features())
+    return table.cast(features())
+
+
+def _undecoded_features() -> datasets.Features:
+    import datasets
+
+    undecoded = features().copy()
+    undecoded["image"] = datasets.Image(decode=False)
+    return undecoded
