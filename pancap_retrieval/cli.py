@@ -182,11 +182,26 @@ def captions_import(file: Path, captioner: str, dataset: str, split: str | None,
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="run folder")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--retry-failed", is_flag=True, help="caption again the images that failed before")
-def caption(captioner, model, dataset, split, limit, out, batch_size, retry_failed) -> None:
+@click.option(
+    "--option",
+    "-o",
+    "extra",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="captioner option, e.g. -o dialect=asmv2 -o score_threshold=0.4 (values read as YAML)",
+)
+def caption(captioner, model, dataset, split, limit, out, batch_size, retry_failed, extra) -> None:
     """Caption DATASET into the run folder's caption store (resumable: finished images are skipped)."""
+    import yaml
+
     from pancap_retrieval.pipeline import run_captioner
 
     options = {"model": model} if model else {}
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--option")
+        options[key.strip()] = yaml.safe_load(value)
     stats, path = run_captioner(captioner, options, dataset, split, limit, out, batch_size, retry_failed)
     click.echo(json.dumps({"store": str(path), **stats.to_dict()}, indent=2))
 
