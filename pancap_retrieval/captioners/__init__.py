@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pancap_retrieval.errors import RegistryError
 from pancap_retrieval.registry import Registry
 
 CAPTIONERS = Registry(
@@ -25,4 +26,13 @@ PRECOMPUTED = "precomputed"
 
 def get_captioner(name: str, **options: Any):
     """Build the captioner registered as ``name`` with its options (``model=``, ``batch_size=``, ...)."""
-    return CAPTIONERS.get(name)(**options)
+    import inspect
+
+    factory = CAPTIONERS.get(name)
+    parameters = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = sorted(set(options) - set(parameters)) if not takes_any else []
+    if unknown:
+        known = ", ".join(p for p in parameters if p != "self")
+        raise RegistryError(f"captioner {name!r} has no option {', '.join(unknown)}; its options: {known}")
+    return factory(**options)
