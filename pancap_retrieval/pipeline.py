@@ -49,15 +49,25 @@ def run_captioner(
     retry_failed: bool = False,
     dataset: Any = None,
 ):
-    """Caption a dataset with a registered captioner into ``out/captions/`` (resumable)."""
+    """Caption a dataset with a registered captioner into ``out/captions/`` (resumable).
+
+    Under ``accelerate launch`` or ``torchrun`` (WORLD_SIZE > 1) each rank captions its shard into its own store
+    file and rank 0 merges them.
+    """
     from pancap_retrieval.captioners import get_captioner
     from pancap_retrieval.captioners.base import caption_dataset
 
     dataset = dataset if dataset is not None else _load(dataset_spec, split, limit)
     store = CaptionStore(store_path(out, name, dataset_spec, _split_of(dataset, split)))
-    captioner = get_captioner(name, **options)
-    stats = caption_dataset(captioner, dataset, store, batch_size=batch_size, retry_failed=retry_failed)
-    write_json(store.path.with_suffix(".manifest.json"), base_manifest(captioner=captioner.manifest()))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from pancap_retrieval.captioners.distributed import run_captioning
+
+        stats, manifest = run_captioning(name, dataset, store.path, batch_size, retry_failed, **options)
+    else:
+        captioner = get_captioner(name, **options)
+        stats = caption_dataset(captioner, dataset, store, batch_size=batch_size, retry_failed=retry_failed)
+        manifest = captioner.manifest()
+    write_json(store.path.with_suffix(".manifest.json"), base_manifest(captioner=manifest))
     return stats, store.path
 
 

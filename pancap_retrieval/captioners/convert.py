@@ -1,0 +1,532 @@
+"""Checkpoint conversion: original LLaVA-format checkpoints (PancapChain, ASMv2, ShareGPT4V) to transformers.
+
+The original LLaVA repository saves ``LlavaLlamaForCausalLM``: a Llama with ``model.embed_tokens``,
+``model.layers.N.*``, ``model.norm``, ``lm_head``, the projector as ``model.mm_projector.0/2`` (``mlp2x_gelu``:
+linear, GELU, linear) and, when the vision tower was trained or bundled, its CLIP weights under
+``model.vision_tower.vision_tower.vision_model.*``; otherwise the tower comes from the CLIP id in
+``mm_vision_tower``. Its ``config.json`` is a Llama config plus ``mm_*`` keys, with ``model_type: "llava"``, a name
+transformers uses for a different layout, so it is read as plain JSON here. A LoRA on top (peft, as PancapChain
+releases it) is merged with peft on a plain Llama, whose module names are those of the original model; a
+``non_lora_trainables.bin`` next to it (projector weights trained with the LoRA) replaces the base weights.
+
+The output is a ``LlavaForConditionalGeneration`` directory: the ``<image>`` token added to the tokenizer (one
+embedding row more), ``vision_feature_layer`` from ``mm_vision_select_layer`` (-2), strategy ``"default"`` (CLS
+dropped), and a ``LlavaProcessor`` whose image processor is CLIP's preprocessing plus LLaVA's pad mode
+(``do_pad``: pad to a square with the mean colour, centred) when the checkpoint was trained with
+``image_aspect_ratio: "pad"``. The PIL image processor is used, which needs no torchvision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from pancap_retrieval.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+IMAGE_TOKEN = "<image>"
+VICUNA_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+# LLaVA's vicuna_v1 conversation (sep " ", sep2 "</s>") as a chat template, the image before the text of a turn.
+VICUNA_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first %}" + VICUNA_SYSTEM + " {% endif %}"
+    "{% if message['role'] == 'user' %}USER: "
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}"
+    "{% endif %} "
+    "{% elif message['role'] == 'assistant' %}ASSISTANT: "
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}</s>"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+# The architectures of the LLaVA-1.5 family (Vicuna + CLIP ViT-L/14-336), for random-weight benchmarks.
+LLAVA_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "llava-1.5-13b": {
+        "text": {
+            "hidden_size": 5120,
+            "intermediate_size": 13824,
+            "num_hidden_layers": 40,
+            "num_attention_heads": 40,
+            "num_key_value_heads": 40,
+            "vocab_size": 32000,
+            "max_position_embeddings": 4096,
+            "rms_norm_eps": 1e-5,
+        },
+        "vision": {
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "image_size": 336,
+            "patch_size": 14,
+            "projection_dim": 768,
+        },
+    },
+    "llava-1.5-7b": {
+        "text": {
+            "hidden_size": 4096,
+            "intermediate_size": 11008,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 32,
+            "vocab_size": 32000,
+            "max_position_embeddings": 4096,
+            "rms_norm_eps": 1e-5,
+        },
+        "vision": {
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "image_size": 336,
+            "patch_size": 14,
+            "projection_dim": 768,
+        },
+    },
+    "tiny": {
+        "text": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 0,
+            "max_position_embeddings": 4096,
+            "rms_norm_eps": 1e-5,
+            "initializer_range": 0.2,
+        },
+        "vision": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 30,
+            "patch_size": 15,
+            "projection_dim": 32,
+        },
+    },
+}
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path} not found") from None
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{path} is not valid JSON: {exc}") from None
+
+
+def load_state_dict(directory: Path) -> dict[str, Any]:
+    """Every tensor of a checkpoint directory: ``*.safetensors`` or ``pytorch_model*.bin`` (sharded or not)."""
+    import torch
+    from safetensors.torch import load_file
+
+    files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("pytorch_model*.bin"))
+    files = [f for f in files if not f.name.startswith(("adapter_model", "non_lora"))]
+    if not files:
+        raise ModelLoadError(f"{directory} holds no weights (*.safetensors or pytorch_model*.bin)")
+    state: dict[str, Any] = {}
+    for file in files:
+        try:
+            part = (
+                load_file(file)
+                if file.suffix == ".safetensors"
+                else torch.load(file, map_location="cpu", weights_only=True)
+            )
+        except Exception as exc:
+            raise ModelLoadError(f"cannot read weights {file}: {type(exc).__name__}: {exc}") from None
+        state.update(part)
+    return state
+
+
+def _local_dir(model: str, what: str, marker: str = "config.json") -> Path:
+    """A local directory for a hub id or path (downloaded into the cache when online)."""
+    from pancap_retrieval.captioners.generation import resolve_model
+
+    source = resolve_model(model, marker)
+    path = Path(source)
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(source))
+    except Exception as exc:
+        raise ModelLoadError(f"cannot fetch the {what} {model!r}: {type(exc).__name__}: {exc}") from None
+
+
+def _merge_lora(text_state: dict[str, Any], text_config: Any, lora: Path) -> dict[str, Any]:
+    """``text_state`` (original Llama key names) with the LoRA adapter in ``lora`` merged in, through peft."""
+    import torch
+    from peft import PeftModel
+    from transformers import LlamaForCausalLM
+
+    if not (lora / "adapter_config.json").is_file():
+        raise ModelLoadError(f"{lora} is not a peft LoRA directory (no adapter_config.json)")
+    with torch.device("meta"):
+        base = LlamaForCausalLM(text_config)
+    missing, _ = base.load_state_dict(text_state, strict=False, assign=True)
+    missing = [k for k in missing if "rotary" not in k]
+    if missing:
+        raise ModelLoadError(f"the base checkpoint lacks {len(missing)} Llama weights, e.g. {missing[0]}")
+    try:
+        merged = PeftModel.from_pretrained(base, str(lora)).merge_and_unload()
+    except Exception as exc:
+        raise ModelLoadError(f"cannot apply the LoRA in {lora}: {type(exc).__name__}: {exc}") from None
+    return {k: v for k, v in merged.state_dict().items() if "rotary" not in k}
+
+
+def _non_lora_trainables(lora: Path) -> dict[str, Any]:
+    """Weights trained next to the LoRA (projector), with LLaVA's ``base_model.model.`` prefixes removed."""
+    import torch
+
+    path = lora / "non_lora_trainables.bin"
+    if not path.is_file():
+        return {}
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("base_model.")
+        if key.startswith("model.model."):
+            key = key.removeprefix("model.")
+        out[key] = value
+    return out
+
+
+def _text_config(original: dict[str, Any], vocab_size: int) -> Any:
+    from transformers import LlamaConfig
+
+    keys = (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "rope_theta",
+        "rope_scaling",
+        "hidden_act",
+        "attention_bias",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "head_dim",
+    )
+    values = {k: original[k] for k in keys if original.get(k) is not None}
+    return LlamaConfig(vocab_size=vocab_size, tie_word_embeddings=False, **values)
+
+
+def _image_processor(clip_dir: Path | None, vision_config: Any, pad: bool) -> Any:
+    from transformers import LlavaImageProcessorPil
+
+    settings: dict[str, Any] = {}
+    config_file = clip_dir / "preprocessor_config.json" if clip_dir is not None else None
+    if config_file is not None and config_file.is_file():
+        raw = read_json(config_file)
+        settings = {
+            k: raw[k]
+            for k in (
+                "size",
+                "crop_size",
+                "image_mean",
+                "image_std",
+                "resample",
+                "do_center_crop",
+                "do_normalize",
+                "do_rescale",
+                "rescale_factor",
+            )
+            if k in raw
+        }
+    side = vision_config.image_size
+    settings.setdefault("size", {"shortest_edge": side})
+    settings.setdefault("crop_size", {"height": side, "width": side})
+    settings.setdefault("image_mean", CLIP_MEAN)
+    settings.setdefault("image_std", CLIP_STD)
+    return LlavaImageProcessorPil(do_pad=pad, do_convert_rgb=True, **settings)
+
+
+def _check_supported(original: dict[str, Any]) -> None:
+    projector = original.get("mm_projector_type", "linear")
+    problems = []
+    if projector != "mlp2x_gelu":
+        problems.append(
+            f"mm_projector_type {projector!r} (only 'mlp2x_gelu' maps to LlavaForConditionalGeneration)"
+        )
+    if original.get("mm_use_im_start_end"):
+        problems.append("mm_use_im_start_end=true (image start/end tokens)")
+    if original.get("image_aspect_ratio", "pad") not in ("pad", "square", None):
+        problems.append(f"image_aspect_ratio {original['image_aspect_ratio']!r} (LLaVA-NeXT any-resolution)")
+    if original.get("mm_vision_select_feature", "patch") not in ("patch", "cls_patch"):
+        problems.append(f"mm_vision_select_feature {original['mm_vision_select_feature']!r}")
+    if problems:
+        raise ModelLoadError("unsupported LLaVA checkpoint: " + "; ".join(problems))
+
+
+def convert_llava(
+    src: str | Path,
+    out: str | Path,
+    lora: str | Path | None = None,
+    vision_tower: str | Path | None = None,
+    dtype: str | None = None,
+) -> Path:
+    """Convert an original LLaVA-format checkpoint (and an optional LoRA on it) into a transformers directory.
+
+    ``src``: the base checkpoint (hub id or dir, e.g. ASMv2-13B); ``lora``: a peft adapter dir trained on it
+    (PancapChain); ``vision_tower``: the CLIP model (hub id or dir) when not the config's ``mm_vision_tower``.
+    Returns ``out``, loadable with ``LlavaForConditionalGeneration.from_pretrained`` and ``AutoProcessor``.
+    """
+    import torch
+    from huggingface_hub import save_torch_state_dict
+    from transformers import AutoTokenizer, CLIPVisionConfig, GenerationConfig, LlavaConfig, LlavaProcessor
+
+    from pancap_retrieval.captioners.generation import choose_dtype
+
+    src_dir = _local_dir(str(src), "LLaVA checkpoint")
+    original = read_json(src_dir / "config.json")
+    architectures = original.get("architectures") or []
+    if "LlavaForConditionalGeneration" in architectures:
+        raise ModelLoadError(f"{src} is already a transformers LLaVA checkpoint; load it directly")
+    if "mm_vision_tower" not in original and vision_tower is None:
+        raise ModelLoadError(
+            f"{src_dir}/config.json has no mm_vision_tower: not an original LLaVA checkpoint"
+        )
+    _check_supported(original)
+    lora_dir = _local_dir(str(lora), "LoRA adapter", "adapter_config.json") if lora else None
+
+    state = load_state_dict(src_dir)
+    state = {k: v for k, v in state.items() if "rotary_emb.inv_freq" not in k}
+    if lora_dir is not None:
+        state.update(_non_lora_trainables(lora_dir))
+    for required in (
+        "model.embed_tokens.weight",
+        "lm_head.weight",
+        "model.mm_projector.0.weight",
+        "model.mm_projector.2.weight",
+    ):
+        if required not in state:
+            raise ModelLoadError(
+                f"{src_dir}: weight {required!r} missing; not an original LLaVA (mlp2x_gelu) checkpoint"
+            )
+    source_dtype = state["model.embed_tokens.weight"].dtype
+    target_dtype = choose_dtype(torch.device("cpu"), dtype) if dtype else source_dtype
+
+    # Tokenizer first: the <image> token decides the new vocabulary size.
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(src_dir))
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the tokenizer of {src}: {type(exc).__name__}: {exc}") from None
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    if tokenizer.pad_token is None:  # LLaVA pads with <unk>
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    old_vocab = state["model.embed_tokens.weight"].shape[0]
+    vocab = max(old_vocab, len(tokenizer))
+
+    text_state = {
+        k: v for k, v in state.items() if not k.startswith(("model.mm_projector.", "model.vision_tower."))
+    }
+    text_config = _text_config(original, old_vocab)
+    if lora_dir is not None:
+        text_state = _merge_lora(text_state, text_config, lora_dir)
+    text_config.vocab_size = vocab
+
+    clip_source = vision_tower or original.get("mm_vision_tower")
+    clip_dir = _local_dir(str(clip_source), "vision tower")
+    vision_config = CLIPVisionConfig.from_pretrained(str(clip_dir))
+    vision_state = {
+        k.removeprefix("model.vision_tower.vision_tower."): v
+        for k, v in state.items()
+        if k.startswith("model.vision_tower.vision_tower.")
+    }
+    if not vision_state:
+        from transformers import CLIPVisionModel
+
+        try:
+            vision_state = CLIPVisionModel.from_pretrained(str(clip_dir), dtype=source_dtype).state_dict()
+        except Exception as exc:
+            raise ModelLoadError(
+                f"cannot load the vision tower {clip_source!r}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    out_state: dict[str, Any] = {}
+    for key, value in text_state.items():
+        if key.startswith("model."):
+            key = "model.language_model." + key.removeprefix("model.")
+        out_state[key] = value
+    for key, value in vision_state.items():
+        key = key.removeprefix("vision_model.")
+        if key.endswith("position_ids"):
+            continue
+        out_state["model.vision_tower." + key] = value
+    for index, name in (("0", "linear_1"), ("2", "linear_2")):
+        for part in ("weight", "bias"):
+            key = f"model.mm_projector.{index}.{part}"
+            if key in state:
+                out_state[f"model.multi_modal_projector.{name}.{part}"] = state[key]
+    for key in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
+        weight = out_state[key]
+        if weight.shape[0] < vocab:  # new rows (the <image> token): the mean row; generation suppresses them
+            extra = weight.float().mean(0, keepdim=True).expand(vocab - weight.shape[0], -1).to(weight.dtype)
+            out_state[key] = torch.cat([weight, extra], dim=0)
+    out_state = {k: v.to(target_dtype).contiguous() for k, v in out_state.items()}
+
+    select = original.get("mm_vision_select_feature", "patch")
+    config = LlavaConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_index=image_token_id,
+        projector_hidden_act="gelu",
+        vision_feature_layer=int(original.get("mm_vision_select_layer", -2)),
+        vision_feature_select_strategy="default" if select == "patch" else "full",
+        image_seq_length=(vision_config.image_size // vision_config.patch_size) ** 2 + (select != "patch"),
+        multimodal_projector_bias="model.mm_projector.0.bias" in state,
+        tie_word_embeddings=False,
+    )
+    config.architectures = ["LlavaForConditionalGeneration"]
+    config.dtype = str(target_dtype).removeprefix("torch.")
+    image_processor = _image_processor(
+        clip_dir, vision_config, pad=original.get("image_aspect_ratio") == "pad"
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=vision_config.patch_size,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        num_additional_image_tokens=1,
+        chat_template=VICUNA_CHAT_TEMPLATE,
+    )
+    generation = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        suppress_tokens=list(range(old_vocab, vocab)) or None,
+    )
+
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_torch_state_dict(out_state, str(out_dir), max_shard_size="5GB")
+    config.save_pretrained(str(out_dir))
+    processor.save_pretrained(str(out_dir))
+    generation.save_pretrained(str(out_dir))
+    (out_dir / "pancap_conversion.json").write_text(
+        json.dumps(
+            {
+                "source": str(src),
+                "lora": str(lora) if lora else None,
+                "vision_tower": str(clip_source),
+                "image_aspect_ratio": original.get("image_aspect_ratio"),
+                "image_token_id": image_token_id,
+                "added_rows": vocab - old_vocab,
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    log.info("converted %s -> %s (%d tensors)", src, out_dir, len(out_state))
+    return out_dir
+
+
+def synthetic_tokenizer(corpus: list[str], vocab_size: int = 400) -> Any:
+    """A byte-level BPE tokenizer trained on ``corpus``, Llama-style specials and ``<image>``: for random-weight models.
+
+    Benchmarks and tests run model code without a real vocabulary; text round-trips exactly through it.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(corpus, trainer)
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>"
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    return tokenizer
+
+
+def random_llava(
+    preset: str = "tiny",
+    corpus: list[str] | None = None,
+    seed: int = 0,
+    dtype: Any = None,
+    device: Any = None,
+    pad: bool = True,
+) -> tuple[Any, Any]:
+    """A random-weight ``LlavaForConditionalGeneration`` of a :data:`LLAVA_PRESETS` architecture and its processor.
+
+    The processor is the one :func:`convert_llava` writes (vicuna_v1 template, pad mode). For benchmarks and tests.
+    """
+    import torch
+    from transformers import (
+        CLIPVisionConfig,
+        GenerationConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    if preset not in LLAVA_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(LLAVA_PRESETS)}")
+    spec = LLAVA_PRESETS[preset]
+    words = corpus or [
+        VICUNA_SYSTEM,
+        "USER: ASSISTANT: dog <box>[[12, 340, 560, 789]]</box>, a cat on a mat.",
+    ]
+    tokenizer = synthetic_tokenizer(words)
+    text = dict(spec["text"])
+    text["vocab_size"] = max(text["vocab_size"], len(tokenizer))
+    text_config = LlamaConfig(
+        tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0, **text
+    )
+    vision_config = CLIPVisionConfig(**spec["vision"])
+    config = LlavaConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=(vision_config.image_size // vision_config.patch_size) ** 2,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    with target:
+        model = LlavaForConditionalGeneration._from_config(config, dtype=dtype or torch.float32)
+    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    processor = LlavaProcessor(
+        image_processor=_image_processor(None, vision_config, pad=pad),
+        tokenizer=tokenizer,
+        patch_size=vision_config.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=VICUNA_CHAT_TEMPLATE,
+    )
+    return model.eval(), processor
