@@ -66,16 +66,16 @@ def list_embedders() -> None:
     from pancap_retrieval.retrieval.embedder import EMBEDDERS
 
     for name, spec in EMBEDDERS.items():
-        click.echo(f"{name:<20} {spec.model_id}")
+        click.echo(f"{name:<24} {spec.hub_id}")
 
 
 @list_group.command("backends")
 def list_backends() -> None:
     """Search backends."""
-    from pancap_retrieval.retrieval.index import BACKENDS
+    from pancap_retrieval.retrieval.index import EXACT_BACKENDS, SEARCH_BACKENDS
 
-    for name in BACKENDS:
-        click.echo(name)
+    for name in SEARCH_BACKENDS.names():
+        click.echo(f"{name:<12} {'exact' if name in EXACT_BACKENDS else 'approximate'}")
 
 
 @list_group.command("redrawers")

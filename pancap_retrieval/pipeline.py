@@ -178,7 +178,9 @@ def _retrieval_row(
         n_bootstrap=suite.retrieval.bootstrap_samples,
         seed=suite.seed,
         cache_dir=default_cache_dir(),
+        backend=suite.retrieval.backend,
     )
+    write_json(stage_dir / f"{name}.top10.json", result["top"])
     row = {
         "captioner": name,
         "n": result["n"],

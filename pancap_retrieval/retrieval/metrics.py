@@ -1,0 +1,319 @@
+"""Retrieval metrics: rank of the one positive per query, R@k, MRR, median rank, bootstrap CIs, both directions.
+
+Queries and gallery live in separate id spaces: a caption and the description of the same image are two items, the
+query and its positive, never "the same document" to be dropped (the BEIR trap).
+
+**Tie rule for ranks (pessimistic).** The positive's rank is 1 + the number of *other* gallery items whose score is
+greater than or equal to the positive's score: every tie goes against the positive, so a constant scorer gets rank N
+for every query (R@1 = 0), never 1 (the MTEB #5092 trap). Scores are the canonical scores of
+:mod:`pancap_retrieval.retrieval.index` (float64 dot products of the float32 vectors, identical for identical vectors).
+With ``tie_rule="index"`` ties are broken by ascending gallery index instead, which is exactly the order
+:func:`~pancap_retrieval.retrieval.index.search` returns: the positive is at 1-based position r of the search
+results iff its index-rule rank is r. Pessimistic ranks are never smaller, so pessimistic R@k is never above
+the share of queries whose positive is among the top k search results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from pancap_retrieval.errors import RetrievalError
+from pancap_retrieval.retrieval.index import (
+    DEFAULT_CHUNK_BYTES,
+    canonical_scores,
+    check_pair,
+    chunk_rows,
+    float32_error_bound,
+)
+
+TieRule = Literal["pessimistic", "index"]
+DEFAULT_KS = (1, 5, 10)
+
+
+def positive_ranks(
+    queries: Any,
+    gallery: Any,
+    positives: Sequence[int] | np.ndarray,
+    *,
+    tie_rule: TieRule = "pessimistic",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    device: str | None = None,
+) -> np.ndarray:
+    """1-based rank of each query's positive gallery row, chunked over queries (no full Nq x Ng matrix).
+
+    ``positives[i]`` is the gallery row of query i's positive.
+
+    >>> g = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)
+    >>> q = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)
+    >>> positive_ranks(q, g, [0, 1, 2]).tolist()
+    [2, 2, 1]
+    >>> positive_ranks(q, g, [0, 1, 2], tie_rule="index").tolist()
+    [1, 2, 1]
+    """
+    q, g = check_pair(queries, gallery)
+    pos = np.asarray(positives)
+    if pos.shape != (q.shape[0],) or not np.issubdtype(pos.dtype, np.integer):
+        raise RetrievalError(f"positives must be {q.shape[0]} integer gallery rows, got shape {pos.shape}")
+    if pos.size and (pos.min() < 0 or pos.max() >= g.shape[0]):
+        raise RetrievalError(f"a positive is outside the gallery rows 0..{g.shape[0] - 1}")
+    if tie_rule not in ("pessimistic", "index"):
+        raise RetrievalError(f"tie_rule must be 'pessimistic' or 'index', not {tie_rule!r}")
+    pos = pos.astype(np.int64)
+    tol = 2 * float32_error_bound(q, g)
+    s_pos = canonical_scores(q, g[pos])
+    ranks = np.empty(q.shape[0], dtype=np.int64)
+    step = chunk_rows(g.shape[0], 16, chunk_bytes)  # float32 block + float64 temporaries
+    scorer = _Scorer(g, device)
+    for start in range(0, q.shape[0], step):
+        stop = min(start + step, q.shape[0])
+        above, rows, cols = scorer.counts(q[start:stop], s_pos[start:stop], tol)
+        rows_abs = rows + start
+        canon = canonical_scores(q[rows_abs], g[cols])
+        target = s_pos[rows_abs]
+        other = cols != pos[rows_abs]
+        before = canon > target
+        if tie_rule == "pessimistic":
+            before |= (canon == target) & other
+        else:
+            before |= (canon == target) & (cols < pos[rows_abs])
+        extra = np.bincount(rows, weights=before, minlength=stop - start).astype(np.int64)
+        ranks[start:stop] = 1 + above + extra
+    return ranks
+
+
+class _Scorer:
+    """Float32 scores of query chunks against the gallery (torch on CUDA when present, else numpy)."""
+
+    def __init__(self, g: np.ndarray, device: str | None) -> None:
+        self.g = g
+        self.torch_gallery = None
+        use_cuda = device is not None and device.startswith("cuda")
+        if device is None:
+            try:
+                import torch
+
+                use_cuda = torch.cuda.is_available()
+            except ImportError:  # pragma: no cover
+                use_cuda = False
+        if use_cuda:
+            import torch
+
+            self.torch_gallery = torch.from_numpy(g).to(device or "cuda")
+
+    def counts(
+        self, q: np.ndarray, s_pos: np.ndarray, tol: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: count of items clearly above the positive, and (row, col) of items within ``tol`` of it."""
+        if self.torch_gallery is None:
+            block = q @ self.g.T
+            s = s_pos[:, None]
+            above = (block > s + tol).sum(axis=1)
+            rows, cols = np.nonzero(np.abs(block - s) <= tol)
+            return above, rows, cols
+        import torch
+
+        dev = self.torch_gallery.device
+        block = torch.from_numpy(q).to(dev) @ self.torch_gallery.T
+        s = torch.from_numpy(s_pos).to(dev, torch.float64)[:, None]
+        above = (block > s + tol).sum(dim=1).cpu().numpy()
+        rows, cols = torch.nonzero((block.double() - s).abs() <= tol, as_tuple=True)
+        return above, rows.cpu().numpy(), cols.cpu().numpy()
+
+
+def retrieval_metrics(
+    ranks: Sequence[int] | np.ndarray,
+    ks: Iterable[int] = DEFAULT_KS,
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """R@k (fractions in [0, 1]), MRR and median rank from 1-based ranks, with seeded bootstrap CIs.
+
+    The CI of a metric is ``<name>_ci: [lo, hi]``, the percentile interval over ``n_bootstrap`` resamples of the
+    queries drawn with ``numpy.random.default_rng(seed)``; ``n_bootstrap=0`` leaves the CIs out.
+
+    >>> retrieval_metrics([1, 2, 4, 8], ks=(1, 5), n_bootstrap=0)
+    {'n': 4, 'R@1': 0.25, 'R@5': 0.75, 'MRR': 0.46875, 'median_rank': 3.0}
+    >>> m = retrieval_metrics([1, 1, 1, 1], ks=(1,), n_bootstrap=100)
+    >>> m['R@1'], m['R@1_ci']
+    (1.0, [1.0, 1.0])
+    """
+    r = np.asarray(ranks)
+    if r.ndim != 1 or r.size == 0:
+        raise RetrievalError("ranks must be a non-empty 1-D sequence")
+    if not np.issubdtype(r.dtype, np.integer) or r.min() < 1:
+        raise RetrievalError("ranks must be integers >= 1")
+    ks = tuple(int(k) for k in ks)
+    if any(k < 1 for k in ks):
+        raise RetrievalError(f"every k must be >= 1, got {ks}")
+    if not 0 < confidence < 1:
+        raise RetrievalError(f"confidence must be in (0, 1), not {confidence}")
+    out: dict[str, Any] = {"n": int(r.size)}
+    values = _metric_values(r[None, :], ks)
+    out.update({name: float(v[0]) for name, v in values.items()})
+    if n_bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        samples: dict[str, list[np.ndarray]] = {name: [] for name in values}
+        per_chunk = max(1, 10_000_000 // r.size)
+        done = 0
+        while done < n_bootstrap:
+            b = min(per_chunk, n_bootstrap - done)
+            resampled = r[rng.integers(0, r.size, size=(b, r.size))]
+            for name, v in _metric_values(resampled, ks).items():
+                samples[name].append(v)
+            done += b
+        alpha = (1 - confidence) / 2
+        for name, parts in samples.items():
+            lo, hi = np.quantile(np.concatenate(parts), [alpha, 1 - alpha])
+            out[f"{name}_ci"] = [float(lo), float(hi)]
+        out["bootstrap"] = {"n": int(n_bootstrap), "seed": int(seed), "confidence": confidence}
+    return out
+
+
+def _metric_values(r: np.ndarray, ks: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Metric per row of a (resamples x queries) rank matrix."""
+    values = {f"R@{k}": (r <= k).mean(axis=1) for k in ks}
+    values["MRR"] = (1.0 / r).mean(axis=1)
+    values["median_rank"] = np.median(r, axis=1)
+    return values
+
+
+def direction_metrics(
+    queries: Any,
+    gallery: Any,
+    positives: Sequence[int] | np.ndarray,
+    *,
+    ks: Iterable[int] = DEFAULT_KS,
+    tie_rule: TieRule = "pessimistic",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Ranks and metrics of one direction (queries against gallery)."""
+    ranks = positive_ranks(queries, gallery, positives, tie_rule=tie_rule, device=device)
+    out = retrieval_metrics(ranks, ks, n_bootstrap=n_bootstrap, seed=seed)
+    out["gallery_size"] = int(np.asarray(gallery).shape[0])
+    out["tie_rule"] = tie_rule
+    return out
+
+
+def _pairs(items: Mapping[str, Any] | Iterable[tuple[str, Any]], what: str) -> list[tuple[str, Any]]:
+    pairs = list(items.items()) if isinstance(items, Mapping) else [tuple(p) for p in items]
+    seen: set[str] = set()
+    for pair in pairs:
+        if len(pair) != 2:
+            raise RetrievalError(f"{what} must be (id, text) pairs")
+        if pair[0] in seen:
+            raise RetrievalError(f"duplicate {what} id {pair[0]!r}")
+        seen.add(pair[0])
+    return pairs
+
+
+def evaluate_retrieval(
+    captions: Mapping[str, str | None] | Iterable[tuple[str, str | None]],
+    descriptions: Mapping[str, str] | Iterable[tuple[str, str]],
+    *,
+    embedder: Any = "minilm",
+    caption_mode: str = "strip",
+    ks: Iterable[int] = DEFAULT_KS,
+    tie_rule: TieRule = "pessimistic",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    device: str | None = None,
+    cache_dir: Any = None,
+    prep_options: Mapping[str, Any] | None = None,
+    backend: str | None = None,
+    top_k: int = 10,
+) -> dict[str, Any]:
+    """Text-to-text retrieval of generated captions against reference descriptions, keyed by image id.
+
+    ``c2d``: each caption (query) against all descriptions (gallery); ``d2c``: each description whose image has
+    a caption (query) against the captions (gallery). Caption ids and description ids are image ids, but the two
+    sides are kept in separate id spaces. A caption that is missing or empty, or whose image has no description,
+    is skipped and counted; descriptions without a caption stay in the c2d gallery as distractors.
+    ``embedder`` is an :class:`~pancap_retrieval.retrieval.embedder.Embedder` or a name/path for one;
+    ``caption_mode`` is a :func:`~pancap_retrieval.retrieval.textprep.prepare_texts` mode applied to captions.
+    With a search ``backend`` the result also holds ``top``: per direction, each query id's ``top_k`` gallery ids
+    from :func:`~pancap_retrieval.retrieval.index.search` (ties by ascending gallery index), to look at.
+    """
+    from pancap_retrieval.retrieval.embedder import Embedder
+    from pancap_retrieval.retrieval.textprep import prepare_texts
+
+    skipped = {"empty_caption": 0, "no_description": 0, "empty_description": 0}
+    gallery_ids: list[str] = []
+    gallery_texts: list[str] = []
+    for image_id, text in _pairs(descriptions, "description"):
+        if not isinstance(text, str) or not text.strip():
+            skipped["empty_description"] += 1
+            continue
+        gallery_ids.append(image_id)
+        gallery_texts.append(text)
+    if not gallery_ids:
+        raise RetrievalError("no usable description: the gallery is empty")
+    row_of = {image_id: row for row, image_id in enumerate(gallery_ids)}
+    query_ids: list[str] = []
+    query_texts: list[str] = []
+    for image_id, text in _pairs(captions, "caption"):
+        if not isinstance(text, str) or not text.strip():
+            skipped["empty_caption"] += 1
+        elif image_id not in row_of:
+            skipped["no_description"] += 1
+        else:
+            query_ids.append(image_id)
+            query_texts.append(text)
+    if not query_ids:
+        raise RetrievalError(f"no caption has a matching description (skipped: {skipped})")
+
+    prepared = prepare_texts(query_texts, caption_mode, cache_dir=cache_dir, **dict(prep_options or {}))
+    empty_after = [i for i, text in enumerate(prepared.texts) if not text.strip()]
+    if empty_after:
+        skipped["empty_after_prep"] = len(empty_after)
+        dropped = set(empty_after)
+        keep = [i for i in range(len(query_ids)) if i not in dropped]
+        query_ids = [query_ids[i] for i in keep]
+        prepared_texts = [prepared.texts[i] for i in keep]
+    else:
+        prepared_texts = list(prepared.texts)
+    if not query_ids:
+        raise RetrievalError(f"every caption is empty after {caption_mode!r} preparation")
+
+    model = (
+        embedder if isinstance(embedder, Embedder) else Embedder(embedder, device=device, cache_dir=cache_dir)
+    )
+    symmetric = model.query_prefix == model.passage_prefix
+    cap_q = model.embed_queries(prepared_texts)
+    desc_p = model.embed_passages(gallery_texts)
+    cap_p = cap_q if symmetric else model.embed_passages(prepared_texts)
+    paired_rows = np.array([row_of[image_id] for image_id in query_ids], dtype=np.int64)
+    desc_q = (
+        desc_p[paired_rows] if symmetric else model.embed_queries([gallery_texts[r] for r in paired_rows])
+    )
+
+    common = {"ks": ks, "tie_rule": tie_rule, "n_bootstrap": n_bootstrap, "seed": seed, "device": device}
+    c2d = direction_metrics(cap_q, desc_p, paired_rows, **common)
+    d2c = direction_metrics(desc_q, cap_p, np.arange(len(query_ids)), **common)
+    top = None
+    if backend is not None:
+        from pancap_retrieval.retrieval.index import search
+
+        _, c2d_ids = search(cap_q, desc_p, min(top_k, len(gallery_ids)), backend=backend, device=device)
+        _, d2c_ids = search(desc_q, cap_p, min(top_k, len(query_ids)), backend=backend, device=device)
+        top = {
+            "backend": backend,
+            "c2d": {q: [gallery_ids[i] for i in row if i >= 0] for q, row in zip(query_ids, c2d_ids)},
+            "d2c": {q: [query_ids[i] for i in row if i >= 0] for q, row in zip(query_ids, d2c_ids)},
+        }
+    return {
+        "top": top,
+        "c2d": c2d,
+        "d2c": d2c,
+        "n": len(query_ids),
+        "n_descriptions": len(gallery_ids),
+        "skipped": skipped,
+        "text_prep": prepared.manifest,
+        "embedder": model.manifest(),
+    }

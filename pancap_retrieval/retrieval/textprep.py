@@ -1,0 +1,202 @@
+"""Caption text preparation before embedding: strip boxes, keep as is, or rewrite with a causal LM.
+
+Modes: ``strip`` (default; :func:`pancap_retrieval.captions.strip_boxes`), ``keep`` (unchanged) and
+``rewrite:hf:MODEL`` where MODEL is a hub id (from the local cache only) or a local directory of a causal LM that
+rewrites each panoptic caption into plain prose with greedy decoding and the fixed :data:`REWRITE_PROMPT`
+(the paper used Qwen2.5-14B-Instruct). Rewrites are cached on disk under (model fingerprint, prompt, generation
+settings, sha256 of the caption) and the prompt is returned in the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pancap_retrieval.errors import ModelLoadError, PancapError, RetrievalError
+
+REWRITE_PROMPT = (
+    "Rewrite the following image description as plain, fluent prose. Remove every bounding box, coordinate and "
+    "markup, keep every object, attribute, position, relation and the overall scene, and add nothing that is not "
+    "in the description. Answer with the rewritten description only.\n\n"
+    "Description:\n{caption}"
+)
+MODES = ("strip", "keep", "rewrite:hf:MODEL")
+
+
+@dataclass
+class PreparedTexts:
+    """Prepared texts (same order and length as the input) and what produced them, for the run manifest."""
+
+    texts: list[str]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_texts(
+    captions: Sequence[str],
+    mode: str = "strip",
+    *,
+    cache_dir: Path | None = None,
+    device: str | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 1024,
+    prompt: str = REWRITE_PROMPT,
+) -> PreparedTexts:
+    """Captions prepared for embedding according to ``mode`` (see the module docstring)."""
+    if isinstance(captions, str):
+        raise RetrievalError("prepare_texts takes a list of captions, not one string")
+    texts = list(captions)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise RetrievalError(f"caption {i} is {type(text).__name__}, not str")
+    if mode == "keep":
+        return PreparedTexts(texts, {"mode": "keep", "n": len(texts)})
+    if mode == "strip":
+        from pancap_retrieval.captions import strip_boxes
+
+        return PreparedTexts([strip_boxes(text) for text in texts], {"mode": "strip", "n": len(texts)})
+    if mode.startswith("rewrite:hf:") and len(mode) > len("rewrite:hf:"):
+        rewriter = HFRewriter(
+            mode[len("rewrite:hf:") :],
+            device=device,
+            cache_dir=cache_dir,
+            prompt=prompt,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+        )
+        return PreparedTexts(rewriter.rewrite(texts), rewriter.manifest())
+    raise RetrievalError(f"unknown text preparation mode {mode!r}; known: {', '.join(MODES)}")
+
+
+class HFRewriter:
+    """Rewrites captions with a causal LM loaded by ``AutoModelForCausalLM.from_pretrained`` (greedy, fixed prompt)."""
+
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        device: str | None = None,
+        cache_dir: Path | None = None,
+        prompt: str = REWRITE_PROMPT,
+        batch_size: int = 8,
+        max_new_tokens: int = 1024,
+        revision: str | None = None,
+    ) -> None:
+        from pancap_retrieval.retrieval.embedder import DiskCache, resolve_local
+
+        if "{caption}" not in prompt:
+            raise RetrievalError("the rewrite prompt must contain '{caption}'")
+        if batch_size < 1 or max_new_tokens < 1:
+            raise RetrievalError("batch_size and max_new_tokens must be >= 1")
+        self.name = name_or_path
+        try:
+            self.path, self.fingerprint = resolve_local(name_or_path, revision=revision)
+        except PancapError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"cannot resolve rewriter {name_or_path!r}: {exc}") from None
+        self.prompt = prompt
+        self.device = device
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self._cache = (
+            DiskCache(Path(cache_dir) / "rewrites" / f"{self.fingerprint}.sqlite") if cache_dir else None
+        )
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self.generate_calls = 0
+        self.cache_hits = 0
+
+    def _load(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from pancap_retrieval.retrieval.embedder import auto_device
+
+        self.device = auto_device(self.device)
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(str(self.path), local_files_only=True, dtype=dtype)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"cannot load rewriter from {self.path}: {type(exc).__name__}: {exc}"
+            ) from None
+        tokenizer.padding_side = "left"  # decoder-only batches are padded on the left for generation
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._model = model.to(self.device).eval()
+        self._tokenizer = tokenizer
+
+    def _input_text(self, caption: str) -> str:
+        message = self.prompt.format(caption=caption)
+        if getattr(self._tokenizer, "chat_template", None):
+            return self._tokenizer.apply_chat_template(
+                [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+            )
+        return message + "\n\nRewritten description:\n"
+
+    def _key(self, caption: str) -> str:
+        from pancap_retrieval.retrieval.embedder import text_key
+
+        return text_key(self.fingerprint, self.prompt, "greedy", self.max_new_tokens, caption)
+
+    def rewrite(self, captions: Sequence[str]) -> list[str]:
+        """Rewritten captions, read from the cache where present, generated greedily otherwise."""
+        keys = [self._key(text) for text in captions]
+        done: dict[str, str] = {}
+        if self._cache is not None:
+            done = {
+                key: value.decode() for key, (_, value) in self._cache.get_many(sorted(set(keys))).items()
+            }
+        self.cache_hits += sum(1 for key in keys if key in done)
+        todo = {key: text for key, text in zip(keys, captions) if key not in done}
+        if todo:
+            if self._model is None:
+                self._load()
+            items = list(todo.items())
+            for start in range(0, len(items), self.batch_size):
+                batch = items[start : start + self.batch_size]
+                outputs = self._generate([text for _, text in batch])
+                rows = [(key, 0, out.encode()) for (key, _), out in zip(batch, outputs)]
+                done.update({key: out for (key, _), out in zip(batch, outputs)})
+                if self._cache is not None:
+                    self._cache.put_many(rows)
+        return [done[key] for key in keys]
+
+    def _generate(self, captions: list[str]) -> list[str]:
+        import torch
+
+        self.generate_calls += 1
+        inputs = self._tokenizer(
+            [self._input_text(text) for text in captions],
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,
+        ).to(self.device)
+        with torch.inference_mode():
+            generated = self._model.generate(
+                **inputs,
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=self.max_new_tokens,
+                pad_token_id=self._tokenizer.pad_token_id,
+            )
+        new_tokens = generated[:, inputs["input_ids"].shape[1] :]
+        return [text.strip() for text in self._tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def manifest(self) -> dict[str, Any]:
+        """The rewrite settings for the run manifest, the prompt included."""
+        return {
+            "mode": f"rewrite:hf:{self.name}",
+            "model": self.name,
+            "path": str(self.path),
+            "fingerprint": self.fingerprint,
+            "prompt": self.prompt,
+            "decoding": {"do_sample": False, "num_beams": 1, "max_new_tokens": self.max_new_tokens},
+            "generate_calls": self.generate_calls,
+            "cache_hits": self.cache_hits,
+        }

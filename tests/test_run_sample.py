@@ -1,0 +1,77 @@
+"""The main job, `pancap run eval_suites/sample.yaml`, end to end on the offline defaults."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pancap_retrieval.cli import cli
+
+SUITE = Path(__file__).resolve().parents[1] / "eval_suites" / "sample.yaml"
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sample")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PANCAP_CACHE_DIR", str(root / "cache"))
+        result = CliRunner().invoke(
+            cli, ["run", str(SUITE), "--out", str(root / "run")], catch_exceptions=False
+        )
+        assert result.exit_code == 0, result.output
+        first = {p: p.stat().st_mtime_ns for p in (root / "run").rglob("*") if p.is_file()}
+        again = CliRunner().invoke(
+            cli, ["run", str(SUITE), "--out", str(root / "run")], catch_exceptions=False
+        )
+        assert again.exit_code == 0, again.output
+    return root / "run", result.output, first
+
+
+def test_reference_row_is_perfect_and_every_captioner_is_in_the_table(sample_run):
+    run_dir, output, _ = sample_run
+    results = json.loads((run_dir / "results.json").read_text())
+    rows = {row["captioner"]: row for row in results["rows"]}
+    assert set(rows) == {"reference", "detector"}
+    assert rows["reference"]["c2d"]["R@1"] == 1.0 and rows["reference"]["d2c"]["R@1"] == 1.0
+    assert rows["reference"]["n"] == rows["detector"]["n"] == results["dataset"]["n"] == 20
+    for row in rows.values():
+        for direction in ("c2d", "d2c"):
+            metrics = row[direction]
+            assert 0.0 <= metrics["R@1"] <= metrics["R@5"] <= metrics["R@10"] <= 1.0
+            lo, hi = metrics["R@1_ci"]
+            assert lo <= metrics["R@1"] <= hi
+    table = (run_dir / "leaderboard.md").read_text()
+    assert "| reference | 20 | 100.0 |" in table and "| detector | 20 |" in table
+    assert "| reference |" in output and "| detector |" in output
+
+
+def test_run_folder_holds_every_artifact(sample_run):
+    run_dir, _, _ = sample_run
+    for name in ("results.json", "leaderboard.md", "leaderboard.csv", "recall_at_k.png", "manifest.json"):
+        assert (run_dir / name).is_file(), name
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["versions"]["torch"] and manifest["seed"] == 0
+    assert manifest["dataset"]["name"] == "sample" and manifest["embedder"]
+    assert "git_commit" in manifest
+    assert (run_dir / "gallery" / "index.html").is_file()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["reconstruction"]["captioners"]) == {"reference", "detector"}
+
+
+def test_rerun_skips_finished_stages(sample_run):
+    run_dir, _, first = sample_run
+    for path in list((run_dir / "captions").glob("*.jsonl")) + list((run_dir / "retrieval").glob("*.json")):
+        assert path.stat().st_mtime_ns == first[path], f"{path.name} was redone"
+    lines = (run_dir / "captions" / "detector__sample__test.jsonl").read_text().splitlines()
+    assert len(lines) == 20
+
+
+def test_faiss_top10_lists_are_kept_per_captioner(sample_run):
+    run_dir, _, _ = sample_run
+    top = json.loads((run_dir / "retrieval" / "reference.top10.json").read_text())
+    assert top["backend"] == "faiss"
+    assert len(top["c2d"]) == 20 and all(ids[0] == query for query, ids in top["c2d"].items())
+    assert all(len(ids) == 10 for ids in top["d2c"].values())
