@@ -353,10 +353,10 @@ def score_group() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
 def score_pancapscore_command(pred: Path, ref: Path, judge: str, out: Path | None) -> None:
     """PancapScore (tag, location, attribute, relation, global) of PRED against REF."""
-    from pancap_retrieval.pancapscore import score_pancapscore
+    from pancap_retrieval.pancapscore import markdown_table, score_pancapscore
 
     result = score_pancapscore(pred, ref, judge=judge, out=out)
-    click.echo(json.dumps(result.get("overall", result), indent=2, default=str))
+    click.echo(markdown_table(result))
 
 
 def main() -> None:

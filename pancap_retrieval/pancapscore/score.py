@@ -1,0 +1,416 @@
+"""PancapScore of predicted captions against reference captions: per image, per dimension, overall.
+
+Per image and dimension, precision / recall / F1:
+
+- *tag*: matched instances / reference instances (recall), / predicted instances (precision);
+- *location*: matched instances whose boxes overlap with IoU >= 0.5 / instances with a box on each side;
+- *attribute*, *relation*, *global*: each reference statement whose entities were matched is asked, as its
+  question pair, of the predicted caption (and each predicted statement of the reference caption); a pair
+  earns 0.5 for "yes" to the first question and 0.5 for "no" to the second. Recall is the earned sum over the
+  reference statements, precision over the predicted statements (a statement that cannot be asked earns 0).
+
+Dimension scores are the means over images; overall = 100 x (tag + location + attribute + relation
++ 0.1 x global), maximum 410. A dimension a judge does not compute is reported as not computed, and the
+overall with it; the ``rule`` judge then reports a labelled partial ``tag+location`` figure (maximum 200).
+
+Where this differs from the published evaluation scripts, on purpose: decoding is greedy (the scripts sample),
+so a score is reproducible; the judge is asked for JSON instead of ``ID | type -->> (tuple)`` lines, and
+extraction and question writing are one call; statement precision divides by all predicted statements (the
+scripts divide by the answered ones); a dimension whose reference is empty is skipped and counted
+(``empty_ref="zero"`` scores it 0, as the scripts do for attributes, relations and global state); tag
+containment is by words, not substrings; the sentence encoder defaults to the offline MiniLM (the scripts use
+``all-mpnet-base-v2``, selectable with ``embedder="all-mpnet-base-v2"`` where its weights are local).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pancap_retrieval.captions.readers import read_captions
+from pancap_retrieval.captions.store import CaptionRecord
+from pancap_retrieval.errors import CaptionFileError
+from pancap_retrieval.pancapscore.items import (
+    DIMENSIONS,
+    MAX_OVERALL,
+    STATEMENT_KINDS,
+    WEIGHTS,
+    CaptionItems,
+    overall_score,
+    partial_score,
+    remap_entities,
+)
+from pancap_retrieval.pancapscore.judges import Judge, get_judge, normalised_text
+from pancap_retrieval.pancapscore.matching import (
+    IOU_THRESHOLD,
+    MatchedPair,
+    TagSimilarity,
+    f1,
+    match_entities,
+)
+
+EmptyRef = Literal["skip", "zero"]
+RESULT_FILE = "pancapscore.json"
+TABLE_FILE = "pancapscore.md"
+NOT_COMPUTED = "not computed"
+
+
+def _prf(earned_ref: float, n_ref: int, earned_pred: float, n_pred: int) -> dict[str, Any]:
+    recall = earned_ref / n_ref if n_ref else 0.0
+    precision = earned_pred / n_pred if n_pred else 0.0
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1(precision, recall),
+        "n_ref": n_ref,
+        "n_pred": n_pred,
+    }
+
+
+def _pair_score(answer: tuple[str | None, str | None] | None) -> float:
+    if answer is None:
+        return 0.0
+    return 0.5 * (answer[0] == "yes") + 0.5 * (answer[1] == "no")
+
+
+def score_items(
+    ref: CaptionItems,
+    pred: CaptionItems,
+    matches: Sequence[MatchedPair],
+    ref_answers: Sequence[tuple[str, str | None, str | None]] | None = None,
+    pred_answers: Sequence[tuple[str, str | None, str | None]] | None = None,
+    empty_ref: EmptyRef = "skip",
+) -> dict[str, dict[str, Any]]:
+    """Per-dimension scores of one image.
+
+    ``ref_answers`` are the predicted caption's answers to the reference statements, one ``(kind, first,
+    second)`` per reference statement in order (None answers for statements that could not be asked);
+    ``pred_answers`` likewise the reference caption's answers to the predicted statements. Without
+    statements extracted the statement dimensions are ``{"status": "not computed"}``; a dimension the reference
+    has nothing in is ``{"status": "skipped", ...}`` (``empty_ref="skip"``) or scored 0 (``"zero"``).
+    """
+    counts_ref, counts_pred = ref.counts(), pred.counts()
+    located = sum(1 for m in matches if m.location_match)
+    out: dict[str, dict[str, Any]] = {
+        "tag": _prf(len(matches), counts_ref["tag"], len(matches), counts_pred["tag"]),
+        "location": _prf(located, counts_ref["location"], located, counts_pred["location"]),
+    }
+    computed = ref.statements_extracted and pred.statements_extracted
+    for kind in STATEMENT_KINDS:
+        if not computed:
+            out[kind] = {"status": NOT_COMPUTED}
+            continue
+        earned_ref = sum(_pair_score((a, b)) for k, a, b in (ref_answers or []) if k == kind)
+        earned_pred = sum(_pair_score((a, b)) for k, a, b in (pred_answers or []) if k == kind)
+        out[kind] = _prf(earned_ref, counts_ref[kind], earned_pred, counts_pred[kind])
+    for dim, value in out.items():
+        if "status" in value:
+            continue
+        value["status"] = "scored"
+        if value["n_ref"] == 0:
+            if empty_ref == "skip":
+                out[dim] = {
+                    "status": "skipped",
+                    "reason": f"the reference has no {dim} items",
+                    "n_pred": value["n_pred"],
+                }
+            else:
+                value["status"] = "scored (empty reference: 0)"
+    return out
+
+
+def _questions(
+    source: CaptionItems, target: CaptionItems, mapping: dict[int, int]
+) -> tuple[list[int], list[tuple[str, str]]]:
+    """Indices of the source statements that can be asked of the target caption, and their remapped questions."""
+    tags = {e.id: f"the {e.tag}" for e in source.entities}
+    askable, questions = [], []
+    for index, statement in enumerate(source.statements):
+        if all(e in mapping for e in statement.entities):
+            askable.append(index)
+            questions.append(
+                (
+                    remap_entities(statement.yes_question, mapping, tags),
+                    remap_entities(statement.no_question, mapping, tags),
+                )
+            )
+    return askable, questions
+
+
+def _ask(
+    judge: Judge, caption: str, source: CaptionItems, target: CaptionItems, mapping: dict[int, int]
+) -> tuple[list[tuple[str, str | None, str | None]], dict[str, int]]:
+    askable, questions = _questions(source, target, mapping)
+    replies = judge.answer(caption, target.entities, questions) if questions else []
+    answers: list[tuple[str, str | None, str | None]] = [(s.kind, None, None) for s in source.statements]
+    for index, reply in zip(askable, replies):
+        answers[index] = (source.statements[index].kind, reply[0], reply[1])
+    unanswered = sum(1 for reply in replies if reply[0] is None or reply[1] is None)
+    return answers, {
+        "asked": len(questions),
+        "not_askable": len(source.statements) - len(questions),
+        "unanswered": unanswered,
+    }
+
+
+def _records(source: str | Path | Sequence[CaptionRecord], side: str) -> tuple[list[CaptionRecord], str]:
+    if isinstance(source, str | Path):
+        return read_captions(source), str(source)
+    records = list(source)
+    for record in records:
+        if not isinstance(record, CaptionRecord):
+            raise CaptionFileError(f"{side}: expected CaptionRecord items, got {type(record).__name__}")
+    return records, f"<{len(records)} records>"
+
+
+def _by_id(records: list[CaptionRecord]) -> tuple[dict[str, CaptionRecord], list[str]]:
+    """Records by id (the last one of an id kept) and the ids that occurred more than once."""
+    out: dict[str, CaptionRecord] = {}
+    duplicates: list[str] = []
+    for record in records:
+        if record.example_id in out:
+            duplicates.append(record.example_id)
+        out[record.example_id] = record
+    return out, sorted(set(duplicates))
+
+
+def _usable(record: CaptionRecord) -> bool:
+    return record.status == "ok" and isinstance(record.caption, str) and bool(record.caption.strip())
+
+
+def _id_list(ids: Sequence[str], shown: int = 50) -> dict[str, Any]:
+    return {"count": len(ids), "ids": list(ids[:shown]), "truncated": len(ids) > shown}
+
+
+def score_pancapscore(
+    pred: str | Path | Sequence[CaptionRecord],
+    ref: str | Path | Sequence[CaptionRecord],
+    judge: str | Judge = "rule",
+    out: str | Path | None = None,
+    *,
+    empty_ref: EmptyRef = "skip",
+    similarity: TagSimilarity | None = None,
+    embedder: str = "minilm",
+    iou_threshold: float = IOU_THRESHOLD,
+    device: str | None = None,
+    judge_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """PancapScore of ``pred`` against ``ref`` (caption files of any format the toolkit reads, or records).
+
+    Images are paired by ``example_id``; ids on one side only are counted and listed, not scored. A failed
+    or empty predicted caption is scored as an empty caption; a failed or empty reference is not scored.
+    With ``out`` the result is written to ``out/pancapscore.json`` and a table to ``out/pancapscore.md``.
+    """
+    if empty_ref not in ("skip", "zero"):
+        raise ValueError(f"empty_ref must be 'skip' or 'zero', got {empty_ref!r}")
+    started = time.perf_counter()
+    pred_records, pred_name = _records(pred, "pred")
+    ref_records, ref_name = _records(ref, "ref")
+    preds, pred_dups = _by_id(pred_records)
+    refs, ref_dups = _by_id(ref_records)
+    only_pred = sorted(preds.keys() - refs.keys())
+    only_ref = sorted(refs.keys() - preds.keys())
+    common = sorted(preds.keys() & refs.keys())
+    ref_unusable = [i for i in common if not _usable(refs[i])]
+    pred_unusable = [i for i in common if not _usable(preds[i])]
+    ids = [i for i in common if i not in set(ref_unusable)]
+
+    kwargs = dict(judge_kwargs or {})
+    if device and isinstance(judge, str) and judge.startswith("hf"):
+        kwargs.setdefault("device", device)
+    the_judge = get_judge(judge, **kwargs)
+    similarity = similarity or TagSimilarity(embedder, device=device)
+
+    texts = {
+        ("ref", i): normalised_text(refs[i].caption or "")
+        if the_judge.extracts_statements
+        else refs[i].caption or ""
+        for i in ids
+    }
+    for i in ids:
+        caption = preds[i].caption if _usable(preds[i]) else ""
+        texts["pred", i] = (
+            normalised_text(caption or "") if the_judge.extracts_statements and caption else caption or ""
+        )
+    items: dict[tuple[str, str], CaptionItems] = {}
+    for key, text in texts.items():
+        if not text.strip():
+            items[key] = CaptionItems(statements_extracted=the_judge.extracts_statements)
+        else:
+            items[key] = the_judge.extract(text)
+    similarity.prepare(e.tag for value in items.values() for e in value.entities)
+
+    per_image: list[dict[str, Any]] = []
+    judge_failures: dict[str, list[str]] = {"ref": [], "pred": []}
+    totals = {"invalid_items": 0, "questions_asked": 0, "questions_not_askable": 0, "questions_unanswered": 0}
+    for i in ids:
+        ref_items, pred_items = items["ref", i], items["pred", i]
+        totals["invalid_items"] += ref_items.invalid + pred_items.invalid
+        failed = [side for side, value in (("ref", ref_items), ("pred", pred_items)) if value.failed]
+        if failed:
+            for side in failed:
+                judge_failures[side].append(i)
+            per_image.append(
+                {"example_id": i, "status": "judge failed", "failed": {s: items[s, i].failed for s in failed}}
+            )
+            continue
+        matches = match_entities(ref_items.entities, pred_items.entities, similarity, iou_threshold)
+        ref_answers = pred_answers = None
+        questions: dict[str, Any] = {}
+        if the_judge.extracts_statements:
+            forward = {m.ref_id: m.pred_id for m in matches}
+            backward = {m.pred_id: m.ref_id for m in matches}
+            ref_answers, questions["ref_to_pred"] = _ask(
+                the_judge, texts["pred", i], ref_items, pred_items, forward
+            )
+            pred_answers, questions["pred_to_ref"] = _ask(
+                the_judge, texts["ref", i], pred_items, ref_items, backward
+            )
+            for stats in questions.values():
+                totals["questions_asked"] += stats["asked"]
+                totals["questions_not_askable"] += stats["not_askable"]
+                totals["questions_unanswered"] += stats["unanswered"]
+        dims = score_items(ref_items, pred_items, matches, ref_answers, pred_answers, empty_ref)
+        entry: dict[str, Any] = {
+            "example_id": i,
+            "status": "scored",
+            "dimensions": dims,
+            "matches": [m.to_dict() for m in matches],
+            "counts": {"ref": ref_items.counts(), "pred": pred_items.counts()},
+        }
+        if i in set(pred_unusable):
+            entry["pred_caption"] = "failed or empty: scored as an empty caption"
+        if questions:
+            entry["questions"] = questions
+        per_image.append(entry)
+
+    dimensions = _aggregate(per_image, the_judge.extracts_statements)
+    f1s = {dim: dimensions[dim].get("f1") for dim in DIMENSIONS}
+    overall = overall_score(f1s)
+    result: dict[str, Any] = {
+        "metric": "pancapscore",
+        "pred": pred_name,
+        "ref": ref_name,
+        "judge": the_judge.describe(),
+        "matching": {**similarity.describe(), "iou_threshold": iou_threshold},
+        "empty_ref": empty_ref,
+        "scale": "precision/recall/F1 in [0, 1]; overall = 100 x (tag + location + attribute + relation + 0.1 x global)",
+        "weights": WEIGHTS,
+        "max_overall": MAX_OVERALL,
+        "dimensions": dimensions,
+        "overall": overall,
+        "overall_status": "computed" if overall is not None else _not_computed(dimensions),
+        "partial": None,
+        "counts": {
+            "pred_records": len(pred_records),
+            "ref_records": len(ref_records),
+            "paired": len(common),
+            "scored": sum(1 for e in per_image if e["status"] == "scored"),
+            "only_in_pred": _id_list(only_pred),
+            "only_in_ref": _id_list(only_ref),
+            "duplicate_ids": {"pred": pred_dups, "ref": ref_dups},
+            "ref_failed_or_empty": _id_list(ref_unusable),
+            "pred_failed_or_empty": _id_list(pred_unusable),
+            "judge_failed": {side: _id_list(v) for side, v in judge_failures.items()},
+            **totals,
+        },
+        "per_image": per_image,
+    }
+    if overall is None:
+        partial = partial_score(f1s)
+        if partial is not None:
+            result["partial"] = {
+                "label": "tag+location",
+                "dimensions": ["tag", "location"],
+                "value": partial,
+                "max": 200.0,
+            }
+    result["meta"] = {"evaluation_time_s": round(time.perf_counter() - started, 3)}
+    if out is not None:
+        write_result(result, Path(out))
+    return result
+
+
+def _not_computed(dimensions: dict[str, dict[str, Any]]) -> str:
+    missing = [d for d in DIMENSIONS if dimensions[d].get("f1") is None]
+    return f"{NOT_COMPUTED}: no score for {', '.join(missing)}"
+
+
+def _aggregate(per_image: list[dict[str, Any]], statements: bool) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    scored = [e for e in per_image if e["status"] == "scored"]
+    for dim in DIMENSIONS:
+        if dim in STATEMENT_KINDS and not statements:
+            out[dim] = {
+                "status": NOT_COMPUTED,
+                "reason": "the judge extracts no attributes, relations or global state",
+            }
+            continue
+        rows = [e["dimensions"][dim] for e in scored if e["dimensions"][dim]["status"] != "skipped"]
+        skipped = [e["example_id"] for e in scored if e["dimensions"][dim]["status"] == "skipped"]
+        if not rows:
+            out[dim] = {
+                "status": NOT_COMPUTED,
+                "reason": "no image could be scored",
+                "n_images": 0,
+                "skipped": _id_list(skipped),
+            }
+            continue
+        out[dim] = {
+            "status": "computed",
+            **{name: sum(r[name] for r in rows) / len(rows) for name in ("precision", "recall", "f1")},
+            "n_images": len(rows),
+            "skipped": _id_list(skipped),
+        }
+    return out
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The dimension scores as a Markdown table (percent), with the overall and what was not computed."""
+    lines = [
+        f"PancapScore of `{result['pred']}` against `{result['ref']}`, judge `{result['judge']['name']}`",
+        "",
+        "| dimension | precision | recall | F1 | images |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for dim in DIMENSIONS:
+        row = result["dimensions"][dim]
+        if row.get("f1") is None:
+            lines.append(f"| {dim} | {NOT_COMPUTED} | | | {row.get('n_images', 0)} |")
+        else:
+            lines.append(
+                f"| {dim} | {100 * row['precision']:.2f} | {100 * row['recall']:.2f} | {100 * row['f1']:.2f} | {row['n_images']} |"
+            )
+    lines.append("")
+    if result["overall"] is not None:
+        lines.append(f"**Overall: {result['overall']:.2f}** (maximum {result['max_overall']:.0f})")
+    else:
+        lines.append(f"Overall: {result['overall_status']}")
+        if result.get("partial"):
+            partial = result["partial"]
+            lines.append(
+                f"Partial ({partial['label']} only, maximum {partial['max']:.0f}): {partial['value']:.2f}"
+            )
+    counts = result["counts"]
+    lines += [
+        "",
+        f"Images scored: {counts['scored']} of {counts['paired']} paired; only in pred: {counts['only_in_pred']['count']}, "
+        f"only in ref: {counts['only_in_ref']['count']}; judge failures: ref {counts['judge_failed']['ref']['count']}, "
+        f"pred {counts['judge_failed']['pred']['count']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_result(result: dict[str, Any], out: Path) -> Path:
+    """Write ``pancapscore.json`` and ``pancapscore.md`` into ``out``; returns the JSON path."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RESULT_FILE
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / TABLE_FILE).write_text(markdown_table(result), encoding="utf-8")
+    return path
+
+
+__all__ = ["markdown_table", "score_items", "score_pancapscore", "write_result"]
