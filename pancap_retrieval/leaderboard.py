@@ -13,15 +13,23 @@ from pancap_retrieval.results import read_results
 
 RETRIEVAL_METRICS = ("R@1", "R@5", "R@10", "MRR")
 DIRECTIONS = ("c2d", "d2c")
+# Reconstruction columns: (column, path into a captioner's ``scores``).
 RECONSTRUCTION_METRICS = (
-    "inception_cosine",
-    "redraw_to_original_R@1",
-    "fid",
-    "kid",
-    "layout_success_rate",
-    "layout_miou",
-    "caption_box_success_rate",
+    ("redraw cosine", ("cosine", "mean")),
+    ("redraw R@1", ("retrieval", "R@1")),
+    ("shuffled R@1", ("shuffled", "R@1")),
+    ("FID", ("fid", "value")),
+    ("layout success rate", ("adherence", "redraw", "success_rate")),
+    ("caption box success rate", ("adherence", "original", "success_rate")),
 )
+
+
+def _lookup(data: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
 
 
 def run_label(results: dict[str, Any]) -> str:
@@ -47,14 +55,15 @@ def table(results_list: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]
                 if column not in columns:
                     columns.append(column)
                 line[column] = value
-        for captioner, scores in (results.get("reconstruction") or {}).get("captioners", {}).items():
+        for captioner, entry in (results.get("reconstruction") or {}).get("captioners", {}).items():
             line = cells.setdefault(captioner, {})
-            for metric in RECONSTRUCTION_METRICS:
-                if metric in scores:
+            for metric, path in RECONSTRUCTION_METRICS:
+                value = _lookup(entry.get("scores"), path)
+                if value is not None:
                     column = f"{prefix}{metric}"
                     if column not in columns:
                         columns.append(column)
-                    line[column] = scores[metric]
+                    line[column] = value
     rows = [[captioner] + [line.get(c) for c in columns] for captioner, line in cells.items()]
     return ["captioner", *columns], rows
 

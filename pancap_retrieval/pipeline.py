@@ -321,9 +321,7 @@ def run_reconstruction(
             captions[spec.name] = CaptionStore(path).records()
         else:
             captions[spec.name] = _captions_of(spec, suite, dataset, out)[0]
-    result = _reconstruct(suite, dataset, captions, out)
-    write_json(out / "reconstruction.json", result)
-    return result
+    return _reconstruct(suite, dataset, captions, out)
 
 
 __all__ = [

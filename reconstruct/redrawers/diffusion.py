@@ -1,0 +1,346 @@
+"""Diffusers redrawers: GLIGEN (layout-to-image) and any text-to-image pipeline.
+
+``StableDiffusionGLIGENPipeline`` is deprecated in diffusers (no fixes after 0.33.1) but still importable; the
+project pins ``diffusers>=0.30,<0.44`` for it and is tested with 0.42. Its ``__call__`` takes one layout per call
+(the boxes are broadcast over the batch), so :class:`GLIGENRedrawer` samples with its own loop over the pipeline's
+components: the same steps as ``__call__`` (prompt encoding, phrase embeddings from the pooled CLIP output, the
+gated attention switched off after ``gligen_scheduled_sampling_beta`` of the steps, classifier-free guidance with
+the boxes masked out of the unconditional half), with one layout and one generator per batch row. A test checks that
+it gives the pipeline's own images. A layout without boxes is drawn text-only: the plain Stable Diffusion loop over
+the same components (no gated attention), from the same seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pancap_retrieval.errors import ModelLoadError
+from reconstruct.layout import MAX_BOXES, MAX_TOKENS
+from reconstruct.redrawers.base import Redrawer
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from reconstruct.layout import Layout
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GLIGEN = "masterful/gligen-1-4-generation-text-box"
+DEFAULT_TEXT2IMAGE = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
+_DTYPES = {"fp16": "float16", "float16": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16"}
+_DTYPES.update({"fp32": "float32", "float32": "float32"})
+
+
+def resolve_device_dtype(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype]:
+    """CUDA with fp16 when present, else CPU with fp32; either can be forced (``dtype``: fp16, bf16, fp32)."""
+    import torch
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype is None:
+        return dev, torch.float16 if dev.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(sorted(_DTYPES))}")
+    return dev, getattr(torch, _DTYPES[dtype])
+
+
+def load_pipeline(loader: Any, model: str | Path, what: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained(model)``; a model that cannot be had gives one clear line (ModelLoadError)."""
+    local = Path(model).expanduser()
+    if local.exists():
+        if not (local / "model_index.json").is_file():
+            raise ModelLoadError(f"{what}: {local} has no model_index.json (not a diffusers pipeline folder)")
+        model = str(local)
+    try:
+        return loader.from_pretrained(model, **kwargs)
+    except Exception as exc:
+        if local.exists():
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"{what}: cannot load the pipeline in {local}: {first}") from None
+        raise ModelLoadError(
+            f"{what}: cannot load {str(model)!r}: not a local folder, and the Hub is unreachable or has no such "
+            f"pipeline ({type(exc).__name__}); pass a local folder holding the pipeline (model_index.json)"
+        ) from None
+
+
+def _generators(seeds: list[int]) -> list[torch.Generator]:
+    """CPU generators, so the initial noise of a seed is the same on every device."""
+    import torch
+
+    return [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
+
+
+def _group_by_canvas(layouts: list[Layout]) -> dict[tuple[int, int], list[int]]:
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, layout in enumerate(layouts):
+        groups.setdefault(tuple(layout.canvas), []).append(i)
+    return groups
+
+
+class GLIGENRedrawer(Redrawer):
+    """Layouts drawn by GLIGEN (hub id or local folder), batched, one seed per image."""
+
+    name = "gligen"
+    default_batch_size = 8
+
+    def __init__(
+        self,
+        model: str | Path = DEFAULT_GLIGEN,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        steps: int = 50,
+        guidance_scale: float = 7.5,
+        gligen_scheduled_sampling_beta: float = 0.3,
+        negative_prompt: str = "",
+        canvas_size: int = 512,
+        revision: str | None = None,
+        channels_last: bool = False,
+        compile: bool | str = False,
+        progress: bool = False,
+    ) -> None:
+        import torch
+        from diffusers import StableDiffusionGLIGENPipeline
+
+        if not 0.0 <= gligen_scheduled_sampling_beta <= 1.0:
+            raise ValueError(
+                f"gligen_scheduled_sampling_beta must be in [0, 1], got {gligen_scheduled_sampling_beta}"
+            )
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.model = str(model)
+        self.device, self.dtype = resolve_device_dtype(device, dtype)
+        kwargs: dict[str, Any] = {
+            "torch_dtype": self.dtype,
+            "safety_checker": None,
+            "requires_safety_checker": False,
+        }
+        if revision:
+            kwargs["revision"] = revision
+        self.pipe = load_pipeline(StableDiffusionGLIGENPipeline, model, "gligen", **kwargs)
+        self.pipe.to(self.device)
+        self.pipe.set_progress_bar_config(disable=not progress)
+        self.steps = steps
+        self.guidance_scale = guidance_scale
+        self.beta = gligen_scheduled_sampling_beta
+        self.negative_prompt = negative_prompt
+        self.canvas_size = canvas_size
+        self.revision = revision
+        self.tokenizer = self.pipe.tokenizer
+        self.max_prompt_tokens = min(MAX_TOKENS, int(self.tokenizer.model_max_length))
+        self.max_phrase_tokens = self.max_prompt_tokens
+        self.channels_last = channels_last
+        self.compiled = compile
+        if channels_last:
+            self.pipe.unet.to(memory_format=torch.channels_last)
+        if compile:  # True: default mode; a string is a torch.compile mode ("reduce-overhead": CUDA graphs)
+            mode = compile if isinstance(compile, str) else None
+            self.pipe.unet = torch.compile(self.pipe.unet, mode=mode)
+
+    def redraw(self, layouts: list[Layout], seeds: list[int]) -> list[Image.Image]:
+        if len(layouts) != len(seeds):
+            raise ValueError(f"{len(layouts)} layouts but {len(seeds)} seeds")
+        out: list[Any] = [None] * len(layouts)
+        for _, rows in _group_by_canvas(layouts).items():
+            for grounded in (True, False):
+                part = [i for i in rows if layouts[i].is_text_only != grounded]
+                if part:
+                    images = self.sample([layouts[i] for i in part], [seeds[i] for i in part], grounded)
+                    for i, image in zip(part, images):
+                        out[i] = image
+        return out
+
+    def sample(self, layouts: list[Layout], seeds: list[int], grounded: bool = True) -> list[Image.Image]:
+        """One batch of layouts of one canvas size: GLIGEN when ``grounded``, else the text-only SD loop."""
+        import torch
+
+        pipe = self.pipe
+        width, height = layouts[0].canvas
+        if any(tuple(layout.canvas) != (width, height) for layout in layouts):
+            raise ValueError("a batch must share one canvas size")
+        batch = len(layouts)
+        cfg = self.guidance_scale > 1.0
+        with torch.inference_mode():
+            prompt_embeds, negative_embeds = pipe.encode_prompt(
+                [layout.prompt for layout in layouts],
+                self.device,
+                1,
+                cfg,
+                [self.negative_prompt] * batch if cfg else None,
+            )
+            if cfg:
+                prompt_embeds = torch.cat([negative_embeds, prompt_embeds])
+            pipe.scheduler.set_timesteps(self.steps, device=self.device)
+            timesteps = pipe.scheduler.timesteps
+            generators = _generators(seeds)
+            latents = pipe.prepare_latents(
+                batch,
+                pipe.unet.config.in_channels,
+                height,
+                width,
+                prompt_embeds.dtype,
+                self.device,
+                generators,
+            )
+            attention_kwargs = {"gligen": self._grounding(layouts, cfg)} if grounded else None
+            n_grounded = int(self.beta * len(timesteps)) if grounded else 0
+            if grounded:
+                pipe.enable_fuser(True)
+            extra = pipe.prepare_extra_step_kwargs(generators, 0.0)
+            for i, t in enumerate(timesteps):
+                if grounded and i == n_grounded:
+                    pipe.enable_fuser(False)
+                model_input = torch.cat([latents] * 2) if cfg else latents
+                model_input = pipe.scheduler.scale_model_input(model_input, t)
+                if self.channels_last:
+                    model_input = model_input.contiguous(memory_format=torch.channels_last)
+                noise = pipe.unet(
+                    model_input,
+                    t,
+                    encoder_hidden_states=prompt_embeds,
+                    cross_attention_kwargs=dict(attention_kwargs) if attention_kwargs else None,
+                ).sample
+                if cfg:
+                    uncond, cond = noise.chunk(2)
+                    noise = uncond + self.guidance_scale * (cond - uncond)
+                latents = pipe.scheduler.step(noise, t, latents, **extra).prev_sample
+            image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+            return pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=[True] * batch)
+
+    def _grounding(self, layouts: list[Layout], cfg: bool) -> dict[str, torch.Tensor]:
+        """Boxes, phrase embeddings and masks, ``[B, 30, ...]``; the unconditional half masked out."""
+        import torch
+
+        pipe = self.pipe
+        dtype = pipe.text_encoder.dtype
+        dim = pipe.unet.config.cross_attention_dim
+        batch = len(layouts)
+        boxes = torch.zeros(batch, MAX_BOXES, 4, device=self.device, dtype=dtype)
+        embeddings = torch.zeros(batch, MAX_BOXES, dim, device=self.device, dtype=dtype)
+        masks = torch.zeros(batch, MAX_BOXES, device=self.device, dtype=dtype)
+        phrases = [phrase for layout in layouts for phrase in layout.phrases[:MAX_BOXES]]
+        tokens = pipe.tokenizer(phrases, padding=True, return_tensors="pt").to(self.device)
+        pooled = pipe.text_encoder(**tokens).pooler_output
+        start = 0
+        for row, layout in enumerate(layouts):
+            n = min(len(layout.boxes), MAX_BOXES)
+            boxes[row, :n] = torch.tensor(layout.boxes[:n], dtype=dtype, device=self.device)
+            embeddings[row, :n] = pooled[start : start + n]
+            masks[row, :n] = 1
+            start += n
+        if cfg:
+            boxes = torch.cat([boxes] * 2)
+            embeddings = torch.cat([embeddings] * 2)
+            masks = torch.cat([torch.zeros_like(masks), masks])
+        return {"boxes": boxes, "positive_embeddings": embeddings, "masks": masks}
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model": self.model,
+            "revision": self.revision,
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "gligen_scheduled_sampling_beta": self.beta,
+            "negative_prompt": self.negative_prompt,
+            "canvas_size": self.canvas_size,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "scheduler": type(self.pipe.scheduler).__name__,
+            "channels_last": self.channels_last,
+            "compile": self.compiled,
+        }
+
+
+class Text2ImageRedrawer(Redrawer):
+    """The caption's prompt drawn by any diffusers text-to-image pipeline (boxes unused), batched by canvas."""
+
+    name = "text2image"
+    default_batch_size = 4
+
+    def __init__(
+        self,
+        model: str | Path = DEFAULT_TEXT2IMAGE,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        steps: int = 20,
+        guidance_scale: float = 4.5,
+        negative_prompt: str = "",
+        canvas_size: int | None = None,
+        max_prompt_tokens: int | None = None,
+        revision: str | None = None,
+        progress: bool = False,
+    ) -> None:
+        from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+        self.model = str(model)
+        self.device, self.dtype = resolve_device_dtype(device, dtype)
+        kwargs: dict[str, Any] = {"torch_dtype": self.dtype}
+        if revision:
+            kwargs["revision"] = revision
+        try:
+            self.pipe = load_pipeline(AutoPipelineForText2Image, model, "text2image", **kwargs)
+        except ModelLoadError as exc:
+            if not Path(model).expanduser().exists():
+                raise
+            log.info("AutoPipelineForText2Image refused %s (%s); trying DiffusionPipeline", model, exc)
+            self.pipe = load_pipeline(DiffusionPipeline, model, "text2image", **kwargs)
+        if getattr(self.pipe, "safety_checker", None) is not None:
+            self.pipe.safety_checker = None
+        self.pipe.to(self.device)
+        self.pipe.set_progress_bar_config(disable=not progress)
+        self.steps = steps
+        self.guidance_scale = guidance_scale
+        self.negative_prompt = negative_prompt
+        self.revision = revision
+        self.tokenizer = getattr(self.pipe, "tokenizer", None)
+        # CLIP pipelines stop at 77 tokens; T5 ones (PixArt-Sigma) take up to 300 (their max_sequence_length).
+        limit = int(getattr(self.tokenizer, "model_max_length", MAX_TOKENS) or MAX_TOKENS)
+        self.max_prompt_tokens = max_prompt_tokens or min(limit, 300)
+        self.canvas_size = canvas_size or self._default_canvas()
+
+    def _default_canvas(self) -> int:
+        pipe = self.pipe
+        factor = int(getattr(pipe, "vae_scale_factor", 8))
+        if getattr(pipe, "default_sample_size", None):
+            return int(pipe.default_sample_size) * factor
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        sample = getattr(getattr(denoiser, "config", None), "sample_size", None)
+        return int(sample) * factor if isinstance(sample, int) else 512
+
+    def redraw(self, layouts: list[Layout], seeds: list[int]) -> list[Image.Image]:
+        import torch
+
+        if len(layouts) != len(seeds):
+            raise ValueError(f"{len(layouts)} layouts but {len(seeds)} seeds")
+        out: list[Any] = [None] * len(layouts)
+        for (width, height), rows in _group_by_canvas(layouts).items():
+            with torch.inference_mode():
+                images = self.pipe(
+                    prompt=[layouts[i].prompt for i in rows],
+                    negative_prompt=[self.negative_prompt] * len(rows) if self.guidance_scale > 1 else None,
+                    height=height,
+                    width=width,
+                    num_inference_steps=self.steps,
+                    guidance_scale=self.guidance_scale,
+                    generator=_generators([seeds[i] for i in rows]),
+                ).images
+            for i, image in zip(rows, images):
+                out[i] = image
+        return out
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model": self.model,
+            "revision": self.revision,
+            "pipeline": type(self.pipe).__name__,
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "negative_prompt": self.negative_prompt,
+            "canvas_size": self.canvas_size,
+            "max_prompt_tokens": self.max_prompt_tokens,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
