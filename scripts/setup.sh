@@ -21,9 +21,15 @@ if ! "$py" -c "import torch" 2>/dev/null; then
     "$py" -m pip install -q "torch==$torch_version"
   else
     echo "setup: no GPU, installing the CPU build of torch $torch_version"
+    wheels=$(mktemp -d)
     # a CPU wheel this machine already has (pip's find-links), else the CPU index
-    "$py" -m pip install -q --no-index "torch==$torch_version" 2>/dev/null \
-      || "$py" -m pip install -q "torch==$torch_version" --index-url "$cpu_index" --extra-index-url https://pypi.org/simple
+    if "$py" -m pip download -q --no-index --no-deps "torch==$torch_version" -d "$wheels" >/dev/null 2>&1 \
+      && ls "$wheels"/torch-*+cpu-*.whl >/dev/null 2>&1; then
+      "$py" -m pip install -q "$wheels"/torch-*.whl
+    else
+      "$py" -m pip install -q "torch==$torch_version" --index-url "$cpu_index" --extra-index-url https://pypi.org/simple
+    fi
+    rm -rf "$wheels"
   fi
 fi
 
