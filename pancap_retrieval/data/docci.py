@@ -15,7 +15,6 @@ two ways that work. Without an argument, ``$PANCAP_DOCCI_DIR`` names the local r
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +27,7 @@ from pancap_retrieval.data.records import (
     features,
     first_n,
     image_size,
+    read_json_lines,
 )
 from pancap_retrieval.errors import DatasetError
 
@@ -88,19 +88,7 @@ def read_descriptions(path: Path) -> list[dict[str, str]]:
     """Records of ``docci_descriptions.jsonlines``; a malformed line is an error naming file and line."""
     required = ("example_id", "split", "image_file", "description")
     records = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"docci: cannot read {path}: {exc}") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"docci: {path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise DatasetError(f"docci: {path}:{number}: expected a JSON object")
+    for number, record in read_json_lines(path, "docci"):
         missing = [key for key in required if not isinstance(record.get(key), str)]
         if missing:
             raise DatasetError(f"docci: {path}:{number}: missing or non-string {', '.join(missing)}")

@@ -9,12 +9,18 @@ an empty description. The only split is ``train``.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pancap_retrieval.data.records import Row, build_dataset, check_limit, choose_split, first_n
+from pancap_retrieval.data.records import (
+    Row,
+    build_dataset,
+    check_limit,
+    choose_split,
+    first_n,
+    read_json_lines,
+)
 from pancap_retrieval.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -84,18 +90,8 @@ def read_metadata(root: Path, known_files: set[str]) -> dict[str, str]:
         return {}
     texts: dict[str, str] = {}
     unmatched = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"imagefolder: cannot read {path}: {exc}") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"imagefolder: {path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("file_name"), str):
+    for number, record in read_json_lines(path, "imagefolder"):
+        if not isinstance(record.get("file_name"), str):
             raise DatasetError(f"imagefolder: {path}:{number}: needs a string 'file_name'")
         name = Path(record["file_name"]).as_posix().removeprefix("./")
         text = next((record[key] for key in TEXT_FIELDS if isinstance(record.get(key), str)), "")

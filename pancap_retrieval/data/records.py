@@ -164,3 +164,25 @@ def open_image(example: dict[str, Any]) -> Image.Image:
         return image.convert("RGB")
     except Exception as exc:
         raise DatasetError(f"{example_id}: cannot decode image ({type(exc).__name__}: {exc})") from None
+
+
+def read_json_lines(path: Path, dataset: str) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a JSON-lines file; a bad line is an error naming it."""
+    import json
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{dataset}: cannot read {path}: {exc}") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{dataset}: {path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise DatasetError(f"{dataset}: {path}:{number}: expected a JSON object")
+        records.append((number, record))
+    return records
