@@ -1,4 +1,5 @@
-"""The offline default redrawer: no model, the layout itself drawn as labelled boxes on a blank canvas.
+"""The offline default redrawer: no model, the layout itself drawn as labelled boxes on a blank canvas,
+with the global prompt written underneath them.
 
 It is named for what it is. It shows what a layout-to-image model would be asked to draw, and gives the rest of
 the pipeline (fidelity scores, galleries) real images to work on where no generative weights can be had.
@@ -6,6 +7,7 @@ the pipeline (fidelity scores, galleries) real images to work on where no genera
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 from reconstruct.drawing import draw_boxes
@@ -43,9 +45,14 @@ class SketchRedrawer(Redrawer):
             canvas = Image.new("RGB", layout.canvas, (128, 128, 128))
             w, h = layout.canvas
             x0, y0, x1, y1 = layout.content
-            ImageDraw.Draw(canvas).rectangle(
+            draw = ImageDraw.Draw(canvas)
+            draw.rectangle(
                 (round(x0 * w), round(y0 * h), round(x1 * w) - 1, round(y1 * h) - 1), fill=self.background
             )
+            if layout.prompt:
+                chars = max(8, int((x1 - x0) * w / 6.5))  # the default bitmap font is about 6 px a character
+                text = "\n".join(textwrap.wrap(layout.prompt, chars)[: max(1, int((y1 - y0) * h / 12) - 1)])
+                draw.multiline_text((round(x0 * w) + 4, round(y0 * h) + 4), text, fill=(150, 150, 150))
             images.append(draw_boxes(canvas, layout.boxes, layout.phrases, fill_alpha=110))
         return images
 
