@@ -165,3 +165,19 @@ def test_unsafe_archive_member_is_refused(tmp_path: Path, serve: Callable) -> No
     assert not (tmp_path / "escaped.jpg").exists()
     assert not (tmp_path / "docci" / "escaped.jpg").exists()
     assert not (tmp_path / "docci" / "images").exists()
+
+
+def test_cli_download_then_show(tmp_path: Path, release_files: Path, serve: Callable) -> None:
+    from click.testing import CliRunner
+
+    from pancap_retrieval.cli import cli
+
+    served = serve(release_files)
+    to = tmp_path / "docci"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["data", "download", "docci", "--to", str(to), "--base-url", served.url])
+    assert result.exit_code == 0, result.output
+    assert f"docci:{to}" in result.output
+    shown = runner.invoke(cli, ["data", "show", f"docci:{to}", "--split", "test"])
+    rows = [json.loads(line) for line in shown.output.splitlines() if line.startswith("{")]
+    assert [row["example_id"] for row in rows] == ["test_00001", "test_00002"]
