@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Protocol
 
 from pancap_retrieval.captions.boxes import Box
 from pancap_retrieval.captions.model import format_caption, parse_caption
-from pancap_retrieval.errors import ModelLoadError, RegistryError
+from pancap_retrieval.errors import RegistryError
 from pancap_retrieval.pancapscore.items import CaptionItems, EntityItem, Statement
+from pancap_retrieval.textgen import GreedyLM
 
 DEFAULT_HF_MODEL = "Qwen/Qwen2.5-14B-Instruct"
 PROMPT_VERSION = "pancapscore-json-1"
@@ -392,47 +392,16 @@ class HFJudge:
         max_new_tokens: int = 4096,
         cache_dir: Path | None = None,
     ) -> None:
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self.model_ref = model
         self.name = f"hf:{model}"
-        self.device = device
-        self.dtype = dtype
         self.max_new_tokens = max_new_tokens
-        self._model: Any = None
-        self._tokenizer: Any = None
+        self._lm = GreedyLM(
+            model, device=device, dtype=dtype, max_new_tokens=max_new_tokens, label="judge model"
+        )
         self._memo: dict[str, str] = {}
         self._cache_path = Path(cache_dir) / "pancapscore_judge_cache.jsonl" if cache_dir else None
         self.n_generations = 0
         self.n_cache_hits = 0
-
-    def _load(self) -> None:
-        if self._model is not None:
-            return
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if self.dtype == "auto":
-            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        else:
-            dtype = getattr(torch, self.dtype)
-        local = Path(self.model_ref).expanduser()
-        source = str(local) if local.is_dir() else self.model_ref
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, dtype=dtype)
-        except Exception as exc:
-            where = "directory" if local.is_dir() else "hub id (local cache only; nothing is downloaded)"
-            raise ModelLoadError(
-                f"cannot load judge model {self.model_ref!r} as a {where}: {type(exc).__name__}: {str(exc)[:200]}"
-            ) from None
-        model.to(device).eval()
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        self.device = device
-        self._model, self._tokenizer = model, tokenizer
 
     def _key(self, prompt: str) -> str:
         return hashlib.sha256(
@@ -456,29 +425,7 @@ class HFJudge:
         if key in self._memo:
             self.n_cache_hits += 1
             return self._memo[key]
-        self._load()
-        import torch
-
-        tokenizer, model = self._tokenizer, self._model
-        if getattr(tokenizer, "chat_template", None):
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
-        else:
-            text = prompt
-        inputs = tokenizer([text], return_tensors="pt", add_special_tokens=False).to(model.device)
-        with torch.no_grad():
-            generated = model.generate(
-                **inputs,
-                do_sample=False,
-                num_beams=1,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                max_new_tokens=self.max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        output = tokenizer.decode(generated[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        output = self._lm.generate([prompt], batch_size=1)[0]
         self.n_generations += 1
         self._memo[key] = output
         if self._cache_path is not None:

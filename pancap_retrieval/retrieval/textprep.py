@@ -9,13 +9,13 @@ settings, sha256 of the caption) and the prompt is returned in the manifest.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pancap_retrieval.errors import ModelLoadError, PancapError, RetrievalError
+from pancap_retrieval.textgen import GreedyLM
 
 REWRITE_PROMPT = (
     "Rewrite the following image description as plain, fluent prose. Remove every bounding box, coordinate and "
@@ -98,46 +98,20 @@ class HFRewriter:
         except Exception as exc:
             raise ModelLoadError(f"cannot resolve rewriter {name_or_path!r}: {exc}") from None
         self.prompt = prompt
-        self.device = device
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
+        self._lm = GreedyLM(
+            self.path,
+            device=device,
+            max_new_tokens=max_new_tokens,
+            plain_suffix="\n\nRewritten description:\n",
+            label="rewriter",
+        )
         self._cache = (
             DiskCache(Path(cache_dir) / "rewrites" / f"{self.fingerprint}.sqlite") if cache_dir else None
         )
-        self._model: Any = None
-        self._tokenizer: Any = None
         self.generate_calls = 0
         self.cache_hits = 0
-
-    def _load(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from pancap_retrieval.retrieval.embedder import auto_device
-
-        self.device = auto_device(self.device)
-        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(str(self.path), local_files_only=True, dtype=dtype)
-        except Exception as exc:
-            raise ModelLoadError(
-                f"cannot load rewriter from {self.path}: {type(exc).__name__}: {exc}"
-            ) from None
-        tokenizer.padding_side = "left"  # decoder-only batches are padded on the left for generation
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        self._model = model.to(self.device).eval()
-        self._tokenizer = tokenizer
-
-    def _input_text(self, caption: str) -> str:
-        message = self.prompt.format(caption=caption)
-        if getattr(self._tokenizer, "chat_template", None):
-            return self._tokenizer.apply_chat_template(
-                [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
-            )
-        return message + "\n\nRewritten description:\n"
 
     def _key(self, caption: str) -> str:
         from pancap_retrieval.retrieval.embedder import text_key
@@ -155,8 +129,6 @@ class HFRewriter:
         self.cache_hits += sum(1 for key in keys if key in done)
         todo = {key: text for key, text in zip(keys, captions) if key not in done}
         if todo:
-            if self._model is None:
-                self._load()
             items = list(todo.items())
             for start in range(0, len(items), self.batch_size):
                 batch = items[start : start + self.batch_size]
@@ -168,25 +140,9 @@ class HFRewriter:
         return [done[key] for key in keys]
 
     def _generate(self, captions: list[str]) -> list[str]:
-        import torch
-
         self.generate_calls += 1
-        inputs = self._tokenizer(
-            [self._input_text(text) for text in captions],
-            return_tensors="pt",
-            padding=True,
-            add_special_tokens=False,
-        ).to(self.device)
-        with torch.inference_mode():
-            generated = self._model.generate(
-                **inputs,
-                do_sample=False,
-                num_beams=1,
-                max_new_tokens=self.max_new_tokens,
-                pad_token_id=self._tokenizer.pad_token_id,
-            )
-        new_tokens = generated[:, inputs["input_ids"].shape[1] :]
-        return [text.strip() for text in self._tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        prompts = [self.prompt.format(caption=text) for text in captions]
+        return [text.strip() for text in self._lm.generate(prompts, batch_size=len(prompts))]
 
     def manifest(self) -> dict[str, Any]:
         """The rewrite settings for the run manifest, the prompt included."""
@@ -196,7 +152,7 @@ class HFRewriter:
             "path": str(self.path),
             "fingerprint": self.fingerprint,
             "prompt": self.prompt,
-            "decoding": {"do_sample": False, "num_beams": 1, "max_new_tokens": self.max_new_tokens},
+            "decoding": self._lm.describe()["decoding"],
             "generate_calls": self.generate_calls,
             "cache_hits": self.cache_hits,
         }
