@@ -148,6 +148,24 @@ def load_model(
     return loaded.to(device).eval()
 
 
+def load_checkpoint(
+    model: str | None,
+    model_class: str,
+    device: str | None = None,
+    dtype: str | None = None,
+    loaded: tuple[Any, Any] | None = None,
+) -> tuple[str, Any, Any]:
+    """(model id, model, processor): loaded from a hub id or local dir, or taken from an in-memory ``loaded``."""
+    if loaded is not None:
+        model_obj, processor = loaded
+        return str(getattr(model_obj.config, "_name_or_path", "") or "in-memory"), model_obj, processor
+    if not model:
+        raise ModelLoadError("a model is needed: pass a hub id or a local directory")
+    target = choose_device(device)
+    processor = load_processor(model)
+    return model, load_model(model, model_class, target, choose_dtype(target, dtype)), processor
+
+
 def is_oom(exc: BaseException) -> bool:
     """True for a device out-of-memory error (CUDA, MPS or a CPU allocator failure)."""
     import torch
@@ -382,6 +400,14 @@ class Generator:
             text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
             outputs.append(Generation(ids, text, truncated=not ended and len(ids) >= self.max_new_tokens))
         return outputs
+
+
+def caption_generator(
+    model: Any, tokenizer: Any, never_generate: Sequence[int] = (), **options: Any
+) -> Generator:
+    """A :class:`Generator` that also suppresses the model's own ``suppress_tokens`` and ``never_generate``."""
+    suppress = list(getattr(model.generation_config, "suppress_tokens", None) or [])
+    return Generator(model, tokenizer, suppress_token_ids=[*suppress, *never_generate], **options)
 
 
 def map_safely(values: Sequence[Any], prepare: Callable[[Any], Any]) -> tuple[dict[int, Any], dict[int, str]]:

@@ -11,11 +11,8 @@ from typing import Any
 
 from pancap_retrieval.captioners.base import Captioner, Example
 from pancap_retrieval.captioners.generation import (
-    Generator,
-    choose_device,
-    choose_dtype,
-    load_model,
-    load_processor,
+    caption_generator,
+    load_checkpoint,
     map_safely,
 )
 from pancap_retrieval.captioners.pancapchain import require_converted
@@ -77,27 +74,22 @@ class ImageTextToTextCaptioner(Captioner):
         loaded: tuple[Any, Any] | None = None,
     ) -> None:
         self.prompt_name, self.prompt = resolve_prompt(prompt, self.default_prompt)
-        if loaded is not None:
-            self.model, self.processor = loaded
-            self.model_id = str(getattr(self.model.config, "_name_or_path", "") or "in-memory")
-        else:
-            self.model_id = self.check_model(model or self.default_model)
-            target = choose_device(device)
-            self.processor = load_processor(self.model_id)
-            self.model = load_model(self.model_id, self.model_class, target, choose_dtype(target, dtype))
+        checked = None if loaded is not None else self.check_model(model or self.default_model)
+        self.model_id, self.model, self.processor = load_checkpoint(
+            checked, self.model_class, device, dtype, loaded
+        )
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         if getattr(self.tokenizer, "padding_side", None) is not None:
             self.tokenizer.padding_side = "left"
         image_token_id = getattr(self.model.config, "image_token_id", None)
-        suppress = list(getattr(self.model.generation_config, "suppress_tokens", None) or [])
-        self.generator = Generator(
+        self.generator = caption_generator(
             self.model,
             self.tokenizer,
+            never_generate=[image_token_id] if image_token_id is not None else [],
             max_new_tokens=max_new_tokens,
             min_new_tokens=min_new_tokens,
             batch_size=batch_size,
             static_cache=static_cache,
-            suppress_token_ids=[*suppress, *([image_token_id] if image_token_id is not None else [])],
         )
         self.default_batch_size = self.generator.batch_size
 

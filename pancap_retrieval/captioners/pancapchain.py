@@ -22,14 +22,7 @@ from typing import Any
 
 from pancap_retrieval.captioners.base import Captioner, Example
 from pancap_retrieval.captioners.convert import IMAGE_TOKEN, VICUNA_SYSTEM
-from pancap_retrieval.captioners.generation import (
-    Generator,
-    choose_device,
-    choose_dtype,
-    load_model,
-    load_processor,
-    map_safely,
-)
+from pancap_retrieval.captioners.generation import caption_generator, load_checkpoint, map_safely
 from pancap_retrieval.captions.boxes import format_box_group
 from pancap_retrieval.captions.model import Entity, format_entities, parse_caption
 from pancap_retrieval.captions.store import CaptionRecord
@@ -155,16 +148,10 @@ class PancapChainCaptioner(Captioner):
         loaded: tuple[Any, Any] | None = None,
     ) -> None:
         """``model``: a converted checkpoint dir (or hub id); ``loaded``: an already loaded (model, processor)."""
-        if loaded is not None:
-            self.model, self.processor = loaded
-            self.model_id = str(getattr(self.model.config, "_name_or_path", "") or "in-memory")
-        else:
-            self.model_id = require_converted(model, self.name, self.source_hint)
-            target = choose_device(device)
-            self.processor = load_processor(self.model_id)
-            self.model = load_model(
-                self.model_id, "LlavaForConditionalGeneration", target, choose_dtype(target, dtype)
-            )
+        checked = None if loaded is not None else require_converted(model, self.name, self.source_hint)
+        self.model_id, self.model, self.processor = load_checkpoint(
+            checked, "LlavaForConditionalGeneration", device, dtype, loaded
+        )
         self.tokenizer = self.processor.tokenizer
         config = self.model.config
         self.image_token_id = int(config.image_token_id)
@@ -172,15 +159,14 @@ class PancapChainCaptioner(Captioner):
         self.n_image_tokens = (vision.image_size // vision.patch_size) ** 2 + (
             config.vision_feature_select_strategy != "default"
         )
-        suppress = getattr(self.model.generation_config, "suppress_tokens", None) or []
-        self.generator = Generator(
+        self.generator = caption_generator(
             self.model,
             self.tokenizer,
+            never_generate=[self.image_token_id],
             max_new_tokens=max_new_tokens,
             min_new_tokens=min_new_tokens,
             batch_size=batch_size,
             static_cache=static_cache,
-            suppress_token_ids=[*suppress, self.image_token_id],
         )
         self.default_batch_size = self.generator.batch_size
 
