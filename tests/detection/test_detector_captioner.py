@@ -198,16 +198,9 @@ def test_real_photos_through_the_runner(photos, captioner, tmp_path):
         "coffee": (600, 400),
         "camera-grey": (512, 512),
     }
-    features = datasets.Features(
-        {
-            "example_id": datasets.Value("string"),
-            "image": datasets.Image(),
-            "description": datasets.Value("string"),
-            "width": datasets.Value("int32"),
-            "height": datasets.Value("int32"),
-            "split": datasets.Value("string"),
-        }
-    )
+    from pancap_retrieval.data.records import features as pancap_features
+
+    features = pancap_features()
     dataset = datasets.Dataset.from_list(
         [
             {
