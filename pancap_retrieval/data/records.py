@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import itertools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,3 +186,16 @@ def read_json_lines(path: Path, dataset: str) -> list[tuple[int, dict[str, Any]]
             raise DatasetError(f"{dataset}: {path}:{number}: expected a JSON object")
         records.append((number, record))
     return records
+
+
+def dataset_from_images(
+    images: Mapping[str, Image.Image], descriptions: Mapping[str, str] | None = None, split: str = "test"
+) -> datasets.Dataset:
+    """A pancap dataset from in-memory PIL images keyed by id (kept in the given order), stored as PNG bytes."""
+    descriptions = descriptions or {}
+    rows = []
+    for example_id, image in images.items():
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        rows.append(Row(str(example_id), buffer.getvalue(), descriptions.get(example_id, ""), split))
+    return build_dataset(rows, "in-memory images")

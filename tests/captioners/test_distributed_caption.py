@@ -20,19 +20,14 @@ import os
 import sys
 from pathlib import Path
 
-import datasets
 from PIL import Image
 from skimage import data
 from pancap_retrieval.captioners.distributed import run_captioning
+from pancap_retrieval.data.records import dataset_from_images
 
 names = ["astronaut", "camera", "chelsea", "coffee", "rocket"]
 images = [Image.fromarray(getattr(data, n)()).convert("RGB").resize((40, 30)) for n in names]
-dataset = datasets.Dataset.from_dict(
-    {"example_id": names, "image": images, "description": [""] * 5, "width": [40] * 5, "height": [30] * 5},
-    features=datasets.Features({"example_id": datasets.Value("string"), "image": datasets.Image(),
-                                "description": datasets.Value("string"), "width": datasets.Value("int32"),
-                                "height": datasets.Value("int32")}),
-)
+dataset = dataset_from_images(dict(zip(names, images)))
 stats, manifest = run_captioning("pancapchain", dataset, sys.argv[2], batch_size=2, progress=False,
                                  model=sys.argv[1], max_new_tokens=6)
 report = Path(sys.argv[2]).parent / f"stats.rank{os.environ['RANK']}.json"

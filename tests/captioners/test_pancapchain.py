@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datasets
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,6 +18,7 @@ from pancap_retrieval.captioners.pancapchain import (
     vicuna_prompt,
 )
 from pancap_retrieval.captions.store import CaptionStore
+from pancap_retrieval.data.records import dataset_from_images
 from pancap_retrieval.errors import ModelLoadError
 
 PHOTOS = ("astronaut", "coffee", "chelsea")
@@ -49,24 +49,7 @@ def _examples(photos):
 
 
 def test_four_stages_are_stored_and_batching_does_not_change_outputs(tiny_llava, photos, tmp_path):
-    dataset = datasets.Dataset.from_dict(
-        {
-            "example_id": list(photos),
-            "image": list(photos.values()),
-            "description": [""] * len(photos),
-            "width": [im.width for im in photos.values()],
-            "height": [im.height for im in photos.values()],
-        },
-        features=datasets.Features(
-            {
-                "example_id": datasets.Value("string"),
-                "image": datasets.Image(),
-                "description": datasets.Value("string"),
-                "width": datasets.Value("int32"),
-                "height": datasets.Value("int32"),
-            }
-        ),
-    )
+    dataset = dataset_from_images(photos)
     captioner = get_captioner("pancapchain", model=str(tiny_llava), batch_size=3, max_new_tokens=12)
     store = CaptionStore(tmp_path / "captions.jsonl")
     stats = caption_dataset(captioner, dataset, store, batch_size=3, progress=False)
