@@ -21,6 +21,8 @@ from pancap_retrieval.results import base_manifest, fingerprint, read_results, w
 from pancap_retrieval.suite import CaptionerSpec, EmbedderSpec, Suite
 
 log = logging.getLogger(__name__)
+# Bumped when the shape of a retrieval row changes, so reruns recompute rather than reuse old rows.
+RETRIEVAL_ROW_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -158,6 +160,7 @@ def _retrieval_row(
         "no_caption": len(set(descriptions) - {r.example_id for r in records}),
     }
     key = fingerprint(
+        RETRIEVAL_ROW_VERSION,
         sorted(captions.items()),
         sorted(descriptions.items()),
         embedder_spec.model_dump(),
@@ -189,7 +192,7 @@ def _retrieval_row(
         "c2d": result["c2d"],
         "d2c": result["d2c"],
         "text_prep": result["text_prep"],
-        "embedding": result["embedder"].get("stats"),
+        "embedding": result["embedding"],
     }
     write_json(stage_file, {"key": key, "row": row})
     return row

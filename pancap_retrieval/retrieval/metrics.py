@@ -286,7 +286,9 @@ def evaluate_retrieval(
     )
     symmetric = model.query_prefix == model.passage_prefix
     cap_q = model.embed_queries(prepared_texts)
+    caption_stats = model.last_stats.as_dict()  # truncation rate of these captions, cached ones included
     desc_p = model.embed_passages(gallery_texts)
+    description_stats = model.last_stats.as_dict()
     cap_p = cap_q if symmetric else model.embed_passages(prepared_texts)
     paired_rows = np.array([row_of[image_id] for image_id in query_ids], dtype=np.int64)
     desc_q = (
@@ -315,5 +317,6 @@ def evaluate_retrieval(
         "n_descriptions": len(gallery_ids),
         "skipped": skipped,
         "text_prep": prepared.manifest,
+        "embedding": {"captions": caption_stats, "descriptions": description_stats},
         "embedder": model.manifest(),
     }
