@@ -1,7 +1,8 @@
 """Read captions from every file format the toolkit meets.
 
 - our caption store JSONL: ``{example_id, caption, stages, status, error, meta}``;
-- the paper repository's answer files (JSONL): ``{question_id, text, ...}`` (LLaVA-style ``model_vqa`` output);
+- the paper repository's answer files (JSONL): ``{question_id, image, text, ...}`` (LLaVA-style ``model_vqa``
+  output), one file or a folder of them (PancapChain writes one file per image);
 - the paper repository's JSON lists: ``[{image_path, model_response}]`` and ``[{image_path, gt_response}]``;
 - plain text: one caption, its id the file's stem.
 
@@ -20,6 +21,9 @@ from pancap_retrieval.errors import CaptionFileError
 
 TEXT_KEYS = ("caption", "model_response", "gt_response", "text", "answer", "response")
 ID_KEYS = ("example_id", "question_id", "image_id", "id")
+# An image path names the image better than a running question index: the paper's PancapChain answer files hold
+# ``{"question_id": 0, "image": "sam/sa_000045/sa_507752.jpg", "text": ...}``.
+PATH_KEYS = ("image_path", "image", "image_file")
 
 
 def example_id_from_path(path: str) -> str:
@@ -39,8 +43,9 @@ def _record(data: Any, where: str) -> CaptionRecord:
     text_key = next((k for k in TEXT_KEYS if k in data), None)
     if text_key is None:
         raise CaptionFileError(f"{where}: no caption field (one of {', '.join(TEXT_KEYS)})")
-    if "image_path" in data:
-        example_id = example_id_from_path(str(data["image_path"]))
+    path_key = next((k for k in PATH_KEYS if isinstance(data.get(k), str) and data[k]), None)
+    if path_key is not None:
+        example_id = example_id_from_path(data[path_key])
     else:
         id_key = next((k for k in ID_KEYS if k in data), None)
         if id_key is None:
@@ -55,6 +60,11 @@ def _record(data: Any, where: str) -> CaptionRecord:
 def read_captions(path: str | Path) -> list[CaptionRecord]:
     """All caption records of a file, in file order (the last one per id kept for our store files)."""
     path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".jsonl") and p.is_file())
+        if not files:
+            raise CaptionFileError(f"no .json or .jsonl captions files in {path}")
+        return [record for file in files for record in read_captions(file)]
     if not path.is_file():
         raise CaptionFileError(f"captions file not found: {path}")
     try:

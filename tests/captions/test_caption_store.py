@@ -136,3 +136,24 @@ def test_unreadable_captions_files_give_one_line_errors(tmp_path, content, messa
 def test_missing_captions_file():
     with pytest.raises(CaptionFileError, match=r"not found: /nope/c\.jsonl"):
         read_captions("/nope/c.jsonl")
+
+
+def test_pancapchain_answer_folder_takes_ids_from_image_paths(tmp_path):
+    # the paper's inference script writes one answer file per image, question_id being a running index
+    folder = tmp_path / "answers"
+    folder.mkdir()
+    for index, image in enumerate(["sam/sa_000045/sa_507752.jpg", "sam/sa_000009/sa_103444.jpg"]):
+        line = {
+            "question_id": index,
+            "image": image,
+            "text": f"caption {index}",
+            "answer_id": "x",
+            "metadata": {},
+        }
+        (folder / ("_".join(image[:-4].split("/")) + ".json")).write_text(json.dumps(line) + "\n")
+    got = sorted((r.example_id, r.caption) for r in read_captions(folder))
+    assert got == [("sa_103444", "caption 1"), ("sa_507752", "caption 0")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CaptionFileError, match=r"no \.json or \.jsonl captions files in"):
+        read_captions(empty)
