@@ -50,14 +50,15 @@ def vicuna_prompt(question: str) -> str:
 
 
 def box_list(text: str, width: int, height: int) -> tuple[str, int]:
-    """Stage-1 output reduced to its valid boxes in ASMv2 form, and the number of broken items dropped.
+    """Stage-1 output reduced to its valid boxes in ASMv2 form, repeats removed as the released chain does, and
+    the number of broken items dropped.
 
-    >>> box_list("<box>[[0, 250, 500, 750]]</box>, <box>[[10, 20", 200, 100)
+    >>> box_list("<box>[[0, 250, 500, 750]]</box>, <box>[[0, 250, 500, 750]]</box>, <box>[[10, 20", 200, 100)
     ('<box>[[0, 250, 500, 750]]</box>', 1)
     """
     caption = parse_caption(text, "asmv2", width, height)
     groups = [format_box_group(g.boxes, "asmv2", width, height) for g in caption.groups if g.boxes]
-    return ", ".join(groups), caption.malformed
+    return ", ".join(dict.fromkeys(groups)), caption.malformed
 
 
 def tag_entities(text: str, width: int, height: int) -> tuple[list[Entity], int]:
