@@ -120,13 +120,18 @@ def location_phrase(horizontal: str, vertical: str) -> str:
 
 
 def depth_word(area: float, largest: float, alone: bool) -> str | None:
-    """Foreground / middle ground / background from a box's area relative to the largest detection's.
+    """Foreground / middle ground / background from a box's area relative to the largest detection's; a box
+    under 2% of the image is background whatever the others (three distant birds are not in the foreground).
 
     >>> depth_word(0.5, 0.5, alone=False), depth_word(0.2, 0.5, alone=False), depth_word(0.01, 0.5, alone=False)
     ('foreground', 'middle ground', 'background')
-    >>> depth_word(0.02, 0.02, alone=True) is None
+    >>> depth_word(0.005, 0.006, alone=False), depth_word(0.005, 0.005, alone=True)
+    ('background', 'background')
+    >>> depth_word(0.05, 0.05, alone=True) is None
     True
     """
+    if area < 0.02:
+        return "background"
     if alone:
         return "foreground" if area >= 0.1 else None
     ratio = area / largest if largest > 0 else 0.0
