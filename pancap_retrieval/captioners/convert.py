@@ -49,6 +49,16 @@ VICUNA_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
 
+# The vision tower of the LLaVA-1.5 family (and of ASMv2 / PancapChain).
+CLIP_VIT_L14_336: dict[str, Any] = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "image_size": 336,
+    "patch_size": 14,
+    "projection_dim": 768,
+}
 # The architectures of the LLaVA-1.5 family (Vicuna + CLIP ViT-L/14-336), for random-weight benchmarks.
 LLAVA_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "llava-1.5-13b": {
@@ -62,15 +72,7 @@ LLAVA_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "max_position_embeddings": 4096,
             "rms_norm_eps": 1e-5,
         },
-        "vision": {
-            "hidden_size": 1024,
-            "intermediate_size": 4096,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 16,
-            "image_size": 336,
-            "patch_size": 14,
-            "projection_dim": 768,
-        },
+        "vision": CLIP_VIT_L14_336,
     },
     "llava-1.5-7b": {
         "text": {
@@ -83,15 +85,7 @@ LLAVA_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "max_position_embeddings": 4096,
             "rms_norm_eps": 1e-5,
         },
-        "vision": {
-            "hidden_size": 1024,
-            "intermediate_size": 4096,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 16,
-            "image_size": 336,
-            "patch_size": 14,
-            "projection_dim": 768,
-        },
+        "vision": CLIP_VIT_L14_336,
     },
     "tiny": {
         "text": {

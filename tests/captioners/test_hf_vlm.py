@@ -9,19 +9,9 @@ from PIL import Image
 
 from pancap_retrieval.captioners import get_captioner
 from pancap_retrieval.captioners.base import Example
-from pancap_retrieval.captioners.convert import random_llava
 from pancap_retrieval.captioners.generation import collate_left, resolve_model
 from pancap_retrieval.captioners.hf_vlm import PROMPTS, resolve_prompt
 from pancap_retrieval.errors import ModelLoadError
-
-
-@pytest.fixture(scope="module")
-def tiny_llava(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny_llava_hf")
-    model, processor = random_llava("tiny", seed=1)
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from PIL import Image
 
 from pancap_retrieval.captioners import get_captioner
 from pancap_retrieval.captioners.base import Example, caption_dataset
-from pancap_retrieval.captioners.convert import random_llava
 from pancap_retrieval.captioners.generation import Generation
 from pancap_retrieval.captioners.pancapchain import (
     STAGE_PROMPTS,
@@ -22,15 +21,6 @@ from pancap_retrieval.data.records import dataset_from_images
 from pancap_retrieval.errors import ModelLoadError
 
 PHOTOS = ("astronaut", "coffee", "chelsea")
-
-
-@pytest.fixture(scope="module")
-def tiny_llava(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny_llava")
-    model, processor = random_llava("tiny", seed=0)
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="module")
