@@ -49,6 +49,20 @@ VICUNA_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
 
+
+def vicuna_prompt(question: str) -> str:
+    """LLaVA's vicuna_v1 prompt for one image turn.
+
+    >>> vicuna_prompt("Hi?").endswith("questions. USER: <image>\\nHi? ASSISTANT:")
+    True
+    """
+    return f"{VICUNA_SYSTEM} USER: {IMAGE_TOKEN}\n{question} ASSISTANT:"
+
+
+
+# A vicuna_v1 turn with an image, as every LLaVA prompt has one.
+TOKENIZATION_PROBE = vicuna_prompt("Please localize all entities in this image.")
+
 # The vision tower of the LLaVA-1.5 family (and of ASMv2 / PancapChain).
 CLIP_VIT_L14_336: dict[str, Any] = {
     "hidden_size": 1024,
@@ -271,6 +285,80 @@ def _check_supported(original: dict[str, Any]) -> None:
         raise ModelLoadError("unsupported LLaVA checkpoint: " + "; ".join(problems))
 
 
+def llava_input_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """The ids the original LLaVA code gives ``prompt``: the text around each ``<image>`` tokenized on its own (the
+    beginning-of-sequence token once, at the start), ``<image>``'s id between the pieces."""
+    pieces = prompt.split(IMAGE_TOKEN)
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    ids = list(tokenizer(pieces[0], add_special_tokens=True)["input_ids"])
+    for piece in pieces[1:]:
+        ids += [image_token_id, *tokenizer(piece, add_special_tokens=False)["input_ids"]]
+    return ids
+
+
+def _llava_tokenizer(src_dir: Path) -> tuple[Any, bool]:
+    """The checkpoint's tokenizer with ``<image>`` added and ``<unk>`` padding, and whether it gives a vicuna_v1
+    prompt the original LLaVA code's ids, both as a whole prompt and as :func:`llava_input_ids` splits it.
+
+    The class named in ``tokenizer_config.json`` is used (transformers' auto class would pick a generic one from the
+    config's ``llava`` model type, without sentencepiece's leading space). The original ids come from the
+    checkpoint's ``tokenizer.model`` through sentencepiece, each piece around ``<image>`` encoded on its own; without
+    one, from the tokenizer itself. Only a legacy Llama tokenizer gives the piece after ``<image>`` its leading space
+    in a whole prompt, so a ``legacy: false`` one (LLaVA-1.5's) is loaded, and saved, in legacy mode.
+    """
+    import transformers
+
+    tokenizer_config = src_dir / "tokenizer_config.json"
+    class_name = read_json(tokenizer_config).get("tokenizer_class") if tokenizer_config.is_file() else None
+    tokenizer_class = getattr(transformers, str(class_name), None) or transformers.AutoTokenizer
+
+    def load(**kwargs: Any) -> Any:
+        try:
+            tokenizer = tokenizer_class.from_pretrained(str(src_dir), **kwargs)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"cannot load the tokenizer of {src_dir}: {type(exc).__name__}: {exc}"
+            ) from None
+        if IMAGE_TOKEN not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+        if tokenizer.pad_token is None:  # LLaVA pads with <unk>
+            tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+        return tokenizer
+
+    def original_ids(tokenizer: Any) -> list[int]:
+        if not (src_dir / "tokenizer.model").is_file():
+            return llava_input_ids(tokenizer, TOKENIZATION_PROBE)
+        import sentencepiece
+
+        model = sentencepiece.SentencePieceProcessor(model_file=str(src_dir / "tokenizer.model"))
+        image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        first, *rest = TOKENIZATION_PROBE.split(IMAGE_TOKEN)
+        ids = [model.bos_id(), *model.encode(first)]
+        for piece in rest:
+            ids += [image_token_id, *model.encode(piece)]
+        return ids
+
+    def matches(tokenizer: Any) -> bool:
+        expected = original_ids(tokenizer)
+        whole = tokenizer(TOKENIZATION_PROBE)["input_ids"]
+        return whole == expected == llava_input_ids(tokenizer, TOKENIZATION_PROBE)
+
+    tokenizer = load()
+    if matches(tokenizer):
+        return tokenizer, True
+    if getattr(tokenizer, "legacy", True) is False:
+        tokenizer = load(legacy=True)
+        tokenizer.init_kwargs["legacy"] = True
+        if matches(tokenizer):
+            return tokenizer, True
+    log.warning(
+        "the tokenizer of %s does not give a prompt the original LLaVA code's ids; "
+        "captions may differ from the released model's",
+        src_dir,
+    )
+    return tokenizer, False
+
+
 def convert_llava(
     src: str | Path,
     out: str | Path,
@@ -286,7 +374,7 @@ def convert_llava(
     """
     import torch
     from huggingface_hub import save_torch_state_dict
-    from transformers import AutoTokenizer, CLIPVisionConfig, GenerationConfig, LlavaConfig, LlavaProcessor
+    from transformers import CLIPVisionConfig, GenerationConfig, LlavaConfig, LlavaProcessor
 
     from pancap_retrieval.captioners.generation import choose_dtype
 
@@ -320,14 +408,7 @@ def convert_llava(
     target_dtype = choose_dtype(torch.device("cpu"), dtype) if dtype else source_dtype
 
     # Tokenizer first: the <image> token decides the new vocabulary size.
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(src_dir))
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load the tokenizer of {src}: {type(exc).__name__}: {exc}") from None
-    if IMAGE_TOKEN not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    if tokenizer.pad_token is None:  # LLaVA pads with <unk>
-        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+    tokenizer, tokenization_matches = _llava_tokenizer(src_dir)
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     old_vocab = state["model.embed_tokens.weight"].shape[0]
     vocab = max(old_vocab, len(tokenizer))
@@ -426,6 +507,7 @@ def convert_llava(
                 "vision_tower": str(clip_source),
                 "image_aspect_ratio": original.get("image_aspect_ratio"),
                 "image_token_id": image_token_id,
+                "prompt_tokenization_matches_llava": tokenization_matches,
                 "added_rows": vocab - old_vocab,
             },
             indent=2,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pancap_retrieval.captioners.base import Captioner, Example
-from pancap_retrieval.captioners.convert import IMAGE_TOKEN, VICUNA_SYSTEM
+from pancap_retrieval.captioners.convert import VICUNA_SYSTEM, llava_input_ids, vicuna_prompt
 from pancap_retrieval.captioners.generation import caption_generator, load_checkpoint, map_safely
 from pancap_retrieval.captions.boxes import format_box_group
 from pancap_retrieval.captions.model import Entity, format_entities, parse_caption
@@ -38,15 +38,6 @@ STAGE_PROMPTS: dict[str, str] = {
     "{previous}",
 }
 CONVERSATION = "vicuna_v1"
-
-
-def vicuna_prompt(question: str) -> str:
-    """LLaVA's vicuna_v1 prompt for one image turn.
-
-    >>> vicuna_prompt("Hi?").endswith("questions. USER: <image>\\nHi? ASSISTANT:")
-    True
-    """
-    return f"{VICUNA_SYSTEM} USER: {IMAGE_TOKEN}\n{question} ASSISTANT:"
 
 
 def box_list(text: str, width: int, height: int) -> tuple[str, int]:
@@ -189,12 +180,9 @@ class PancapChainCaptioner(Captioner):
         the image token repeated once per image feature."""
         import torch
 
-        before, _, after = vicuna_prompt(question).partition(IMAGE_TOKEN)
-        ids = (
-            self.tokenizer(before, add_special_tokens=True)["input_ids"]
-            + [self.image_token_id] * self.n_image_tokens
-            + self.tokenizer(after, add_special_tokens=False)["input_ids"]
-        )
+        ids = []
+        for token in llava_input_ids(self.tokenizer, vicuna_prompt(question)):
+            ids += [token] * (self.n_image_tokens if token == self.image_token_id else 1)
         input_ids = torch.tensor([ids], dtype=torch.long)
         return {
             "input_ids": input_ids,

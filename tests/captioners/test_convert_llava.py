@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from pancap_retrieval.captioners.base import Example
 from pancap_retrieval.captioners.convert import convert_llava, synthetic_tokenizer
 from pancap_retrieval.errors import ModelLoadError
 
@@ -258,3 +259,93 @@ def test_refuses_unsupported_and_missing_checkpoints(original, tmp_path):
         convert_llava(src, tmp_path / "out")
     with pytest.raises(ModelLoadError, match="no such directory"):
         convert_llava(tmp_path / "nowhere", tmp_path / "out")
+
+
+def _sentencepiece_model(corpus: list[str]):
+    """A Llama-style sentencepiece model (BPE, byte fallback, dummy prefix, whitespace kept) trained on ``corpus``."""
+    import io
+
+    import sentencepiece as spm
+
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus),
+        model_writer=proto,
+        vocab_size=400,
+        model_type="bpe",
+        byte_fallback=True,
+        split_digits=True,
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    return spm.SentencePieceProcessor(model_proto=proto.getvalue()), proto.getvalue()
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_sentencepiece_tokenizer_gives_the_original_llava_prompt_ids(original, tmp_path, legacy):
+    """A checkpoint with only ``tokenizer.model`` (as LLaVA-1.5, ASMv2 and ShareGPT4V ship): after conversion, the
+    processor's whole-prompt ids and the pancapchain captioner's ids both equal the original LLaVA code's, which
+    tokenizes the text around ``<image>`` separately with sentencepiece."""
+    from transformers import AutoProcessor
+
+    from pancap_retrieval.captioners.convert import VICUNA_SYSTEM, vicuna_prompt
+    from pancap_retrieval.captioners.pancapchain import STAGE_PROMPTS, PancapChainCaptioner
+
+    sp, proto = _sentencepiece_model(
+        [VICUNA_SYSTEM, *STAGE_PROMPTS.values(), "USER: ASSISTANT: dog <box>[[12, 340, 560, 789]]</box>.\n"] * 3
+    )
+    src = tmp_path / "spm"
+    src.mkdir()
+    state = load_file(str(original["root"] / "bundled" / "model.safetensors"))
+    grow = sp.vocab_size() - original["vocab"]
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        state[key] = torch.cat([state[key], torch.randn(grow, HIDDEN) * 0.2])
+    save_file(state, str(src / "model.safetensors"))
+    config = json.loads((original["root"] / "bundled" / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "vocab_size": sp.vocab_size()}))
+    (src / "tokenizer.model").write_bytes(proto)
+    (src / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "LlamaTokenizer",
+                "legacy": legacy,
+                "add_bos_token": True,
+                "add_eos_token": False,
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "pad_token": None,
+                "clean_up_tokenization_spaces": False,
+            }
+        )
+    )
+    out = convert_llava(src, tmp_path / "hf")
+    assert json.loads((out / "pancap_conversion.json").read_text())["prompt_tokenization_matches_llava"]
+
+    processor = AutoProcessor.from_pretrained(out)
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    assert image_id == sp.vocab_size()
+    question = STAGE_PROMPTS["stage2"].format(previous="<box>[[12, 340, 560, 789]]</box>, <box>[[1, 2, 3, 4]]</box>")
+    before, after = vicuna_prompt(question).split("<image>")
+    expected = [1, *sp.encode(before), image_id, *sp.encode(after)]
+    assert sp.id_to_piece(expected[expected.index(image_id) + 1 : expected.index(image_id) + 3]) == ["▁", "<0x0A>"]
+
+    def collapsed(ids):
+        return [t for i, t in enumerate(ids) if t != image_id or ids[i - 1] != image_id]
+
+    photo = Image.new("RGB", (40, 30), (120, 80, 40))
+    whole = processor(images=[photo], text=[vicuna_prompt(question)], return_tensors="pt")["input_ids"][0]
+    assert collapsed(whole.tolist()) == expected
+    captioner = PancapChainCaptioner(model=str(out), max_new_tokens=2)
+    chained = captioner.encode(question, captioner._pixels(Example("p", photo, 40, 30)))["input_ids"][0]
+    assert collapsed(chained.tolist()) == expected
+
+    answer = "dog <box>[[12, 340, 560, 789]]</box>, a cat.\nThe cat sits."
+    assert processor.tokenizer.decode(sp.encode(answer), skip_special_tokens=True) == answer

@@ -8,13 +8,13 @@ from PIL import Image
 
 from pancap_retrieval.captioners import get_captioner
 from pancap_retrieval.captioners.base import Example, caption_dataset
+from pancap_retrieval.captioners.convert import vicuna_prompt
 from pancap_retrieval.captioners.generation import Generation
 from pancap_retrieval.captioners.pancapchain import (
     STAGE_PROMPTS,
     PancapChainCaptioner,
     merge_entities,
     tag_entities,
-    vicuna_prompt,
 )
 from pancap_retrieval.captions.store import CaptionStore
 from pancap_retrieval.data.records import dataset_from_images
