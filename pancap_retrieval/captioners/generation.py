@@ -106,7 +106,13 @@ def resolve_model(model: str | os.PathLike[str], marker: str = "config.json") ->
 
 def _load_error(model: str, what: str, exc: Exception) -> ModelLoadError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return ModelLoadError(f"cannot load {what} from {model!r}: {type(exc).__name__}: {first[:300]}")
+    hint = ""
+    if "torchvision" in first.lower():
+        import torch
+
+        version = torch.__version__.split("+")[0]
+        hint = f" (this processor needs torchvision: install the build made for torch {version})"
+    return ModelLoadError(f"cannot load {what} from {model!r}: {type(exc).__name__}: {first[:300]}{hint}")
 
 
 def load_processor(model: str) -> Any:

@@ -88,3 +88,73 @@ def test_collate_left_pads_sequences_and_concatenates_images():
 def test_sharegpt4v_needs_a_converted_checkpoint():
     with pytest.raises(ModelLoadError, match="pancap convert llava Lin-Chen/ShareGPT4V-7B"):
         get_captioner("sharegpt4v")
+
+
+def test_blip2_captions_without_a_prompt_batched_like_one_by_one(tiny_blip2, examples):
+    captioner = get_captioner("blip2", model=str(tiny_blip2), batch_size=3, max_new_tokens=8)
+    assert captioner.prompt_text() == ""
+    features = captioner.encode(examples[0])
+    # the processor puts one image token per Q-Former query before the text
+    assert features["input_ids"][0].tolist()[:4] == [captioner.model.config.image_token_id] * 4
+    records = captioner.caption_batch(examples)
+    assert [r.status for r in records] == ["ok", "ok", "ok"]
+    manifest = captioner.manifest()
+    assert (manifest["model_class"], manifest["prompt_name"]) == ("Blip2ForConditionalGeneration", "caption")
+    single = get_captioner("blip2", model=str(tiny_blip2), batch_size=1, max_new_tokens=8)
+    assert [single.caption_batch([e])[0].caption for e in examples] == [r.caption for r in records]
+
+
+def _qwen_inputs(tokenizer, image_processor, image, prompt):
+    """Qwen2.5-VL's chat-format inputs: one ``<|image_pad|>`` per merged 2x2 patch group of the resized image."""
+    vision = image_processor(images=[image], return_tensors="pt")
+    n = int(vision["image_grid_thw"].prod()) // image_processor.merge_size**2
+    text = (
+        "<|im_start|>user\n<|vision_start|>" + "<|image_pad|>" * n + "<|vision_end|>"
+        f"{prompt}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+    return {**ids, "pixel_values": vision["pixel_values"], "image_grid_thw": vision["image_grid_thw"]}
+
+
+def test_qwen25vl_batched_left_padded_generation_equals_one_by_one(tiny_qwen25vl, examples):
+    """M-RoPE positions under left padding: images of three sizes give prompts of three lengths."""
+    from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
+
+    from pancap_retrieval.captioners.generation import caption_generator, load_model
+
+    model = load_model(str(tiny_qwen25vl), "Qwen2_5_VLForConditionalGeneration", device="cpu")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen25vl)
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112)
+    sizes = [(56, 56), (112, 56), (112, 84)]
+    items = [
+        _qwen_inputs(tokenizer, image_processor, e.image.resize(size), PROMPTS["brief"])
+        for e, size in zip(examples, sizes)
+    ]
+    assert len({int(item["input_ids"].shape[-1]) for item in items}) == 3
+    never = [model.config.image_token_id]
+    batched = caption_generator(model, tokenizer, never, max_new_tokens=8, batch_size=3).generate(items)
+    one = caption_generator(model, tokenizer, never, max_new_tokens=8, batch_size=1)
+    singles = [one.generate([item])[0] for item in items]
+    assert [g.token_ids for g in batched] == [g.token_ids for g in singles]
+    assert all(g.token_ids for g in batched)
+
+
+def test_qwen25vl_without_torchvision_is_one_clear_line(tiny_qwen25vl, tmp_path):
+    try:
+        import torchvision  # noqa: F401
+
+        pytest.skip("torchvision is installed: the Qwen2.5-VL processor loads")
+    except (ImportError, RuntimeError):
+        pass
+    import json
+    import shutil
+
+    from transformers import Qwen2VLImageProcessorPil
+
+    directory = tmp_path / "qwen"
+    shutil.copytree(tiny_qwen25vl, directory)
+    Qwen2VLImageProcessorPil().save_pretrained(directory)
+    (directory / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2_5_VLProcessor"}))
+    with pytest.raises(ModelLoadError) as info:
+        get_captioner("qwen2.5-vl", model=str(directory))
+    assert "\n" not in str(info.value) and "this processor needs torchvision" in str(info.value)
