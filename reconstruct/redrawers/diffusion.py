@@ -12,6 +12,7 @@ the same components (no gated attention), from the same seed.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -300,6 +301,11 @@ class Text2ImageRedrawer(Redrawer):
         limit = int(getattr(self.tokenizer, "model_max_length", MAX_TOKENS) or MAX_TOKENS)
         self.max_prompt_tokens = max_prompt_tokens or min(limit, 300)
         self.canvas_size = canvas_size or self._default_canvas()
+        # PixArt pipelines rewrite prompts only when beautifulsoup4 and ftfy are installed: never, so that a prompt
+        # is drawn the same on every machine.
+        self.call_options: dict[str, Any] = {}
+        if "clean_caption" in inspect.signature(self.pipe.__call__).parameters:
+            self.call_options["clean_caption"] = False
 
     def _default_canvas(self) -> int:
         pipe = self.pipe
@@ -326,6 +332,7 @@ class Text2ImageRedrawer(Redrawer):
                     num_inference_steps=self.steps,
                     guidance_scale=self.guidance_scale,
                     generator=_generators([seeds[i] for i in rows]),
+                    **self.call_options,
                 ).images
             for i, image in zip(rows, images):
                 out[i] = image
@@ -342,5 +349,6 @@ class Text2ImageRedrawer(Redrawer):
             "negative_prompt": self.negative_prompt,
             "canvas_size": self.canvas_size,
             "max_prompt_tokens": self.max_prompt_tokens,
+            "call_options": self.call_options,
             "dtype": str(self.dtype).removeprefix("torch."),
         }

@@ -156,3 +156,22 @@ def test_text2image_loads_any_pipeline_by_folder(tiny_sd_dir):
     again = redrawer.redraw(layouts, [1, 2])
     assert [im.size for im in first] == [(32, 32), (32, 16)]
     assert all(np.array_equal(_pixels(a), _pixels(b)) for a, b in zip(first, again))
+
+
+def test_text2image_draws_with_pixart_sigma_the_papers_redrawer(tiny_pixart_sigma_dir):
+    redrawer = get_redrawer("text2image", model=str(tiny_pixart_sigma_dir), device="cpu", steps=2)
+    assert type(redrawer.pipe).__name__ == "PixArtSigmaPipeline"
+    assert (redrawer.max_prompt_tokens, redrawer.canvas_size) == (300, 64)  # T5 takes 300 tokens; 32 latents x 2
+    assert redrawer.manifest()["call_options"] == {"clean_caption": False}
+    long_caption = CAPTION + " " + " ".join(["A small boat drifts past the old stone bridge."] * 12)
+    layouts = [
+        layout_from_caption(long_caption, "a", **redrawer.layout_options()),
+        layout_from_caption(
+            "A quiet lake.", "b", image_size=(300, 150), mode="aspect", **redrawer.layout_options()
+        ),
+    ]
+    assert len(redrawer.tokenizer(layouts[0].prompt)["input_ids"]) > 77  # not cut at CLIP's limit
+    first = redrawer.redraw(layouts, [1, 2])
+    again = redrawer.redraw(layouts, [1, 2])
+    assert [im.size for im in first] == [(64, 64), (64, 32)]
+    assert all(np.array_equal(_pixels(a), _pixels(b)) for a, b in zip(first, again))
