@@ -60,6 +60,11 @@ def test_four_stages_are_stored_and_batching_does_not_change_outputs(tiny_llava,
     # the photos give different outputs: the image reaches the model
     assert len({r.stages["stage1"] for r in singles}) > 1
 
+    # the GPU path's static KV cache (prompts left-padded to a multiple of 64) gives the same greedy outputs
+    static = PancapChainCaptioner(model=str(tiny_llava), batch_size=3, max_new_tokens=12, static_cache=True)
+    assert static.generator.pad_to_multiple_of == 64
+    assert [r.stages for r in static.caption_batch(_examples(photos))] == [r.stages for r in singles]
+
 
 def test_prompt_is_vicuna_v1_with_one_image_token_per_feature(tiny_llava, photos):
     captioner = PancapChainCaptioner(model=str(tiny_llava), max_new_tokens=4)
