@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pancap_retrieval.captioners.convert import random_llava, synthetic_tokenizer
+from pancap_retrieval.captioners.convert import LLAVA_PRESETS, random_llava, synthetic_tokenizer
 
 QWEN_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 
@@ -47,14 +47,7 @@ def tiny_blip2(tmp_path_factory):
         init_std=0.2,
     )
     config = Blip2Config(
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 30,
-            "patch_size": 15,
-        },
+        vision_config={k: v for k, v in LLAVA_PRESETS["tiny"]["vision"].items() if k != "projection_dim"},
         qformer_config={
             "vocab_size": 64,
             "hidden_size": 32,
