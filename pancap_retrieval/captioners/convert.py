@@ -59,7 +59,6 @@ def vicuna_prompt(question: str) -> str:
     return f"{VICUNA_SYSTEM} USER: {IMAGE_TOKEN}\n{question} ASSISTANT:"
 
 
-
 # A vicuna_v1 turn with an image, as every LLaVA prompt has one.
 TOKENIZATION_PROBE = vicuna_prompt("Please localize all entities in this image.")
 
