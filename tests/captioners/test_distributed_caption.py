@@ -9,8 +9,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 from pancap_retrieval.captioners.distributed import merge_rank_stores, rank_store_path
 from pancap_retrieval.captions.store import CaptionRecord, CaptionStore
 
@@ -39,17 +37,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_llava(tmp_path_factory):
-    from pancap_retrieval.captioners.convert import random_llava
-
-    directory = tmp_path_factory.mktemp("tiny_llava_dist")
-    model, processor = random_llava("tiny", seed=2)
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
-    return directory
 
 
 def test_two_processes_caption_their_shards_and_merge(tiny_llava, tmp_path):
