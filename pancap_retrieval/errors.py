@@ -19,6 +19,10 @@ class RegistryError(PancapError):
     """An unknown name was asked of a registry."""
 
 
+class OptionError(PancapError, ValueError):
+    """An option has the wrong type or a value out of its range (a ValueError too, for callers that catch those)."""
+
+
 class ModelLoadError(PancapError):
     """Model weights cannot be loaded (offline, missing directory, wrong format)."""
 

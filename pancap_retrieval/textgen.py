@@ -1,7 +1,7 @@
 """Greedy text generation with a local causal LM, shared by the caption rewriter and the PancapScore judge.
 
 The model is a local directory or a hub id already in the local Hugging Face cache; nothing is downloaded. It is
-loaded on first use through the captioners' loading helpers (device, dtype, model resolution). Each prompt is
+loaded on first use through :mod:`pancap_retrieval.loading` (device, dtype, model resolution). Each prompt is
 sent as one user message through the tokenizer's chat template when it has one, else as plain text followed by
 ``plain_suffix``. Decoding is greedy and batched with left padding.
 """
@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pancap_retrieval.captioners.generation import choose_device, choose_dtype, resolve_model
 from pancap_retrieval.errors import ModelLoadError
+from pancap_retrieval.loading import choose_device, choose_dtype, resolve_model
 
 
 class GreedyLM:

@@ -9,99 +9,14 @@ smallest batch size that worked is recorded.
 from __future__ import annotations
 
 import logging
-import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pancap_retrieval.errors import ModelLoadError
+from pancap_retrieval.loading import choose_device, choose_dtype, resolve_model
 
 log = logging.getLogger(__name__)
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_TRUTHY = {"1", "true", "yes", "on"}
-
-
-def choose_device(device: str | None = None) -> Any:
-    """The torch device to run on: the one asked, else this process's GPU (``LOCAL_RANK``) when present, else CPU."""
-    import torch
-
-    if device:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def choose_dtype(device: Any, dtype: str | Any | None = None) -> Any:
-    """The dtype asked (``"bf16"``, ``"fp16"``, ``"fp32"`` or a torch dtype), else bf16 (fp16 on old GPUs) or fp32 on CPU.
-
-    >>> import torch
-    >>> choose_dtype(torch.device("cpu")), choose_dtype(torch.device("cpu"), "bf16")
-    (torch.float32, torch.bfloat16)
-    """
-    import torch
-
-    names = {
-        "bf16": torch.bfloat16,
-        "bfloat16": torch.bfloat16,
-        "fp16": torch.float16,
-        "float16": torch.float16,
-        "half": torch.float16,
-        "fp32": torch.float32,
-        "float32": torch.float32,
-        "float": torch.float32,
-    }
-    if dtype is None or dtype == "auto":
-        if getattr(device, "type", str(device)) == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if str(dtype).lower() not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; known: bf16, fp16, fp32")
-    return names[str(dtype).lower()]
-
-
-def hub_offline() -> bool:
-    """True when the Hugging Face hub must not be reached (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``)."""
-    if any(
-        os.environ.get(v, "").strip().lower() in _TRUTHY for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    ):
-        return True
-    try:
-        from huggingface_hub import constants
-
-        return bool(constants.HF_HUB_OFFLINE)
-    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        return False
-
-
-def resolve_model(model: str | os.PathLike[str], marker: str = "config.json") -> str:
-    """A local model directory, or a hub id that can be loaded now; otherwise one clear :class:`ModelLoadError`.
-
-    A hub id that is not in the local cache while the hub is offline is refused before any loading starts.
-    """
-    text = str(model)
-    path = Path(text).expanduser()
-    if path.exists():
-        if not path.is_dir() or not (path / marker).is_file():
-            raise ModelLoadError(f"{path} is not a model directory (no {marker} in it)")
-        return str(path)
-    if not _HUB_ID.match(text):
-        raise ModelLoadError(f"model {text!r}: no such directory, and not a hub id of the form owner/name")
-    if hub_offline():
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(text, marker)
-        if not isinstance(cached, str):
-            raise ModelLoadError(
-                f"model {text!r} is not in the local Hugging Face cache and the hub is offline: "
-                "weights must be local when offline; pass a local model directory instead"
-            )
-    return text
 
 
 def _load_error(model: str, what: str, exc: Exception) -> ModelLoadError:
@@ -353,8 +268,7 @@ class Generator:
         import torch
 
         gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        torch.cuda.empty_cache()  # a no-op where CUDA was never initialised
 
     def _generate_batch(self, items: Sequence[dict[str, Any]]) -> list[Generation]:
         import time

@@ -9,9 +9,10 @@ from PIL import Image
 
 from pancap_retrieval.captioners import get_captioner
 from pancap_retrieval.captioners.base import Example
-from pancap_retrieval.captioners.generation import collate_left, resolve_model
+from pancap_retrieval.captioners.generation import collate_left
 from pancap_retrieval.captioners.hf_vlm import PROMPTS, resolve_prompt
 from pancap_retrieval.errors import ModelLoadError
+from pancap_retrieval.loading import resolve_model
 
 
 @pytest.fixture(scope="module")
