@@ -10,6 +10,7 @@ from pancap_retrieval.captions.model import (
     parse_caption,
     strip_boxes,
 )
+from pancap_retrieval.captions.phrases import head_noun
 
 __all__ = [
     "DIALECTS",
@@ -19,6 +20,7 @@ __all__ = [
     "PanopticCaption",
     "format_caption",
     "format_entities",
+    "head_noun",
     "iou",
     "parse_caption",
     "strip_boxes",

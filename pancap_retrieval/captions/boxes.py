@@ -10,10 +10,14 @@ Box dialects that real captioners emit, and how each maps to that form:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 DIALECTS = ("asmv2", "norm", "pixel")
 ASMV2_SCALE = 1000
+# How far outside the image (as a fraction of it) a coordinate may fall and still be read as a box, clamped and
+# flagged; further out the numbers are not coordinates of the dialect and the box is malformed.
+RANGE_TOLERANCE = 0.25
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,37 @@ def to_normalised(
         x1, y1, x2, y2 = values
         return [x1 / width, y1 / height, x2 / width, y2 / height]
     raise ValueError(f"unknown box dialect {dialect!r}; known: {', '.join(DIALECTS)}")
+
+
+def read_quad(
+    numbers: list[str], dialect: str, width: int | None = None, height: int | None = None
+) -> tuple[Box | None, str, bool]:
+    """Four number strings of ``dialect`` as a box: ``(box, "", clamped)``, or ``(None, why not, False)``.
+
+    The numbers must be finite, ordered (x1 <= x2, y1 <= y2) and within the image give or take
+    :data:`RANGE_TOLERANCE` (ASMV2 on its 0..1000 square); a box a little outside is clamped.
+
+    >>> read_quad(["0.1", "2e-1", "0.3", "0.4"], "norm")
+    (Box(x1=0.1, y1=0.2, x2=0.3, y2=0.4), '', False)
+    >>> read_quad(["0.5", "0.1", "0.2", "0.4"], "norm")[1]
+    'corners out of order (x1 > x2 or y1 > y2)'
+    """
+    if len(numbers) != 4:
+        return None, f"{len(numbers)} numbers instead of 4", False
+    values = [float(n) for n in numbers]
+    if not all(math.isfinite(v) for v in values):
+        return None, "not a finite number", False
+    if values[0] > values[2] or values[1] > values[3]:
+        return None, "corners out of order (x1 > x2 or y1 > y2)", False
+    try:
+        normal = to_normalised(values, dialect, width, height)
+    except ValueError as exc:
+        return None, str(exc), False
+    scaled = [v / ASMV2_SCALE for v in values] if dialect == "asmv2" else normal
+    if any(v < -RANGE_TOLERANCE or v > 1 + RANGE_TOLERANCE for v in scaled):
+        return None, f"outside the image for the {dialect} dialect", False
+    fixed = [min(1.0, max(0.0, v)) for v in normal]
+    return Box(*fixed), "", any(abs(a - b) > 1e-9 for a, b in zip(fixed, normal))
 
 
 def from_normalised(

@@ -8,116 +8,15 @@ Malformed or truncated groups are counted and reported in ``warnings``; out-of-r
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pancap_retrieval.captions.boxes import DIALECTS, Box, format_box_group, to_normalised
-
-_NUMBER = r"-?\d+(?:\.\d+)?"
-# A group: <box>[[..]]</box> (the closing parts may be missing when truncated), a [[..]] run, or a single
-# [n, n, n, n] quad (pixel dialect). Content is restricted to numbers, commas, brackets and spaces, so a group
-# truncated mid-way ends where the prose resumes.
-_GROUP = re.compile(
-    r"<box>\s*\[\[[\d.,\s\[\]\-]*?(?:\]\]\s*</box>|(?=<box>)|(?=[^\d.,\s\[\]\-])|$)(?:\s*</box>)?"
-    r"|\[\[[\d.,\s\[\]\-]*?(?:\]\]|(?=[^\d.,\s\[\]\-])|$)"
-    rf"|\[\s*{_NUMBER}\s*,\s*{_NUMBER}\s*,\s*{_NUMBER}\s*,\s*{_NUMBER}\s*\](?!\])"
-)
-_QUAD_SPLIT = re.compile(r"\]\s*,\s*\[")
-
-# Words that end a noun phrase when read backwards from a box (verbs, prepositions, conjunctions).
-_BREAK_WORDS = frozenset(
-    [
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "has",
-        "have",
-        "had",
-        "with",
-        "and",
-        "or",
-        "but",
-        "in",
-        "on",
-        "at",
-        "by",
-        "from",
-        "to",
-        "into",
-        "onto",
-        "over",
-        "under",
-        "near",
-        "behind",
-        "above",
-        "below",
-        "beside",
-        "besides",
-        "between",
-        "of",
-        "as",
-        "there",
-        "here",
-        "which",
-        "that",
-        "who",
-        "whose",
-        "it",
-        "its",
-        "consists",
-        "consisting",
-        "including",
-        "includes",
-        "include",
-        "wearing",
-        "holding",
-        "showing",
-        "shows",
-        "show",
-        "depicts",
-        "depicting",
-        "see",
-        "seen",
-        "visible",
-        "located",
-        "positioned",
-        "situated",
-        "placed",
-        "found",
-        "contains",
-        "containing",
-        "features",
-        "featuring",
-        "where",
-        "while",
-        "also",
-        "while",
-        "such",
-        "like",
-        "than",
-        "then",
-        "this",
-        "these",
-        "those",
-        "image",
-        "picture",
-        "photo",
-    ]
-)
-# The phrasing that introduces a box, removed together with it when boxes are stripped.
-_INTRO = (
-    r"(?:,?\s*(?:(?:which|that)\s+(?:is|are)\s+)?(?:positioned|located|situated|placed|found|spanning)\s+"
-    r"(?:at|in|within|around)?"
-    r"|,?\s*(?:with\s+)?(?:(?:its|their|the|a)\s+)?(?:[\w']+\s+)?bounding\s+box(?:es)?(?:\s+coordinates)?(?:\s+(?:is|are|being|of|at))?\s*:?"
-    r"|\s*(?:within|inside|in)\s+the\s+(?:bounding\s+)?box"
-    r"|\s*at\s+(?:the\s+)?coordinates"
-    r"|\s*\bat\b)?\s*"
-)
+from pancap_retrieval.captions.boxes import DIALECTS, RANGE_TOLERANCE, Box, format_box_group, read_quad
+from pancap_retrieval.captions.cues import Cue, find_cue, strip_spans
+from pancap_retrieval.captions.groups import RawGroup, find_groups
+from pancap_retrieval.captions.phrases import JOIN, name_after, name_before, resolve_pronoun, sentence_start
 
 
 @dataclass
@@ -176,73 +75,80 @@ class PanopticCaption:
         }
 
 
-def _group_dialect(raw: str, values: list[list[float]], dialect: str, has_size: bool) -> str:
+def _group_dialect(values: list[float], kind: str, dialect: str, has_size: bool, decimal: bool) -> str:
     if dialect != "auto":
         return dialect
-    if raw.startswith("<box>"):
+    if kind == "asmv2":
         return "asmv2"
-    flat = [v for quad in values for v in quad]
-    if all(v <= 1.0 for v in flat) or ("." in raw and max(flat, default=0) <= 2.0):
+    if all(v <= 1.0 for v in values) or (decimal and max(values, default=0) <= 1 + RANGE_TOLERANCE):
         return "norm"  # fractions, a little out of range at worst (clamped later)
     # [[..]] above 1 without a size is read on the 0..1000 scale; a single [..] quad is pixels
-    return "pixel" if has_size or not raw.startswith("[[") else "asmv2"
+    return "pixel" if has_size or kind == "single" else "asmv2"
 
 
-def _quads(raw: str) -> tuple[list[list[float]], int, bool]:
-    """The number lists of a group: (complete quads, malformed items, closed?)."""
-    body = raw.removeprefix("<box>").removesuffix("</box>").strip()
-    closed = body.endswith("]]") or (not body.startswith("[[") and body.endswith("]"))
-    body = body.strip("[] \n\t")
-    quads, malformed = [], 0
-    for part in _QUAD_SPLIT.split(body) if body else []:
-        numbers = [p.strip() for p in part.strip("[] ").split(",")]
-        try:
-            values = [float(n) for n in numbers]
-        except ValueError:
+@dataclass
+class _Read:
+    """One group read: its dialect, valid boxes and what was wrong with the rest."""
+
+    raw: RawGroup
+    dialect: str
+    boxes: list[Box]
+    malformed: int
+    clamped: int
+    warnings: list[str]
+
+
+def _read_group(
+    text: str, raw: RawGroup, dialect: str, width: int | None, height: int | None
+) -> _Read | None:
+    """The boxes of one group; None for a cue-less pixel candidate whose numbers are not a box (it is text)."""
+    body = text[raw.start : raw.end]
+    finite = [v for numbers in raw.lists for v in map(float, numbers) if math.isfinite(v)]
+    decimal = bool(re.search(r"[.eE]", body))
+    group_dialect = _group_dialect(finite, raw.kind, dialect, width is not None and height is not None, decimal)
+    boxes: list[Box] = []
+    warnings: list[str] = []
+    malformed = raw.stray + (0 if raw.lists else 1)
+    clamped = 0
+    for numbers in raw.lists:
+        box, why, was_clamped = read_quad(numbers, group_dialect, width, height)
+        if box is None:
+            if raw.candidate:
+                return None
             malformed += 1
+            warnings.append(f"malformed box at char {raw.start} ({why}): {body.strip()[:40]!r}")
             continue
-        if len(values) == 4:
-            quads.append(values)
-        else:
-            malformed += 1
-    if not body:
-        malformed += 1
-    return quads, malformed, closed
+        if was_clamped:
+            clamped += 1
+            warnings.append(f"box at char {raw.start} out of range {numbers}, clamped")
+        boxes.append(box)
+    if raw.stray or not raw.lists:
+        warnings.append(f"malformed box at char {raw.start}: {body.strip()[:40]!r}")
+    if not raw.closed:
+        warnings.append(f"truncated box at char {raw.start}: {body.strip()[:40]!r}")
+    return _Read(raw, group_dialect, boxes, malformed, clamped, warnings)
 
 
-def _clean_phrase(prefix: str) -> str:
-    """The noun phrase at the end of ``prefix``: the words a box grounds."""
-    text = re.sub(_INTRO + r"$", "", prefix, flags=re.IGNORECASE).rstrip(" \t\n(:,-")
-    clause = re.split(r"[.;:!?\n()\[\]\"]|,\s", text)[-1]
-    phrase = _noun_run(reversed(_words(clause)))[::-1]
-    if not phrase:  # "The Shell logo is located at [[..]]": the subject of the sentence
-        sentence = re.split(r"[.;!?\n]", text)[-1]
-        phrase = _noun_run(iter(_words(sentence)), skip_leading=True)
-    return " ".join(phrase).strip(" ,")
+def _mask(text: str, reads: list[_Read]) -> str:
+    """``text`` with every group replaced by NUL characters of the same length (positions are kept)."""
+    pieces, cursor = [], 0
+    for read in reads:
+        pieces += [text[cursor : read.raw.start], "\x00" * (read.raw.end - read.raw.start)]
+        cursor = read.raw.end
+    return "".join(pieces) + text[cursor:]
 
 
-def _words(text: str) -> list[str]:
-    words = [w.strip("*-_`'\"•()[]:,") for w in text.split()]
-    return [w for w in words if w]
-
-
-def _noun_run(words, skip_leading: bool = False) -> list[str]:
-    """Words up to the first break word (at most 8); leading break words skipped when asked."""
-    run: list[str] = []
-    for word in words:
-        if word.lower() in _BREAK_WORDS:
-            if skip_leading and not run:
-                continue
-            break
-        run.append(word)
-        if len(run) >= 8:
-            break
-    return run
-
-
-def _joins_previous(prefix: str) -> bool:
-    """True when the text since the previous group only links boxes of the same phrase (``and``, ``,``)."""
-    return re.fullmatch(r"[\s,;]*(?:and|or|&)?[\s,;]*", prefix, flags=re.IGNORECASE) is not None
+def _name(text: str, masked: str, cue: Cue | None, raw: RawGroup) -> str:
+    """The phrase of the entity a group grounds (or :data:`JOIN`)."""
+    if cue is not None and cue.entity is not None:  # "the bounding box of X is [[..]]"
+        inner = text[cue.entity[0] : cue.entity[1]]
+        return name_before(inner, inner, len(inner)) or resolve_pronoun(text, masked, cue.start)
+    if cue is not None and cue.form == "pronoun":
+        lead = text[sentence_start(masked, cue.start) : cue.start]
+        if not re.search(r"[^\W_]", lead):  # "Her bounding box is [[..]]": the entity named before
+            return resolve_pronoun(text, masked, cue.start)
+    start = cue.start if cue is not None else raw.start
+    return name_before(text, masked, start) or name_after(text, masked, raw.end)
 
 
 def parse_caption(
@@ -258,92 +164,55 @@ def parse_caption(
     """
     if dialect not in ("auto", *DIALECTS):
         raise ValueError(f"unknown box dialect {dialect!r}; known: auto, {', '.join(DIALECTS)}")
-    has_size = width is not None and height is not None
+    reads = [
+        read
+        for raw in find_groups(text, pixel_named=dialect == "pixel")
+        if (read := _read_group(text, raw, dialect, width, height)) is not None
+    ]
+    masked = _mask(text, reads)
     entities: list[Entity] = []
     groups: list[BoxGroup] = []
+    spans: list[tuple[int, int]] = []
     warnings: list[str] = []
-    malformed = clamped = 0
-    seen_dialects: set[str] = set()
     previous_end = 0
-    for match in _GROUP.finditer(text):
-        raw = match.group(0)
-        quads, bad, closed = _quads(raw)
-        if not closed:
-            warnings.append(f"truncated box at char {match.start()}: {raw.strip()[:40]!r}")
-        if bad:
-            malformed += bad
-            warnings.append(f"malformed box at char {match.start()}: {raw.strip()[:40]!r}")
-        group_dialect = _group_dialect(raw, quads, dialect, has_size)
-        boxes: list[Box] = []
-        for quad in quads:
-            try:
-                values = to_normalised(quad, group_dialect, width, height)
-            except ValueError as exc:
-                malformed += 1
-                warnings.append(f"box at char {match.start()} not normalised: {exc}")
-                continue
-            fixed = [min(1.0, max(0.0, v)) for v in values]
-            if any(abs(a - b) > 1e-9 for a, b in zip(fixed, values)):
-                clamped += 1
-                warnings.append(f"box at char {match.start()} out of range {quad}, clamped")
-            x1, y1, x2, y2 = fixed
-            if x2 < x1 or y2 < y1:
-                warnings.append(f"box at char {match.start()} has its corners swapped, reordered")
-                x1, x2, y1, y2 = min(x1, x2), max(x1, x2), min(y1, y2), max(y1, y2)
-            boxes.append(Box(x1, y1, x2, y2))
-        entity_index: int | None = None
-        if boxes:
-            seen_dialects.add(group_dialect)
-            prefix = text[previous_end : match.start()]
-            if entities and groups and _joins_previous(prefix):
-                entity_index = len(entities) - 1
-                entities[entity_index].boxes.extend(boxes)
-            else:
-                phrase = _clean_phrase(prefix)
-                if not phrase:
-                    warnings.append(f"box at char {match.start()} has no phrase before it")
-                entities.append(Entity(phrase, list(boxes)))
-                entity_index = len(entities) - 1
-        groups.append(BoxGroup(match.start(), match.end(), raw, group_dialect, boxes, entity_index))
-        previous_end = match.end()
-    if has_size is False and "asmv2" in seen_dialects:
+    for read in reads:
+        raw = read.raw
+        warnings += read.warnings
+        cue = find_cue(text, previous_end, raw.start)
+        spans += [*(cue.spans if cue else ()), (raw.start, raw.end)]
+        if groups and re.fullmatch(r"[\s,;]*(?:(?:and|or|&)[\s,;]*)?", text[previous_end : raw.start], re.I):
+            spans.append((previous_end, raw.start))
+        entity_index = _add_entity(entities, read, _name(text, masked, cue, raw) if read.boxes else "", warnings)
+        groups.append(BoxGroup(raw.start, raw.end, text[raw.start : raw.end], read.dialect, read.boxes, entity_index))
+        previous_end = raw.end
+    seen_dialects = {read.dialect for read in reads if read.boxes}
+    if (width is None or height is None) and "asmv2" in seen_dialects:
         warnings.append("asmv2 boxes read without the image size: the image was taken as square")
     caption_dialect = seen_dialects.pop() if len(seen_dialects) == 1 else ("mixed" if seen_dialects else None)
     return PanopticCaption(
         text=text,
         entities=entities,
         groups=groups,
-        plain_text=_strip(text, groups),
+        plain_text=strip_spans(text, spans),
         warnings=warnings,
-        malformed=malformed,
-        clamped=clamped,
+        malformed=sum(read.malformed for read in reads),
+        clamped=sum(read.clamped for read in reads),
         dialect=caption_dialect,
     )
 
 
-_SENTINEL = "\x00"
-
-
-def _strip(text: str, groups: list[BoxGroup]) -> str:
-    pieces, cursor = [], 0
-    for group in groups:
-        pieces.append(text[cursor : group.start])
-        pieces.append(_SENTINEL)
-        cursor = group.end
-    pieces.append(text[cursor:])
-    out = "".join(pieces)
-    run = rf"{_SENTINEL}(?:\s*(?:,|and|or|&)?\s*{_SENTINEL})*"
-    # "(bounding box: [[..]] and [[..]])" and "([[..]])" vanish whole; then the phrasing that introduces a box.
-    out = re.sub(rf"\s*\(\s*(?:[^()\n{_SENTINEL}]{{0,40}}?:\s*)?{run}\s*\)", "", out)
-    out = re.sub(_INTRO + run, "", out, flags=re.IGNORECASE)
-    out = out.replace(_SENTINEL, "")
-    out = re.sub(r"\(\s*\)", "", out)
-    out = re.sub(r"[ \t]+([,.;:!?)])", r"\1", out)
-    out = re.sub(r"([,;])(?:\s*[,;])+", r"\1", out)
-    out = re.sub(r",\s*\.", ".", out)
-    out = re.sub(r"[ \t]{2,}", " ", out)
-    out = re.sub(r" *\n *", "\n", out)
-    return out.strip()
+def _add_entity(entities: list[Entity], read: _Read, name: str, warnings: list[str]) -> int | None:
+    """Add the group's boxes to a new entity named ``name``, or to the last one when ``name`` is JOIN."""
+    if not read.boxes:
+        return None
+    if name == JOIN and entities:
+        entities[-1].boxes.extend(read.boxes)
+        return len(entities) - 1
+    if name in ("", JOIN):
+        name = ""
+        warnings.append(f"box at char {read.raw.start} has no phrase before it")
+    entities.append(Entity(name, list(read.boxes)))
+    return len(entities) - 1
 
 
 def strip_boxes(text: str) -> str:
@@ -351,6 +220,8 @@ def strip_boxes(text: str) -> str:
 
     >>> strip_boxes("A Starbucks napkin (bounding box: [[0.5, 0.3, 0.8, 0.5]]) lies on a table, positioned at [[0, 0.5, 1, 1]].")
     'A Starbucks napkin lies on a table.'
+    >>> strip_boxes("Above it is the second flower, and the second flower's bounding box is [[0.15, 0.0, 0.53, 0.52]].")
+    'Above it is the second flower, and the second flower.'
     """
     return parse_caption(text).plain_text
 
