@@ -18,7 +18,20 @@ class PancapGroup(click.Group):
         try:
             return super().invoke(ctx)
         except PancapError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(_one_line(str(exc))) from None
+        except OSError as exc:  # disk full, no permission: what the user can fix, not a traceback
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise click.ClickException(f"{exc.strerror or exc}{where}") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+_OVERWRITE = click.option(
+    "--overwrite", is_flag=True, help="replace what the run folder holds when it was made with other inputs"
+)
+_RETRY = click.option("--retry-failed", is_flag=True, help="try again the images whose captioning failed before")
 
 
 @click.group(cls=PancapGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,46 +49,50 @@ def cli() -> None:
 
 @cli.group("list", cls=PancapGroup)
 def list_group() -> None:
-    """List what is registered: datasets, captioners, embedders, backends, redrawers."""
+    """List what is registered, with a line on each: datasets, captioners, embedders, backends, redrawers,
+    judges, text-preps."""
+
+
+def _echo_entries(rows: list[tuple[str, str]]) -> None:
+    """``name  description`` lines, names padded to one column."""
+    width = max((len(name) for name, _ in rows), default=0) + 2
+    for name, description in rows:
+        click.echo(f"{name:<{width}}{description}")
 
 
 @list_group.command("datasets")
 def list_datasets() -> None:
-    """Datasets, their splits and where their data comes from."""
-    from pancap_retrieval.data import describe_datasets
+    """Datasets: what each is, its spec and splits."""
+    from pancap_retrieval.data import DATASETS, describe_datasets
 
+    _echo_entries(DATASETS.describe())
+    click.echo("")
     for info in describe_datasets():
-        splits = ", ".join(info["splits"]) or "-"
-        click.echo(f"{info['name']:<12} {info['spec']:<40} splits: {splits}")
-        click.echo(f"{'':<12} {info['description']}")
+        click.echo(f"{info['name']:<12} spec: {info['spec']}; splits: {', '.join(info['splits']) or '-'}")
 
 
 @list_group.command("captioners")
 def list_captioners() -> None:
     """Captioners by name (weights load only when a captioner is used)."""
-    from pancap_retrieval.captioners import CAPTIONERS
+    from pancap_retrieval.captioners import CAPTIONERS, PRECOMPUTED, PRECOMPUTED_DESCRIPTION
 
-    for name in CAPTIONERS.names():
-        click.echo(f"{name:<14} {CAPTIONERS.target(name)}")
-    click.echo(f"{'precomputed':<14} captions imported from a file (`pancap captions import`)")
+    _echo_entries([*CAPTIONERS.describe(), (PRECOMPUTED, PRECOMPUTED_DESCRIPTION)])
 
 
 @list_group.command("embedders")
 def list_embedders() -> None:
-    """Sentence embedders known by name; any sentence-transformers id or local path works too."""
+    """Sentence embedders known by name; any sentence-transformers hub id or local folder works too."""
     from pancap_retrieval.retrieval.embedder import EMBEDDERS
 
-    for name, spec in EMBEDDERS.items():
-        click.echo(f"{name:<24} {spec.hub_id}")
+    _echo_entries(EMBEDDERS.describe())
 
 
 @list_group.command("backends")
 def list_backends() -> None:
     """Search backends."""
-    from pancap_retrieval.retrieval.index import EXACT_BACKENDS, SEARCH_BACKENDS
+    from pancap_retrieval.retrieval.index import SEARCH_BACKENDS
 
-    for name in SEARCH_BACKENDS.names():
-        click.echo(f"{name:<12} {'exact' if name in EXACT_BACKENDS else 'approximate'}")
+    _echo_entries(SEARCH_BACKENDS.describe())
 
 
 @list_group.command("redrawers")
@@ -83,8 +100,23 @@ def list_redrawers() -> None:
     """Redrawers for reconstruction."""
     from reconstruct.redrawers import REDRAWERS
 
-    for name in REDRAWERS.names():
-        click.echo(f"{name:<12} {REDRAWERS.target(name)}")
+    _echo_entries(REDRAWERS.describe())
+
+
+@list_group.command("judges")
+def list_judges() -> None:
+    """PancapScore judges."""
+    from pancap_retrieval.pancapscore.judges import JUDGES
+
+    _echo_entries(JUDGES.describe())
+
+
+@list_group.command("text-preps")
+def list_text_preps() -> None:
+    """How captions are prepared before they are embedded (a suite's retrieval.text_prep)."""
+    from pancap_retrieval.retrieval.textprep import TEXT_PREPS
+
+    _echo_entries(TEXT_PREPS.describe())
 
 
 # ---------------------------------------------------------------- data
@@ -162,11 +194,21 @@ def captions_parse(file: Path, dialect: str, width: int | None, height: int | No
 @click.option("--dataset", required=True, help="dataset spec the captions belong to")
 @click.option("--split", default=None)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="run folder")
-def captions_import(file: Path, captioner: str, dataset: str, split: str | None, out: Path) -> None:
-    """Import precomputed captions (our JSONL, the paper repo's answer files and JSON lists) into a run's store."""
-    from pancap_retrieval.pipeline import import_captions
+@_OVERWRITE
+def captions_import(
+    file: Path, captioner: str, dataset: str, split: str | None, out: Path, overwrite: bool
+) -> None:
+    """Import precomputed captions (our JSONL, the paper repo's answer files and JSON lists) into a run's store.
 
-    report = import_captions(file, captioner, dataset, split, out)
+    A store of the same captioner name made from another source is replaced only with --overwrite.
+    """
+    from pancap_retrieval.artifacts import RunLock
+    from pancap_retrieval.pipeline import import_captions, load_data, make_run_dir
+
+    data = load_data(dataset, split, None)
+    make_run_dir(out)
+    with RunLock(out):
+        report = import_captions(file, captioner, dataset, data, out, overwrite=overwrite)
     click.echo(json.dumps(report, indent=2))
 
 
@@ -181,7 +223,8 @@ def captions_import(file: Path, captioner: str, dataset: str, split: str | None,
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="run folder")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
-@click.option("--retry-failed", is_flag=True, help="caption again the images that failed before")
+@_RETRY
+@_OVERWRITE
 @click.option(
     "--option",
     "-o",
@@ -190,20 +233,39 @@ def captions_import(file: Path, captioner: str, dataset: str, split: str | None,
     metavar="KEY=VALUE",
     help="captioner option, e.g. -o dialect=asmv2 -o score_threshold=0.4 (values read as YAML)",
 )
-def caption(captioner, model, dataset, split, limit, out, batch_size, retry_failed, extra) -> None:
-    """Caption DATASET into the run folder's caption store (resumable: finished images are skipped)."""
+def caption(captioner, model, dataset, split, limit, out, batch_size, retry_failed, overwrite, extra) -> None:
+    """Caption DATASET into the run folder's caption store (resumable: finished images are skipped).
+
+    The store remembers the captioner's options: a rerun with other options stops and says what differs
+    (--overwrite replaces the store).
+    """
     import yaml
 
-    from pancap_retrieval.pipeline import run_captioner
+    from pancap_retrieval.artifacts import RunLock
+    from pancap_retrieval.pipeline import captioner_options, load_data, make_run_dir, run_captioner
+    from pancap_retrieval.suite import CaptionerSpec, validated
 
-    options = {"model": model} if model else {}
+    options = {}
     for item in extra:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--option")
         options[key.strip()] = yaml.safe_load(value)
-    stats, path = run_captioner(captioner, options, dataset, split, limit, out, batch_size, retry_failed)
-    click.echo(json.dumps({"store": str(path), **stats.to_dict()}, indent=2))
+    spec = validated(
+        CaptionerSpec, {"name": captioner, "model": model, "batch_size": batch_size, "options": options}
+    )
+    captioner_options(spec.name, spec.captioner_options())
+    data = load_data(dataset, split, limit)
+    make_run_dir(out)
+    with RunLock(out):
+        stats, path = run_captioner(spec, dataset, data, out, retry_failed=retry_failed, overwrite=overwrite)
+    click.echo(json.dumps({"store": str(path), **stats}, indent=2))
+    if stats.get("failed_in_store"):
+        click.echo(
+            f"{stats['failed_in_store']} images failed (reasons in the store); "
+            "rerun with --retry-failed to caption them again",
+            err=True,
+        )
 
 
 @cli.group("convert", cls=PancapGroup)
@@ -245,11 +307,16 @@ def convert_llava_command(src: str, lora: str | None, vision_tower: str | None, 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def retrieve(dataset, split, limit, captions, embedder, long_text, backend, text_prep, seed, out) -> None:
-    """Text-to-text retrieval of captions against the dataset's descriptions, both ways."""
-    from pancap_retrieval.pipeline import run_suite
-    from pancap_retrieval.suite import Suite
+    """Text-to-text retrieval of captions against the dataset's descriptions, both ways.
 
-    suite = Suite.model_validate(
+    --captions takes a captions file, or the name of a captioner whose store is already in --out (made by
+    `pancap caption` or `pancap captions import`).
+    """
+    from pancap_retrieval.pipeline import run_suite
+    from pancap_retrieval.suite import Suite, validated
+
+    suite = validated(
+        Suite,
         {
             "name": "retrieve",
             "dataset": {"name": dataset, "split": split, "limit": limit},
@@ -257,12 +324,13 @@ def retrieve(dataset, split, limit, captions, embedder, long_text, backend, text
             "embedders": [{"name": embedder, "long_text": long_text}],
             "retrieval": {"backend": backend, "text_prep": text_prep},
             "seed": seed,
-        }
+        },
     )
     _report(run_suite(suite, out))
 
 
 def _captions_spec(value: str) -> dict[str, str]:
+    """A captions file (its stem names it), or a captioner name (its store in the run folder is used)."""
     path = Path(value)
     return {"name": path.stem, "file": str(path)} if path.suffix or path.exists() else {"name": value}
 
@@ -273,21 +341,34 @@ def _captions_spec(value: str) -> dict[str, str]:
     "--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="default: runs/NAME"
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N images")
-def run(suite_file: Path, out: Path | None, limit: int | None) -> None:
-    """Run a suite: caption, retrieve, redraw, score; finished stages are skipped on a rerun."""
-    from pancap_retrieval.pipeline import run_suite
+@_RETRY
+@_OVERWRITE
+def run(suite_file: Path, out: Path | None, limit: int | None, retry_failed: bool, overwrite: bool) -> None:
+    """Run a suite: caption, retrieve, redraw, score.
+
+    The whole suite is checked before any work. Everything already in the run folder that was made from the
+    same inputs is reused (a rerun of a finished suite loads no model); a folder made with other options stops
+    the run with one line saying what differs (--overwrite replaces it).
+    """
+    from pancap_retrieval.pipeline import RunOptions, run_suite
     from pancap_retrieval.suite import load_suite
 
     suite = load_suite(suite_file)
     if limit is not None:
         suite = suite.model_copy(update={"dataset": suite.dataset.model_copy(update={"limit": limit})})
-    _report(run_suite(suite, out or Path("runs") / suite.name))
+    out = out or Path("runs") / suite.name
+    _report(run_suite(suite, out, RunOptions(retry_failed=retry_failed, overwrite=overwrite)), out)
 
 
-def _report(run_dirs: list[Path]) -> None:
+def _report(run_dirs: list[Path], out: Path | None = None) -> None:
     for run_dir in run_dirs:
         click.echo((run_dir / "leaderboard.md").read_text())
         click.echo(f"results: {run_dir / 'results.json'}")
+    summary = (out or run_dirs[0]) / "run_summary.json"
+    if summary.is_file():
+        from pancap_retrieval.pipeline import summary_lines
+
+        click.echo("\n".join(summary_lines(json.loads(summary.read_text()))))
 
 
 @cli.command("leaderboard")
@@ -319,14 +400,26 @@ def leaderboard(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=None)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-def reconstruct_command(redrawer, model, dataset, split, limit, captions, seed, steps, out) -> None:
-    """Redraw each image from its caption and score the redraw against the original."""
-    from pancap_retrieval.pipeline import run_reconstruction
+@_OVERWRITE
+def reconstruct_command(redrawer, model, dataset, split, limit, captions, seed, steps, out, overwrite) -> None:
+    """Redraw each image from its caption and score the redraw against the original.
 
-    result = run_reconstruction(
-        dataset, split, limit, [_captions_spec(c) for c in captions], out, redrawer, model, seed, steps
-    )
-    click.echo(json.dumps(result, indent=2, default=str)[:4000])
+    Redraws and scores already in --out that were made from the same captions, redrawer, options and seed are
+    reused; the rest is redrawn.
+    """
+    from pancap_retrieval.pipeline import RunOptions, load_data, run_reconstruction
+    from pancap_retrieval.suite import CaptionerSpec, ReconstructionSpec, validated
+
+    specs = [validated(CaptionerSpec, _captions_spec(c)) for c in captions]
+    spec = validated(ReconstructionSpec, {"redrawer": redrawer, "model": model, "steps": steps})
+    data = load_data(dataset, split, limit)
+    result = run_reconstruction(data, dataset, specs, out, spec, seed, RunOptions(overwrite=overwrite))
+    for name, entry in result["captioners"].items():
+        click.echo(
+            f"{name}: redrawn {entry['redrawn']}, reused {entry['reused']}, "
+            f"skipped {sum(entry['skipped'].values())}"
+        )
+    click.echo(f"results: {Path(out) / 'reconstruction.json'}; gallery: {Path(out) / 'gallery' / 'index.html'}")
 
 
 @cli.command("gallery")
@@ -335,6 +428,10 @@ def gallery(run_dir: Path) -> None:
     """Write RUN_DIR/gallery/index.html and a PNG grid: originals, layouts and redraws side by side."""
     from reconstruct.gallery import write_gallery
 
+    if not (run_dir / "reconstruction.json").is_file():
+        raise PancapError(
+            f"{run_dir} has no reconstruction.json: run `pancap reconstruct` or a suite with reconstruction first"
+        )
     click.echo(f"gallery written to {write_gallery(run_dir)}")
 
 

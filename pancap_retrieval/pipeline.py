@@ -1,28 +1,43 @@
-"""Runs: caption a dataset, import captions, retrieve, redraw; each stage a cached artifact in the run folder.
+"""Runs: caption a dataset, import captions, retrieve, redraw; each stage a keyed artefact in the run folder.
 
-A run folder holds ``captions/`` (one store per captioner), ``retrieval/`` (one result per captioner, keyed by a
-fingerprint of its inputs so a rerun skips what is done), ``results.json``, ``leaderboard.md/.csv``,
-``recall_at_k.png`` and ``manifest.json``; with reconstruction also ``images/``, ``layouts.jsonl`` and
-``reconstruction.json``.
+A run folder holds ``captions/`` (one store per captioner, with the manifest that keys it), ``retrieval/`` (one
+result per captioner, keyed by its inputs), ``results.json``, ``leaderboard.*``, ``recall_at_k.png``,
+``manifest.json`` and ``run_summary.json``; with reconstruction also ``originals/``, ``images/`` and
+``reconstruction.json``. The whole suite is validated before any work (:func:`validate_suite`); one process writes a
+run folder at a time (:class:`~pancap_retrieval.artifacts.RunLock`); every artefact is reused only when the key of
+its inputs matches, so a rerun of a finished suite does no model work.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pancap_retrieval.artifacts import RunLock, file_digest, key, read_json, write_error, write_json
 from pancap_retrieval.captions.readers import read_captions
-from pancap_retrieval.captions.store import CaptionRecord, CaptionStore, store_path
-from pancap_retrieval.errors import PancapError
-from pancap_retrieval.results import base_manifest, fingerprint, read_results, write_json
+from pancap_retrieval.captions.store import (
+    CaptionRecord,
+    CaptionStore,
+    StoreMismatchError,
+    check_store_key,
+    manifest_path,
+    store_path,
+)
+from pancap_retrieval.errors import CaptionFileError, PancapError
+from pancap_retrieval.results import base_manifest, read_results
 from pancap_retrieval.suite import CaptionerSpec, EmbedderSpec, Suite
 
 log = logging.getLogger(__name__)
 # Bumped when the shape of a retrieval row changes, so reruns recompute rather than reuse old rows.
-RETRIEVAL_ROW_VERSION = 2
+RETRIEVAL_ROW_VERSION = 3
+# Options that change how fast captions are made, not what they say: left out of a store's key.
+SPEED_OPTIONS = frozenset({"batch_size", "device", "providers"})
 
 
 def default_cache_dir() -> Path:
@@ -30,67 +45,222 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PANCAP_CACHE_DIR") or Path.home() / ".cache" / "pancap")
 
 
+# ---------------------------------------------------------------- run summary
+
+
+@dataclass
+class RunSummary:
+    """What each stage did (done, reused, failed) and how long it took; printed at the end of a run."""
+
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[dict[str, Any]]:
+        entry: dict[str, Any] = {"stage": name}
+        started = time.perf_counter()
+        try:
+            yield entry
+        finally:
+            entry["seconds"] = round(time.perf_counter() - started, 2)
+            self.stages.append(entry)
+
+    def lines(self) -> list[str]:
+        return summary_lines({"stages": self.stages})
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The lines a person reads at the end of a run: per stage its time and what was done, reused, failed."""
+    out = ["stage                              seconds  what"]
+    for entry in summary.get("stages", []):
+        counts = ", ".join(
+            f"{k} {entry[k]}" for k in ("done", "reused", "failed", "skipped") if entry.get(k) is not None
+        )
+        line = f"{entry['stage']:<34} {entry['seconds']:>8.1f} s  {counts}"
+        if entry.get("note"):
+            line += f"  ({entry['note']})"
+        out.append(line.rstrip())
+    failed = {name: n for name, n in summary.get("failed_captions", {}).items() if n}
+    if failed:
+        out.append(
+            "failed captions: " + ", ".join(f"{name} {n}" for name, n in failed.items())
+            + " (reasons in captions/*.jsonl; rerun with --retry-failed to try them again)"
+        )
+    return out
+
+
+# ---------------------------------------------------------------- dataset
+
+
 def _split_of(dataset: Any, asked: str | None) -> str:
     return dataset.select_columns(["split"])[0]["split"] if len(dataset) else (asked or "-")
 
 
-def _load(spec: str, split: str | None, limit: int | None):
+def load_data(spec: str, split: str | None, limit: int | None):
+    """The dataset of a spec (see :func:`pancap_retrieval.data.load_dataset`)."""
     from pancap_retrieval.data import load_dataset
 
     return load_dataset(spec, split=split, limit=limit)
 
 
-def run_captioner(
-    name: str,
-    options: dict[str, Any],
-    dataset_spec: str,
-    split: str | None,
-    limit: int | None,
-    out: str | Path,
-    batch_size: int | None = None,
-    retry_failed: bool = False,
-    dataset: Any = None,
-):
-    """Caption a dataset with a registered captioner into ``out/captions/`` (resumable).
+# ---------------------------------------------------------------- captioning
 
-    Under ``accelerate launch`` or ``torchrun`` (WORLD_SIZE > 1) each rank captions its shard into its own store
-    file and rank 0 merges them.
+
+def _path_fingerprint(value: Any) -> str | None:
+    """For an option that names a local file or folder: a fingerprint of its contents, else None."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        return None
+    path = Path(value).expanduser()
+    if path.is_file():
+        return key(path.name, path.stat().st_size, file_digest(path) if path.stat().st_size < 64 << 20 else "")
+    if path.is_dir():
+        from pancap_retrieval.retrieval.embedder import fingerprint_dir
+
+        return fingerprint_dir(path)
+    return None
+
+
+def captioner_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against captioner ``name`` and completed with its defaults (what decides its captions).
+
+    An unknown option is a one-line error naming the known ones.
     """
-    from pancap_retrieval.captioners import get_captioner
+    import inspect
+
+    from pancap_retrieval.captioners import CAPTIONERS
+    from pancap_retrieval.errors import RegistryError
+
+    parameters = inspect.signature(CAPTIONERS.get(name)).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        unknown = sorted(set(options) - set(parameters))
+        if unknown:
+            known = ", ".join(p for p in parameters if p != "self")
+            raise RegistryError(f"captioner {name!r} has no option {', '.join(unknown)}; its options: {known}")
+    resolved = {
+        p.name: p.default
+        for p in parameters.values()
+        if p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD
+    }
+    resolved.update(options)
+    return resolved
+
+
+def caption_inputs(spec: CaptionerSpec, dataset_name: str, split: str) -> dict[str, Any]:
+    """What makes the captions of ``spec`` on (dataset, split), with its key: a store is reused only for these."""
+    base = {"captioner": spec.name, "dataset": dataset_name, "split": split}
+    if spec.file:
+        files = sorted(Path(spec.file).glob("*.json*")) if Path(spec.file).is_dir() else [Path(spec.file)]
+        inputs = {**base, "source": "file", "file": str(spec.file), "options": {}}
+        inputs["model_fingerprint"] = key(*[(p.name, file_digest(p)) for p in files if p.is_file()])
+    else:
+        options = captioner_options(spec.name, spec.captioner_options())
+        kept = {k: v for k, v in options.items() if k not in SPEED_OPTIONS}
+        inputs = {**base, "source": "captioner", "options": kept}
+        inputs["model_fingerprint"] = key(*[_path_fingerprint(v) for _, v in sorted(kept.items())])
+    inputs["key"] = key(inputs)
+    return inputs
+
+
+def run_captioner(
+    spec: CaptionerSpec,
+    dataset_name: str,
+    dataset: Any,
+    out: str | Path,
+    retry_failed: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[dict[str, Any], Path]:
+    """Caption ``dataset`` with the registered captioner of ``spec`` into ``out/captions/`` (resumable).
+
+    The store is keyed by :func:`caption_inputs`; a store made with other inputs stops the run unless
+    ``overwrite``. The captioner is built only when some image is still to caption. Under ``accelerate launch`` or
+    ``torchrun`` (WORLD_SIZE > 1) each rank captions its shard into its own store file and rank 0 merges them.
+    """
     from pancap_retrieval.captioners.base import caption_dataset
 
-    dataset = dataset if dataset is not None else _load(dataset_spec, split, limit)
-    store = CaptionStore(store_path(out, name, dataset_spec, _split_of(dataset, split)))
+    split = _split_of(dataset, None)
+    inputs = caption_inputs(spec, dataset_name, split)
+    path = store_path(out, spec.name, dataset_name, split)
+    check_store_key(path, inputs, overwrite)
+    store = CaptionStore(path)
+    done = store.done_ids(include_failed=not retry_failed)
+    pending = [i for i in dataset["example_id"] if i not in done]
+    options = spec.captioner_options()
+    if not pending:
+        stats = {"total": len(dataset), "skipped_done": len(dataset), "ok": 0, "failed": 0, "failures": {}}
+        return _with_store_counts(stats, store), path
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from pancap_retrieval.captioners.distributed import run_captioning
 
-        stats, manifest = run_captioning(name, dataset, store.path, batch_size, retry_failed, **options)
+        result, manifest = run_captioning(spec.name, dataset, path, spec.batch_size, retry_failed, **options)
     else:
-        captioner = get_captioner(name, **options)
-        stats = caption_dataset(captioner, dataset, store, batch_size=batch_size, retry_failed=retry_failed)
+        from pancap_retrieval.captioners import get_captioner
+
+        captioner = get_captioner(spec.name, **options)
+        result = caption_dataset(
+            captioner, dataset, store, batch_size=spec.batch_size, retry_failed=retry_failed, progress=progress
+        )
         manifest = captioner.manifest()
-    write_json(store.path.with_suffix(".manifest.json"), base_manifest(captioner=manifest))
-    return stats, store.path
+    write_json(manifest_path(path), {**inputs, **base_manifest(captioner=manifest)})
+    return _with_store_counts(result.to_dict(), store), path
+
+
+def _with_store_counts(stats: dict[str, Any], store: CaptionStore) -> dict[str, Any]:
+    records = store.records()
+    stats["failed_in_store"] = sum(r.status != "ok" for r in records)
+    stats["duplicate_ids"] = store.duplicate_ids
+    return stats
 
 
 def import_captions(
     file: str | Path,
     captioner: str,
-    dataset_spec: str,
-    split: str | None,
+    dataset_name: str,
+    dataset: Any,
     out: str | Path,
-    dataset: Any = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Copy a precomputed captions file into the run's store, checking its ids against the dataset.
 
     Ids that are not in the dataset, repeated ids (the first is kept) and empty captions are counted, never
-    dropped silently: empty ones are stored as failed records.
+    dropped silently: empty ones are stored as failed records. A store made from the same file is reused; a store
+    made from anything else is replaced only with ``overwrite``. Store and manifest are replaced together.
     """
+    spec = CaptionerSpec(name=captioner, file=str(file))
+    split = _split_of(dataset, None)
+    inputs = caption_inputs(spec, dataset_name, split)
+    path = store_path(out, captioner, dataset_name, split)
+    recorded = read_json(manifest_path(path)) or {}
+    if path.is_file() and recorded.get("key") == inputs["key"] and recorded.get("report"):
+        return {**recorded["report"], "reused": True}
+    if path.is_file() and path.stat().st_size > 0 and not overwrite:
+        raise StoreMismatchError(
+            f"{path} already holds captions of {captioner!r} ({len(CaptionStore(path))} records, "
+            f"from {recorded.get('file') or recorded.get('captioner') or 'an unknown source'}); "
+            "pass --overwrite to replace them or choose another --captioner name"
+        )
     records = read_captions(file)
-    dataset = dataset if dataset is not None else _load(dataset_spec, split, None)
-    known = set(dataset["example_id"])
-    path = store_path(out, captioner, dataset_spec, _split_of(dataset, split))
-    report = {"file": str(file), "store": str(path), "read": len(records), "imported": 0, "empty": 0}
+    report, kept = _screen_imported(records, set(dataset["example_id"]), str(file), str(path))
+    if not kept:
+        raise CaptionFileError(
+            f"{file}: none of its {len(records)} captions belongs to {dataset_name} "
+            f"({report['not_in_dataset']} ids not in the dataset)"
+        )
+    tmp = path.with_suffix(".importing")
+    tmp.unlink(missing_ok=True)
+    store = CaptionStore(tmp)
+    for record in kept:
+        record.meta = {**record.meta, "imported_from": str(file)}
+        store.append(record)
+    manifest_path(path).unlink(missing_ok=True)  # no manifest that names the old store in between
+    os.replace(tmp, path)
+    write_json(manifest_path(path), {**inputs, "report": report, **base_manifest()})
+    return report
+
+
+def _screen_imported(
+    records: list[CaptionRecord], known: set[str], file: str, store: str
+) -> tuple[dict[str, Any], list[CaptionRecord]]:
+    report = {"file": file, "store": store, "read": len(records), "imported": 0, "empty": 0}
     report.update({"not_in_dataset": 0, "duplicates": 0})
     seen: set[str] = set()
     kept: list[CaptionRecord] = []
@@ -105,41 +275,32 @@ def import_captions(
                 record = CaptionRecord.failed(record.example_id, "empty caption in the imported file")
                 report["empty"] += 1
             kept.append(record)
-    if not kept:
-        raise PancapError(
-            f"{file}: none of its {len(records)} captions belongs to {dataset_spec} "
-            f"({report['not_in_dataset']} ids not in the dataset)"
-        )
-    tmp = path.with_suffix(".importing")
-    tmp.unlink(missing_ok=True)
-    store = CaptionStore(tmp)
-    for record in kept:
-        record.meta = {**record.meta, "imported_from": str(file)}
-        store.append(record)
-    os.replace(tmp, path)
     report["imported"] = len(kept) - report["empty"]
-    return report
+    return report, kept
 
 
 def _captions_of(
-    spec: CaptionerSpec, suite: Suite, dataset: Any, out: Path
+    spec: CaptionerSpec, dataset_name: str, dataset: Any, out: Path, options: RunOptions
 ) -> tuple[list[CaptionRecord], dict]:
     if spec.file:
-        report = import_captions(spec.file, spec.name, suite.dataset.name, suite.dataset.split, out, dataset)
+        report = import_captions(spec.file, spec.name, dataset_name, dataset, out, options.overwrite)
         return CaptionStore(report["store"]).records(), report
-    options = {"model": spec.model} if spec.model else {}
-    options.update(spec.options)
-    stats, path = run_captioner(
-        spec.name,
-        options,
-        suite.dataset.name,
-        suite.dataset.split,
-        None,
-        out,
-        spec.batch_size,
-        dataset=dataset,
-    )
-    return CaptionStore(path).records(), stats.to_dict()
+    stats, path = run_captioner(spec, dataset_name, dataset, out, options.retry_failed, options.overwrite)
+    return CaptionStore(path).records(), stats
+
+
+def existing_store(out: Path, name: str, dataset_name: str, split: str) -> CaptionStore:
+    """The store of captioner ``name`` already in ``out`` (made by ``pancap caption`` or imported)."""
+    path = store_path(out, name, dataset_name, split)
+    if not path.is_file():
+        raise PancapError(
+            f"no captions of {name!r} for {dataset_name} ({split}) in {out}: run `pancap caption` or "
+            "`pancap captions import` first, or pass a captions file"
+        )
+    return CaptionStore(path)
+
+
+# ---------------------------------------------------------------- retrieval
 
 
 def _retrieval_row(
@@ -150,7 +311,8 @@ def _retrieval_row(
     embedder_spec: EmbedderSpec,
     suite: Suite,
     stage_dir: Path,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
+    """The retrieval row of one captioner and whether it was reused from ``stage_dir``."""
     from pancap_retrieval.retrieval.metrics import evaluate_retrieval
 
     captions = {r.example_id: r.caption for r in records if r.status == "ok" and r.example_id in descriptions}
@@ -159,7 +321,7 @@ def _retrieval_row(
         "not_in_dataset": sum(r.example_id not in descriptions for r in records),
         "no_caption": len(set(descriptions) - {r.example_id for r in records}),
     }
-    key = fingerprint(
+    row_key = key(
         RETRIEVAL_ROW_VERSION,
         sorted(captions.items()),
         sorted(descriptions.items()),
@@ -169,10 +331,9 @@ def _retrieval_row(
         suite.seed,
     )
     stage_file = stage_dir / f"{name}.json"
-    if stage_file.is_file():
-        cached = json.loads(stage_file.read_text())
-        if cached.get("key") == key:
-            return cached["row"]
+    cached = read_json(stage_file)
+    if isinstance(cached, dict) and cached.get("key") == row_key and (stage_dir / f"{name}.ranks.json").is_file():
+        return cached["row"], True
     result = evaluate_retrieval(
         captions,
         descriptions,
@@ -184,6 +345,7 @@ def _retrieval_row(
         backend=suite.retrieval.backend,
     )
     write_json(stage_dir / f"{name}.top10.json", result["top"])
+    write_json(stage_dir / f"{name}.ranks.json", result["ranks"])
     row = {
         "captioner": name,
         "n": result["n"],
@@ -194,144 +356,239 @@ def _retrieval_row(
         "text_prep": result["text_prep"],
         "embedding": result["embedding"],
     }
-    write_json(stage_file, {"key": key, "row": row})
-    return row
+    write_json(stage_file, {"key": row_key, "row": row})
+    return row, False
 
 
-def run_suite(suite: Suite, out: str | Path) -> list[Path]:
-    """Run every stage of ``suite`` under ``out``; returns the run folders written (one per embedder)."""
-    from pancap_retrieval.leaderboard import write_leaderboard
-    from pancap_retrieval.retrieval.embedder import Embedder
+# ---------------------------------------------------------------- the suite
 
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run treats what is already in its folder."""
+
+    retry_failed: bool = False
+    overwrite: bool = False
+
+
+def validate_suite(suite: Suite) -> None:
+    """Check every name, option and path of ``suite`` before any work; each problem is one PancapError line."""
+    from pancap_retrieval.errors import RegistryError
+    from pancap_retrieval.retrieval.embedder import resolve_local
+    from pancap_retrieval.retrieval.index import SEARCH_BACKENDS
+
+    seen: set[str] = set()
+    for spec in suite.captioners:
+        if spec.name in seen:
+            raise PancapError(f"captioner {spec.name!r} appears twice in suite {suite.name}: give each a name")
+        seen.add(spec.name)
+        if spec.file:
+            if not Path(spec.file).exists():
+                raise CaptionFileError(f"captions file not found: {spec.file} (captioner {spec.name!r})")
+        else:
+            captioner_options(spec.name, spec.captioner_options())
+    for embedder in suite.embedders:
+        resolve_local(embedder.name)
+    if suite.retrieval.backend not in SEARCH_BACKENDS:
+        raise RegistryError(
+            f"unknown search backend {suite.retrieval.backend!r}; known: {', '.join(SEARCH_BACKENDS.names())}"
+        )
+    if suite.reconstruction is not None:
+        from reconstruct.run import check_redrawer
+
+        check_redrawer(suite.reconstruction)
+
+
+def make_run_dir(out: Path) -> bool:
+    """Create ``out``; True when this call created it (so a failed run can remove it again)."""
+    try:
+        created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        return created
+    except OSError as exc:
+        raise write_error(out, exc) from None
+
+
+def run_suite(suite: Suite, out: str | Path, options: RunOptions | None = None) -> list[Path]:
+    """Run every stage of ``suite`` under ``out``; returns the run folders written (one per embedder).
+
+    Validation and the dataset come first: a suite that cannot run leaves no run folder behind.
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "suite.json", suite.model_dump())
-    dataset = _load(suite.dataset.name, suite.dataset.split, suite.dataset.limit)
+    options = options or RunOptions()
+    validate_suite(suite)
+    dataset = load_data(suite.dataset.name, suite.dataset.split, suite.dataset.limit)
     if len(dataset) == 0:
         raise PancapError(f"dataset {suite.dataset.name} has no example to evaluate")
+    created = make_run_dir(out)
+    try:
+        with RunLock(out):
+            return _run_locked(suite, out, dataset, options)
+    except BaseException:
+        if created and not any(p.name != ".pancap.lock" for p in out.iterdir()):
+            (out / ".pancap.lock").unlink(missing_ok=True)
+            out.rmdir()
+        raise
+
+
+def _run_locked(suite: Suite, out: Path, dataset: Any, options: RunOptions) -> list[Path]:
+    summary = RunSummary()
+    write_json(out / "suite.json", suite.model_dump())
     split = _split_of(dataset, suite.dataset.split)
     descriptions = dict(zip(dataset["example_id"], dataset["description"]))
 
     captions: dict[str, list[CaptionRecord]] = {}
     caption_reports: dict[str, Any] = {}
     for spec in suite.captioners:
-        if spec.name in captions:
-            raise PancapError(f"captioner {spec.name!r} appears twice in suite {suite.name}")
-        captions[spec.name], caption_reports[spec.name] = _captions_of(spec, suite, dataset, out)
+        with summary.stage(f"caption {spec.name}") as entry:
+            captions[spec.name], caption_reports[spec.name] = _captions_of(
+                spec, suite.dataset.name, dataset, out, options
+            )
+            _count_captions(entry, caption_reports[spec.name])
 
     reconstruction = None
     if suite.reconstruction is not None:
-        reconstruction = _reconstruct(suite, dataset, captions, out)
+        reconstruction = _reconstruct(suite, dataset, captions, out, summary)
 
-    dataset_info = {
-        "name": suite.dataset.name,
-        "split": split,
-        "limit": suite.dataset.limit,
-        "n": len(dataset),
-    }
-    run_dirs = []
-    for embedder_spec in suite.embedders:
-        run_dir = out if len(suite.embedders) == 1 else out / embedder_spec.name.replace("/", "--")
-        embedder = Embedder(
-            embedder_spec.name,
-            long_text=embedder_spec.long_text,
-            batch_size=embedder_spec.batch_size,
-            cache_dir=default_cache_dir(),
-        )
-        rows = [
-            _retrieval_row(name, records, descriptions, embedder, embedder_spec, suite, run_dir / "retrieval")
-            for name, records in captions.items()
-        ]
-        manifest = base_manifest(
-            suite=suite.model_dump(),
-            dataset=dataset_info,
-            embedder=embedder.manifest(),
-            captioners=caption_reports,
-            seed=suite.seed,
-        )
-        results = {
-            "dataset": dataset_info,
-            "embedder": {
-                "name": embedder_spec.name,
-                "long_text": embedder_spec.long_text,
-                **embedder.manifest(),
-            },
-            "rows": rows,
-            "manifest": manifest,
-        }
-        if reconstruction is not None:
-            results["reconstruction"] = reconstruction
-        write_json(run_dir / "results.json", results)
-        write_json(run_dir / "manifest.json", manifest)
-        write_leaderboard([run_dir], run_dir)
-        run_dirs.append(run_dir)
-    if len(run_dirs) > 1:
-        write_leaderboard(run_dirs, out)
+    dataset_info = {"name": suite.dataset.name, "split": split, "limit": suite.dataset.limit, "n": len(dataset)}
+    inputs = {"captions": captions, "reports": caption_reports, "descriptions": descriptions}
+    run_dirs = [
+        _retrieve(suite, embedder_spec, out, inputs, dataset_info, reconstruction, summary)
+        for embedder_spec in suite.embedders
+    ]
+    with summary.stage("leaderboard"):
+        from pancap_retrieval.leaderboard import write_leaderboard
+
+        for run_dir in run_dirs:
+            write_leaderboard([run_dir], run_dir)
+        if len(run_dirs) > 1:
+            write_leaderboard(run_dirs, out)
+    if reconstruction is not None:
+        with summary.stage("gallery"):
+            from reconstruct.gallery import write_gallery
+
+            write_gallery(out)
+    write_json(out / "run_summary.json", {"stages": summary.stages, "failed_captions": _failed(caption_reports)})
     return run_dirs
 
 
-def _reconstruct(suite: Suite, dataset: Any, captions: dict[str, list[CaptionRecord]], out: Path) -> dict:
-    from reconstruct import reconstruct_run
-    from reconstruct.gallery import write_gallery
+def _count_captions(entry: dict[str, Any], report: dict[str, Any]) -> None:
+    if "skipped_done" in report:  # captioned here
+        entry.update(done=report["ok"], reused=report["skipped_done"], failed=report["failed_in_store"])
+        if report["failed_in_store"]:
+            entry["note"] = "rerun with --retry-failed to caption the failed images again"
+        return
+    imported = report["imported"]  # imported from a file
+    entry.update(done=0 if report.get("reused") else imported, reused=imported if report.get("reused") else 0)
+    entry["failed"] = report["empty"]
 
-    spec = suite.reconstruction
-    result = reconstruct_run(
-        out,
-        captions,
-        dataset,
-        redrawer=spec.redrawer,
-        model=spec.model,
-        seed=suite.seed,
-        steps=spec.steps,
-        scores=spec.scores,
-        **spec.options,
+
+def _failed(reports: dict[str, Any]) -> dict[str, int]:
+    return {name: int(r.get("failed_in_store", r.get("empty", 0)) or 0) for name, r in reports.items()}
+
+
+def _retrieve(
+    suite: Suite,
+    embedder_spec: EmbedderSpec,
+    out: Path,
+    inputs: dict[str, Any],
+    dataset_info: dict[str, Any],
+    reconstruction: dict[str, Any] | None,
+    summary: RunSummary,
+) -> Path:
+    """Retrieval rows of every captioner with one embedder, written with the run's results and manifest."""
+    from pancap_retrieval.retrieval.embedder import Embedder
+
+    captions, descriptions = inputs["captions"], inputs["descriptions"]
+
+    run_dir = out if len(suite.embedders) == 1 else out / embedder_spec.name.replace("/", "--")
+    embedder = Embedder(
+        embedder_spec.name,
+        long_text=embedder_spec.long_text,
+        batch_size=embedder_spec.batch_size,
+        cache_dir=default_cache_dir(),
     )
-    write_gallery(out)
-    return result
+    rows = []
+    for name, records in captions.items():
+        with summary.stage(f"retrieve {name} ({embedder_spec.name})") as entry:
+            row, reused = _retrieval_row(
+                name, records, descriptions, embedder, embedder_spec, suite, run_dir / "retrieval"
+            )
+            entry.update(done=0 if reused else row["n"], reused=row["n"] if reused else 0)
+            rows.append(row)
+    manifest = base_manifest(
+        suite=suite.model_dump(),
+        dataset=dataset_info,
+        embedder=embedder.manifest(),
+        captioners=inputs["reports"],
+        seed=suite.seed,
+    )
+    results = {
+        "dataset": dataset_info,
+        "embedder": {"name": embedder_spec.name, "long_text": embedder_spec.long_text, **embedder.manifest()},
+        "rows": rows,
+        "manifest": manifest,
+    }
+    if reconstruction is not None:
+        results["reconstruction"] = reconstruction
+    write_json(run_dir / "results.json", results)
+    write_json(run_dir / "manifest.json", manifest)
+    return run_dir
+
+
+def _reconstruct(
+    suite: Suite, dataset: Any, captions: dict[str, list[CaptionRecord]], out: Path, summary: RunSummary
+) -> dict:
+    from reconstruct.run import reconstruct_spec
+
+    return reconstruct_spec(out, captions, dataset, suite.reconstruction, seed=suite.seed, summary=summary)
 
 
 def run_reconstruction(
-    dataset_spec: str,
-    split: str | None,
-    limit: int | None,
-    captioners: list[dict[str, str]],
+    dataset: Any,
+    dataset_name: str,
+    captioners: list[CaptionerSpec],
     out: str | Path,
-    redrawer: str = "sketch",
-    model: str | None = None,
+    reconstruction: Any,
     seed: int = 0,
-    steps: int | None = None,
+    options: RunOptions | None = None,
 ) -> dict[str, Any]:
-    """Redraw and score the given captions (files or stores of captioners in ``out``) without retrieval."""
+    """Redraw and score the given captions (files, or stores already in ``out``) without retrieval."""
+    from reconstruct.gallery import write_gallery
+    from reconstruct.run import check_redrawer
+
     out = Path(out)
-    suite = Suite.model_validate(
-        {
-            "name": "reconstruct",
-            "dataset": {"name": dataset_spec, "split": split, "limit": limit},
-            "captioners": captioners,
-            "reconstruction": {"redrawer": redrawer, "model": model, "steps": steps},
-            "seed": seed,
-        }
-    )
-    dataset = _load(dataset_spec, split, limit)
+    options = options or RunOptions()
+    check_redrawer(reconstruction)
+    split = _split_of(dataset, None)
     captions = {}
-    for spec in suite.captioners:
-        if not spec.file:
-            path = store_path(out, spec.name, dataset_spec, _split_of(dataset, split))
-            if not path.is_file():
-                raise PancapError(
-                    f"no captions of {spec.name} in {out}: run `pancap caption` first or pass a file"
-                )
-            captions[spec.name] = CaptionStore(path).records()
-        else:
-            captions[spec.name] = _captions_of(spec, suite, dataset, out)[0]
-    return _reconstruct(suite, dataset, captions, out)
+    make_run_dir(out)
+    with RunLock(out):
+        for spec in captioners:
+            if spec.file:
+                captions[spec.name] = _captions_of(spec, dataset_name, dataset, out, options)[0]
+            else:
+                captions[spec.name] = existing_store(out, spec.name, dataset_name, split).records()
+        from reconstruct.run import reconstruct_spec
+
+        result = reconstruct_spec(out, captions, dataset, reconstruction, seed=seed, summary=RunSummary())
+        write_gallery(out)
+    return result
 
 
 __all__ = [
+    "RunOptions",
+    "RunSummary",
+    "caption_inputs",
     "default_cache_dir",
+    "existing_store",
     "import_captions",
+    "load_data",
+    "make_run_dir",
     "read_results",
     "run_captioner",
     "run_reconstruction",
     "run_suite",
+    "summary_lines",
+    "validate_suite",
 ]

@@ -11,13 +11,10 @@ Recall values are fractions in [0, 1].
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import platform
 import subprocess
 import sys
-import tempfile
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -74,32 +71,6 @@ def base_manifest(**fields: Any) -> dict[str, Any]:
         "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:]),
         **fields,
     }
-
-
-def fingerprint(*parts: Any) -> str:
-    """A short stable hash of JSON-able parts: the key that decides whether a stage is already done."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write JSON atomically (temp file + rename), so a crash never leaves half a result."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
-    return path
 
 
 def read_results(run_dir: str | Path) -> dict[str, Any]:

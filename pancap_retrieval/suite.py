@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pancap_retrieval.errors import PancapError
 
@@ -19,11 +20,51 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
+    """A dataset as a run names it, parsed once: kind, argument, split, limit and the Hub revision it is pinned to.
+
+    ``name`` is kept in canonical form, ``KIND[:ARG][@REVISION]``, so that passed on as a string it still names the
+    same data; ``revision`` comes from ``@REVISION`` in the name or from its own key (both must agree).
+    """
+
     name: str = Field(
-        description="registry name or name:ARG, e.g. sample, docci:/data/docci, imagefolder:PATH"
+        description="KIND or KIND:ARG, e.g. sample, docci:./data/docci, docci:OWNER/MIRROR@REVISION, imagefolder:PATH"
     )
     split: str | None = None
     limit: int | None = Field(default=None, ge=1)
+    revision: str | None = Field(
+        default=None, description="branch, tag or commit of a dataset on the Hub (docci:OWNER/MIRROR)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_name(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = {"name": data}
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            return data  # pydantic reports the missing or mistyped field
+        if not isinstance(data.get("revision"), str | None):
+            return data
+        from pancap_retrieval.data import split_spec
+
+        try:
+            kind, arg, revision = split_spec(data["name"], data.get("revision"))
+        except PancapError as exc:
+            raise ValueError(str(exc)) from None
+        name = kind if arg is None else f"{kind}:{arg}"
+        return {**data, "name": name + (f"@{revision}" if revision else ""), "revision": revision}
+
+    @property
+    def kind(self) -> str:
+        """The registry name: ``docci`` of ``docci:./data/docci``."""
+        return self.name.partition(":")[0]
+
+    @property
+    def arg(self) -> str | None:
+        """What follows ``KIND:``, without ``@REVISION``; None for a bare kind."""
+        _, sep, arg = self.name.partition(":")
+        if not sep:
+            return None
+        return arg.removesuffix(f"@{self.revision}") if self.revision else arg
 
 
 class CaptionerSpec(_Strict):
@@ -34,6 +75,18 @@ class CaptionerSpec(_Strict):
     model: str | None = None
     batch_size: int | None = Field(default=None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return _check_name(value, "captioner name")
+
+    def captioner_options(self) -> dict[str, Any]:
+        """The options the captioner is built with: ``model`` (when given) and ``options``.
+
+        ``batch_size`` is not among them: it is the runner's batch size (images per call).
+        """
+        return {**({"model": self.model} if self.model else {}), **self.options}
 
 
 class EmbedderSpec(_Strict):
@@ -63,6 +116,18 @@ class ReconstructionSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
+def _check_name(value: str, what: str) -> str:
+    """A name that becomes a folder or file name: letters, digits and ``._+-``, no path separators."""
+    if not _NAME.fullmatch(value):
+        raise ValueError(
+            f"{what} {value!r} must be letters, digits and . _ + - only (no / or spaces), at most 100 characters"
+        )
+    return value
+
+
 class Suite(_Strict):
     name: str
     description: str = ""
@@ -73,6 +138,14 @@ class Suite(_Strict):
     reconstruction: ReconstructionSpec | None = None
     seed: int = 0
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return _check_name(value, "suite name")
+
+
+_Spec = TypeVar("_Spec", bound=BaseModel)
+
 
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; every problem is reported as one :class:`SuiteError` line."""
@@ -82,13 +155,24 @@ def load_suite(path: str | Path) -> Suite:
     if not path.is_file():
         raise SuiteError(f"suite file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"{path}: not UTF-8 text (byte {exc.start}); save the suite as UTF-8") from None
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise SuiteError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: a suite is a mapping of keys")
+    return validated(Suite, data, f"{path}: ")
+
+
+def validated(model: type[_Spec], data: dict[str, Any], where: str = "") -> _Spec:
+    """``model`` validated from ``data``; every problem is reported in one :class:`SuiteError` line."""
     try:
-        return Suite.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise SuiteError(f"{path}: {problems}") from None
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+        )
+        raise SuiteError(f"{where}{problems}") from None

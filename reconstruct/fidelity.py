@@ -26,6 +26,7 @@ import numpy as np
 
 from pancap_retrieval.captions.boxes import Box, iou
 from pancap_retrieval.errors import ModelLoadError
+from pancap_retrieval.loading import choose_device
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -141,7 +142,7 @@ class InceptionFeatures:
         import torch
 
         self.path = inception_model_path()
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = choose_device(device)
         try:
             self.model = torch.jit.load(str(self.path), map_location=self.device).eval()
         except Exception as exc:
@@ -313,6 +314,7 @@ def adherence(
 
     ious: list[float] = []
     per_class: dict[str, dict[str, int]] = {}
+    per_image: list[float | None] = []
     images = 0
     for layout, dets in zip(layouts, detections):
         items = []
@@ -321,9 +323,11 @@ def adherence(
             if class_id is not None:
                 items.append((class_id, Box(*box)))
         if not items:
+            per_image.append(None)
             continue
         images += 1
         values = match_instances(items, dets, iou_threshold)
+        per_image.append(sum(v >= iou_threshold for v in values) / len(values))
         ious += values
         for (class_id, _), value in zip(items, values):
             entry = per_class.setdefault(COCO80_NAMES[class_id], {"instances": 0, "matched": 0})
@@ -338,6 +342,7 @@ def adherence(
         "images_with_coco_boxes": images,
         "iou_threshold": iou_threshold,
         "per_class": dict(sorted(per_class.items())),
+        "per_image": per_image,
     }
 
 
@@ -388,9 +393,48 @@ def fidelity_scores(
     features = features or InceptionFeatures()
     crops = [content_crop(image, layout) for image, layout in zip(redraws, layouts)]
     f_orig = features(list(originals)) if original_features is None else np.asarray(original_features)
-    f_redraw = features(crops)
-    out: dict[str, Any] = {"n_pairs": n, "features": features.manifest()}
+    redraw_dets = original_dets = None
+    if detector is not None:
+        redraw_dets = detector.detect(crops)
+        original_dets = detector.detect(list(originals)) if original_detections is None else original_detections
+    return scores_from_features(
+        f_orig,
+        features(crops),
+        layouts,
+        feature_manifest=features.manifest(),
+        redraw_detections=redraw_dets,
+        original_detections=original_dets,
+        detector_manifest=_detector_manifest(detector),
+        kid_subset_size=kid_subset_size,
+        seed=seed,
+    )
 
+
+def _detector_manifest(detector: Any) -> Any:
+    if detector is None:
+        return None
+    return detector.manifest() if hasattr(detector, "manifest") else type(detector).__name__
+
+
+def scores_from_features(
+    f_orig: np.ndarray,
+    f_redraw: np.ndarray,
+    layouts: Sequence[Layout],
+    *,
+    feature_manifest: dict[str, Any],
+    redraw_detections: Sequence[Sequence[Any]] | None = None,
+    original_detections: Sequence[Sequence[Any]] | None = None,
+    detector_manifest: Any = None,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The scores of :func:`fidelity_scores` from features (and detections) computed beforehand, pair by pair.
+
+    This is what lets a run compute features in bounded chunks and never hold every image at once.
+    ``out["per_image"]["cosine"]`` and ``out["adherence"][...]["per_image"]`` are per-pair lists.
+    """
+    n = len(layouts)
+    out: dict[str, Any] = {"n_pairs": n, "features": feature_manifest}
     if n >= FID_MIN_IMAGES:
         note = (
             None
@@ -405,6 +449,7 @@ def fidelity_scores(
 
     cosines = pair_cosine(f_redraw, f_orig)
     out["cosine"] = _summary(cosines)
+    out["per_image"] = {"cosine": [float(c) for c in cosines]}
     out["retrieval"] = retrieval(f_redraw, f_orig, seed=seed)
     if n >= 2:
         shifted = (np.arange(n) + 1) % n
@@ -417,15 +462,12 @@ def fidelity_scores(
     else:
         out["shuffled"] = {"note": "needs at least 2 pairs"}
 
-    if detector is None:
+    if redraw_detections is None or original_detections is None:
         out["adherence"] = {"skipped": "no detector"}
     else:
-        redraw_dets = detector.detect(crops)
-        if original_detections is None:
-            original_detections = detector.detect(list(originals))
         out["adherence"] = {
-            "redraw": adherence(layouts, redraw_dets),
+            "redraw": adherence(layouts, redraw_detections),
             "original": adherence(layouts, original_detections),
-            "detector": detector.manifest() if hasattr(detector, "manifest") else type(detector).__name__,
+            "detector": detector_manifest,
         }
     return out

@@ -1,30 +1,43 @@
-"""The reconstruction stage of a run: captions -> layouts -> redraws -> fidelity scores, all on disk.
+"""The reconstruction stage of a run: captions -> layouts -> redraws -> fidelity scores, all on disk, all keyed.
 
 Files under the run folder::
 
-    originals/{example_id}.png              the original, long side at most 512 (for galleries)
-    images/{captioner}/{example_id}.png     the redraw
-    images/{captioner}/layouts.jsonl        one line per redraw: the layout, its seed, the redrawer
-    reconstruction.json                     the scores returned by :func:`reconstruct_run`
+    originals/{file_name(id)}.png           the original, long side at most 512 (for galleries and scores)
+    originals/index.jsonl                   one line per original: its key, file and the full image size
+    images/{captioner}/{file_name(id)}.png  the redraw
+    images/{captioner}/layouts.jsonl        one line per redraw: the layout, its seed, the redrawer, its key
+    reconstruction.json                     the scores returned by :func:`reconstruct_run`, and their keys
 
-A rerun redraws only what is missing (a PNG with its layout line, same seed and redrawer, is kept). Captions that
-cannot be redrawn (failed generation, no image in the dataset, unreadable image, empty caption) are counted.
+Three stages: :func:`plan` turns captions into layouts and decides what is reused (a redraw is reused only when its
+key — redrawer and options, seed, and the layout made from the caption — matches), :func:`redraw` draws the rest
+(each PNG written atomically before its layouts line), :func:`score` computes the fidelity scores of each captioner
+unless the same redraws were scored before with the same scorers. A rerun of a finished stage loads no model.
+Captions that cannot be redrawn (failed generation, no image in the dataset, unreadable image, empty caption) are
+counted.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import inspect
 import logging
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pancap_retrieval.errors import DatasetError, ModelLoadError
-from reconstruct.layout import COUNT_KEYS, Layout, LayoutError, layout_from_record
-from reconstruct.redrawers import example_seed, get_redrawer
+from pancap_retrieval.artifacts import (
+    JsonlStore,
+    check_distinct_names,
+    file_name,
+    key,
+    read_json,
+    save_image,
+    write_json,
+)
+from pancap_retrieval.errors import DatasetError, ModelLoadError, PancapError
+from reconstruct.layout import CANVAS_MODES, COUNT_KEYS, Layout, LayoutError, layout_from_record
+from reconstruct.redrawers import REDRAWERS, example_seed, get_redrawer
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -36,18 +49,38 @@ log = logging.getLogger(__name__)
 
 ORIGINAL_MAX_SIDE = 512
 RESULTS_FILE = "reconstruction.json"
+# Bumped when the fidelity scores change meaning, so a rerun scores again rather than reusing old scores.
+SCORES_VERSION = 2
+safe_name = file_name  # the one file-name rule, under the name the gallery uses
 
 
-def safe_name(text: str) -> str:
-    """A file name for an id: kept when already safe, else cleaned with a short hash to stay unique.
+def read_layouts(path: Path) -> dict[str, dict[str, Any]]:
+    """The last line per example_id of a layouts file; a torn last line is dropped."""
+    return JsonlStore(path).latest()
 
-    >>> safe_name("sa_507752"), safe_name("a/b c")
-    ('sa_507752', 'a-b-c-0af99a60')
-    """
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:80]
-    if slug != text or not slug:
-        slug = (slug + "-" if slug else "") + hashlib.sha256(text.encode()).hexdigest()[:8]
-    return slug
+
+_read_jsonl = read_layouts
+
+
+def check_redrawer(spec: Any) -> None:
+    """Validate a :class:`~pancap_retrieval.suite.ReconstructionSpec` before any work: the redrawer's name and
+    options, and the canvas mode. Each problem is one line."""
+    factory = REDRAWERS.get(spec.redrawer)
+    options = dict(spec.options)
+    options.pop("canvas_mode", None)
+    options.pop("batch_size", None)
+    parameters = inspect.signature(factory).parameters
+    named = {**options, **({"model": spec.model} if spec.model else {}), **({"steps": spec.steps} if spec.steps else {})}
+    unknown = sorted(set(named) - set(parameters))
+    if unknown:
+        known = ", ".join(p for p in parameters if p != "self")
+        raise PancapError(f"redrawer {spec.redrawer!r} has no option {', '.join(unknown)}; its options: {known}")
+    mode = spec.options.get("canvas_mode", "letterbox")
+    if mode not in CANVAS_MODES:
+        raise PancapError(f"canvas_mode must be one of {', '.join(CANVAS_MODES)}, not {mode!r}")
+
+
+# ---------------------------------------------------------------- originals
 
 
 def _image_source(dataset: Any) -> dict[str, Any]:
@@ -61,7 +94,7 @@ def _image_source(dataset: Any) -> dict[str, Any]:
     if hasattr(dataset, "column_names") and "image" in dataset.column_names:
         from pancap_retrieval.data import undecoded
 
-        return {str(row["example_id"]): row for row in undecoded(dataset)}
+        return _LazyRows(undecoded(dataset))
     if isinstance(dataset, Iterable):
         rows = {}
         for row in dataset:
@@ -72,39 +105,205 @@ def _image_source(dataset: Any) -> dict[str, Any]:
     raise DatasetError(f"cannot read images from a {type(dataset).__name__}")
 
 
-def _open(row: Mapping[str, Any]) -> Image.Image:
-    from pancap_retrieval.data import open_image
+class _LazyRows(Mapping):
+    """example_id -> row of a datasets.Dataset, read one row at a time (the images stay on disk)."""
 
-    return open_image(dict(row))
+    def __init__(self, dataset: Any) -> None:
+        self._dataset = dataset
+        self._index = {str(i): n for n, i in enumerate(dataset["example_id"])}
+
+    def __getitem__(self, example_id: str) -> Any:
+        return self._dataset[self._index[example_id]]
+
+    def __iter__(self):
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
 
 
-def _read_jsonl(path: Path) -> dict[str, dict[str, Any]]:
-    """The last line per example_id of a layouts file; a torn last line is ignored."""
-    done: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return done
-    for line in path.read_text(encoding="utf-8").splitlines():
+class Originals:
+    """The originals of a run: opened on demand, a small copy written once (atomically), sizes kept in an index.
+
+    ``size(id)`` needs no decoding when the index has the image; ``image(id)`` decodes it. A small copy that is
+    missing or not the size the index recorded (torn, emptied) is written again. An unreadable image is
+    remembered with its reason.
+    """
+
+    def __init__(self, run_dir: Path, sources: Mapping[str, Any], dataset_key: str) -> None:
+        self.folder = run_dir / "originals"
+        self.sources = sources
+        self.dataset_key = dataset_key
+        self.index = JsonlStore(self.folder / "index.jsonl")
+        self.known = {i: e for i, e in self.index.latest().items() if e.get("key") == self._key(i)}
+        self.bad: dict[str, str] = {}
+
+    def _key(self, example_id: str) -> str:
+        return key(self.dataset_key, example_id, ORIGINAL_MAX_SIDE)
+
+    def path(self, example_id: str) -> Path:
+        return self.folder / f"{file_name(example_id)}.png"
+
+    def _have(self, example_id: str) -> bool:
+        entry = self.known.get(example_id)
+        path = self.path(example_id)
+        return entry is not None and path.is_file() and path.stat().st_size == entry.get("bytes")
+
+    def size(self, example_id: str) -> tuple[int, int] | None:
+        """The full image's (width, height), or None when it cannot be read."""
+        if self._have(example_id):
+            return tuple(self.known[example_id]["size"])  # type: ignore[return-value]
+        image = self.image(example_id)
+        return None if image is None else image.size
+
+    def image(self, example_id: str) -> Image.Image | None:
+        """The full image, decoded now (never kept: memory stays bounded), writing its small copy when missing."""
+        if example_id in self.bad:
+            return None
+        from pancap_retrieval.data import open_image
+
         try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
+            image = open_image(dict(self.sources[example_id]))
+        except DatasetError as exc:
+            self.bad[example_id] = str(exc)
+            return None
+        if not self._have(example_id):
+            self._write(example_id, image)
+        return image
+
+    def _write(self, example_id: str, image: Image.Image) -> None:
+        small = image.copy()
+        small.thumbnail((ORIGINAL_MAX_SIDE, ORIGINAL_MAX_SIDE))
+        path = save_image(small, self.path(example_id))
+        entry = {"example_id": example_id, "key": self._key(example_id), "size": list(image.size)}
+        entry["bytes"] = path.stat().st_size
+        self.index.append(entry)
+        self.known[example_id] = entry
+
+
+# ---------------------------------------------------------------- plan
+
+
+@dataclass
+class Plan:
+    """What one captioner's reconstruction will do: layouts kept, redraws to make, skips with reasons."""
+
+    captioner: str
+    folder: Path
+    kept: list[tuple[str, Layout, str]] = field(default_factory=list)  # (id, layout, redraw key)
+    todo: list[tuple[Layout, int, str]] = field(default_factory=list)  # (layout, seed, redraw key)
+    skipped: dict[str, int] = field(
+        default_factory=lambda: {"failed_caption": 0, "no_image": 0, "unreadable_image": 0, "empty_caption": 0}
+    )
+    skipped_ids: dict[str, str] = field(default_factory=dict)
+    records: int = 0
+
+    def skip(self, example_id: str, reason: str, detail: str | None = None) -> None:
+        self.skipped[reason] += 1
+        self.skipped_ids[example_id] = detail or reason
+
+
+def plan(
+    captioner: str,
+    records: Sequence[CaptionRecord],
+    run_dir: Path,
+    originals: Originals,
+    layout_options: Mapping[str, Any],
+    signature: str,
+    seed: int,
+    canvas_mode: str,
+) -> Plan:
+    """Layouts of one captioner's captions, and which redraws on disk are still valid for them."""
+    result = Plan(captioner, run_dir / "images" / file_name(captioner))
+    done = read_layouts(result.folder / "layouts.jsonl")
+    seen: set[str] = set()
+    for record in records:
+        example_id = record.example_id
+        if example_id in seen:
             continue
-        if isinstance(data, dict) and "example_id" in data:
-            done[str(data["example_id"])] = data
-    return done
+        seen.add(example_id)
+        if record.status != "ok" or not isinstance(record.caption, str):
+            result.skip(example_id, "failed_caption")
+            continue
+        if example_id not in originals.sources:
+            result.skip(example_id, "no_image")
+            continue
+        size = originals.size(example_id)
+        if size is None:
+            result.skip(example_id, "unreadable_image")
+            continue
+        try:
+            layout = layout_from_record(record, image_size=size, mode=canvas_mode, **layout_options)
+        except LayoutError as exc:
+            result.skip(example_id, "empty_caption", str(exc))
+            continue
+        image_seed = example_seed(seed, example_id)
+        redraw_key = key(signature, image_seed, layout.to_dict())
+        previous = done.get(example_id)
+        png = result.folder / f"{file_name(example_id)}.png"
+        if previous is not None and previous.get("key") == redraw_key and png.is_file() and png.stat().st_size:
+            result.kept.append((example_id, layout, redraw_key))
+            continue
+        result.todo.append((layout, image_seed, redraw_key))
+        result.kept.append((example_id, layout, redraw_key))
+    result.records = len(seen)
+    return result
 
 
-def _append(path: Path, data: Mapping[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(data, ensure_ascii=False) + "\n")
-        handle.flush()
+# ---------------------------------------------------------------- redraw
+
+
+def redraw(planned: Plan, drawer: Redrawer, batch: int, progress: bool = True) -> float:
+    """Draw the planned redraws in batches; each PNG is written atomically, then its layouts line. Seconds."""
+    from tqdm.auto import tqdm
+
+    layouts = JsonlStore(planned.folder / "layouts.jsonl")
+    manifest = drawer.manifest()
+    started = time.perf_counter()
+    todo = planned.todo
+    bar = tqdm(total=len(todo), desc=f"redraw {planned.captioner}", unit="img", disable=not progress or not todo)
+    for start in range(0, len(todo), batch):
+        chunk = todo[start : start + batch]
+        images = drawer.redraw([layout for layout, _, _ in chunk], [s for _, s, _ in chunk])
+        for (layout, image_seed, redraw_key), image in zip(chunk, images):
+            name = file_name(layout.example_id)
+            save_image(image, planned.folder / f"{name}.png")
+            layouts.append(
+                {
+                    "example_id": layout.example_id,
+                    "image": f"{name}.png",
+                    "seed": image_seed,
+                    "redrawer": manifest.get("name"),
+                    "key": redraw_key,
+                    "layout": layout.to_dict(),
+                }
+            )
+        bar.update(len(chunk))
+    bar.close()
+    return time.perf_counter() - started
+
+
+def _entry(planned: Plan, seconds: float) -> dict[str, Any]:
+    layouts = [layout for _, layout, _ in planned.kept]
+    return {
+        "records": planned.records,
+        "redrawn": len(planned.todo),
+        "reused": len(planned.kept) - len(planned.todo),
+        "skipped": planned.skipped,
+        "skipped_ids": dict(list(planned.skipped_ids.items())[:50]),
+        "text_only": sum(layout.is_text_only for layout in layouts),
+        "boxes": sum(len(layout.boxes) for layout in layouts),
+        "layout_changes": {k: sum(layout.counts.get(k, 0) for layout in layouts) for k in COUNT_KEYS},
+        "redraw_seconds": round(seconds, 3),
+        "images_per_second": round(len(planned.todo) / seconds, 3) if planned.todo and seconds > 0 else None,
+    }
+
+
+# ---------------------------------------------------------------- the stage
 
 
 def _build_redrawer(
-    redrawer: str | Redrawer,
-    model: str | None,
-    steps: int | None,
-    device: str | None,
-    options: Mapping[str, Any],
+    redrawer: str | Redrawer, model: str | None, steps: int | None, device: str | None, options: Mapping[str, Any]
 ) -> Redrawer:
     if not isinstance(redrawer, str):
         return redrawer
@@ -116,19 +315,6 @@ def _build_redrawer(
     if device is not None and redrawer != "sketch":
         kwargs.setdefault("device", device)
     return get_redrawer(redrawer, **kwargs)
-
-
-def _default_detector() -> tuple[Any, str | None]:
-    try:
-        from pancap_retrieval.detection import Detector
-
-        return Detector(score_threshold=0.3), None
-    except (ImportError, ModelLoadError) as exc:
-        return None, f"detector unavailable: {exc}"
-
-
-def _signature(manifest: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def reconstruct_run(
@@ -148,6 +334,7 @@ def reconstruct_run(
     device: str | None = None,
     kid_subset_size: int = 1000,
     progress: bool = True,
+    summary: Any = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Redraw every caption of every captioner and score the redraws against the originals.
@@ -156,40 +343,31 @@ def reconstruct_run(
     spec (``"sample"``), rows with ``example_id`` and ``image``, or a mapping id -> image. ``redrawer``: a
     registered name (``sketch``, ``gligen``, ``text2image``) built with ``model``, ``steps`` (diffusion
     redrawers; the sketch has none) and ``redrawer_options`` plus any other keyword (``guidance_scale=``,
-    ``canvas_size=``, ``dtype=``, ...), or a redrawer object. ``detector``: ``"auto"`` (the packaged CenterNet), None (no adherence scores) or an object
-    with ``detect``. Writes the files listed in the module docstring; returns what ``reconstruction.json`` holds.
+    ``canvas_size=``, ``dtype=``, ...), or a redrawer object. ``detector``: ``"auto"`` (the packaged CenterNet),
+    None (no adherence scores) or an object with ``detect``. ``summary``: a
+    :class:`~pancap_retrieval.pipeline.RunSummary` that gets one entry per stage. Writes the files listed in the
+    module docstring; returns what ``reconstruction.json`` holds.
     """
-    from tqdm.auto import tqdm
-
     run_dir = Path(run_dir)
-    drawer = _build_redrawer(redrawer, model, steps, device, {**(redrawer_options or {}), **options})
+    sources = _image_source(dataset)
+    check_distinct_names(list(sources))
+    check_distinct_names(list(captions))
+    if canvas_mode not in CANVAS_MODES:
+        raise PancapError(f"canvas_mode must be one of {', '.join(CANVAS_MODES)}, not {canvas_mode!r}")
+    all_options = {**(redrawer_options or {}), **options}
+    wanted = _stage_key(redrawer, model, steps, all_options, seed, canvas_mode, captions, sources, scores, detector)
+    previous = read_json(run_dir / RESULTS_FILE) or {}
+    if wanted and previous.get("stage_key") == wanted and _files_present(run_dir, previous):
+        with _stage(summary, "reconstruct (all reused)") as entry:
+            entry["reused"] = sum(c.get("redrawn", 0) + c.get("reused", 0) for c in previous["captioners"].values())
+        return previous
+    drawer = _build_redrawer(redrawer, model, steps, device, all_options)
     manifest = drawer.manifest()
-    signature = _signature({**manifest, "canvas_mode": canvas_mode})
+    signature = key(manifest, canvas_mode)
     batch = batch_size or drawer.default_batch_size
     if batch < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch}")
-    sources = _image_source(dataset)
-    originals_dir = run_dir / "originals"
-    originals_dir.mkdir(parents=True, exist_ok=True)
-    opened: dict[str, Image.Image | None] = {}
-    bad_images: dict[str, str] = {}
-
-    def original(example_id: str) -> Image.Image | None:
-        if example_id not in opened:
-            try:
-                image = _open(sources[example_id])
-            except DatasetError as exc:
-                bad_images[example_id] = str(exc)
-                opened[example_id] = None
-                return None
-            opened[example_id] = image
-            path = originals_dir / f"{safe_name(example_id)}.png"
-            if not path.is_file():
-                small = image.copy()
-                small.thumbnail((ORIGINAL_MAX_SIDE, ORIGINAL_MAX_SIDE))
-                small.save(path)
-        return opened[example_id]
-
+        raise PancapError(f"batch_size must be >= 1, got {batch}")
+    originals = Originals(run_dir, sources, key(sorted(sources)[:5], len(sources), _dataset_name(dataset)))
     results: dict[str, Any] = {
         "redrawer": manifest,
         "redrawer_signature": signature,
@@ -197,173 +375,228 @@ def reconstruct_run(
         "canvas_mode": canvas_mode,
         "captioners": {},
     }
-    pairs: dict[str, list[tuple[str, Layout]]] = {}
+    plans = {}
     for captioner, records in captions.items():
-        out_dir = run_dir / "images" / safe_name(captioner)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        layouts_path = out_dir / "layouts.jsonl"
-        done = _read_jsonl(layouts_path)
-        skipped = {"failed_caption": 0, "no_image": 0, "unreadable_image": 0, "empty_caption": 0}
-        skipped_ids: dict[str, str] = {}
-        todo: list[tuple[Layout, int]] = []
-        kept: list[tuple[str, Layout]] = []
-        reused = 0
-        seen: set[str] = set()
-        for record in records:
-            example_id = record.example_id
-            if example_id in seen:
-                continue
-            seen.add(example_id)
-            if record.status != "ok" or not isinstance(record.caption, str):
-                skipped["failed_caption"] += 1
-                skipped_ids[example_id] = "failed_caption"
-                continue
-            if example_id not in sources:
-                skipped["no_image"] += 1
-                skipped_ids[example_id] = "no_image"
-                continue
-            image = original(example_id)
-            if image is None:
-                skipped["unreadable_image"] += 1
-                skipped_ids[example_id] = "unreadable_image"
-                continue
-            try:
-                layout = layout_from_record(
-                    record, image_size=image.size, mode=canvas_mode, **drawer.layout_options()
-                )
-            except LayoutError as exc:
-                skipped["empty_caption"] += 1
-                skipped_ids[example_id] = str(exc)
-                continue
-            image_seed = example_seed(seed, example_id)
-            png = out_dir / f"{safe_name(example_id)}.png"
-            previous = done.get(example_id)
-            if (
-                previous is not None
-                and png.is_file()
-                and previous.get("seed") == image_seed
-                and previous.get("redrawer_signature") == signature
-            ):
-                kept.append((example_id, Layout.from_dict(previous["layout"])))
-                reused += 1
-                continue
-            todo.append((layout, image_seed))
-            kept.append((example_id, layout))
-        started = time.perf_counter()
-        bar = tqdm(total=len(todo), desc=f"redraw {captioner}", unit="img", disable=not progress or not todo)
-        for start in range(0, len(todo), batch):
-            chunk = todo[start : start + batch]
-            images = drawer.redraw([layout for layout, _ in chunk], [s for _, s in chunk])
-            for (layout, image_seed), image in zip(chunk, images):
-                name = safe_name(layout.example_id)
-                image.save(out_dir / f"{name}.png")
-                _append(
-                    layouts_path,
-                    {
-                        "example_id": layout.example_id,
-                        "image": f"{name}.png",
-                        "seed": image_seed,
-                        "redrawer": manifest.get("name"),
-                        "redrawer_signature": signature,
-                        "layout": layout.to_dict(),
-                    },
-                )
-            bar.update(len(chunk))
-        bar.close()
-        elapsed = time.perf_counter() - started
-        layouts = [layout for _, layout in kept]
-        counts = {key: sum(layout.counts.get(key, 0) for layout in layouts) for key in COUNT_KEYS}
-        results["captioners"][captioner] = {
-            "records": len(seen),
-            "redrawn": len(todo),
-            "reused": reused,
-            "skipped": skipped,
-            "skipped_ids": dict(list(skipped_ids.items())[:50]),
-            "text_only": sum(layout.is_text_only for layout in layouts),
-            "boxes": sum(len(layout.boxes) for layout in layouts),
-            "layout_changes": counts,
-            "redraw_seconds": round(elapsed, 3),
-            "images_per_second": round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None,
-        }
-        pairs[captioner] = kept
-
+        with _stage(summary, f"redraw {captioner}") as entry:
+            plans[captioner] = plan(
+                captioner, records, run_dir, originals, drawer.layout_options(), signature, seed, canvas_mode
+            )
+            seconds = redraw(plans[captioner], drawer, batch, progress)
+            results["captioners"][captioner] = _entry(plans[captioner], seconds)
+            entry.update(done=len(plans[captioner].todo), reused=results["captioners"][captioner]["reused"])
+            entry["skipped"] = sum(plans[captioner].skipped.values())
     if scores:
-        _score(run_dir, results, pairs, opened, detector, device, kid_subset_size, seed)
-    if bad_images:
-        results["unreadable_images"] = dict(list(bad_images.items())[:50])
-    _write_results(run_dir / RESULTS_FILE, results)
+        score(run_dir, results, plans, originals, detector, device, kid_subset_size, seed, previous, summary)
+    if originals.bad:
+        results["unreadable_images"] = dict(list(originals.bad.items())[:50])
+    results["stage_key"] = wanted
+    _write_results(run_dir / RESULTS_FILE, results, previous)
     return results
 
 
-def _write_results(path: Path, results: dict[str, Any]) -> None:
+def reconstruct_spec(
+    run_dir: str | Path,
+    captions: Mapping[str, Sequence[CaptionRecord]],
+    dataset: Any,
+    spec: Any,
+    seed: int = 0,
+    summary: Any = None,
+) -> dict[str, Any]:
+    """:func:`reconstruct_run` of a :class:`~pancap_retrieval.suite.ReconstructionSpec`."""
+    return reconstruct_run(
+        run_dir, captions, dataset, spec.redrawer, spec.model, seed,
+        steps=spec.steps, scores=spec.scores, summary=summary, **spec.options,
+    )  # fmt: skip
+
+
+def _dataset_name(dataset: Any) -> str:
+    return dataset if isinstance(dataset, str) else type(dataset).__name__
+
+
+def _stage_key(redrawer, model, steps, options, seed, canvas_mode, captions, sources, scores, detector) -> str | None:
+    """The key of the whole stage, or None when it cannot be known (a redrawer or detector object)."""
+    if not isinstance(redrawer, str) or not (detector is None or detector == "auto"):
+        return None
+    from pancap_retrieval.pipeline import _path_fingerprint
+
+    caption_keys = {
+        name: key([(r.example_id, r.status, r.caption, r.stages) for r in records])
+        for name, records in captions.items()
+    }
+    return key(
+        SCORES_VERSION, redrawer, model, _path_fingerprint(model), steps, options, seed, canvas_mode,
+        caption_keys, sorted(sources), scores, detector,
+    )  # fmt: skip
+
+
+def _files_present(run_dir: Path, results: Mapping[str, Any]) -> bool:
+    for captioner in results.get("captioners", {}):
+        folder = run_dir / "images" / file_name(captioner)
+        layouts = read_layouts(folder / "layouts.jsonl")
+        if any(not (folder / entry["image"]).is_file() for entry in layouts.values()):
+            return False
+    return True
+
+
+class _NoSummary:
+    def stage(self, name: str):
+        from contextlib import nullcontext
+
+        return nullcontext({})
+
+
+def _stage(summary: Any, name: str):
+    return (summary or _NoSummary()).stage(name)
+
+
+def _write_results(path: Path, results: dict[str, Any], previous: Mapping[str, Any]) -> None:
     """Write the results; captioners of an earlier run with the same redrawer and seed that this run did not
     touch are kept, so captioners can be added one at a time."""
     merged = dict(results)
-    if path.is_file():
-        try:
-            previous = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            previous = {}
-        same = previous.get("redrawer_signature") == results["redrawer_signature"]
-        if same and previous.get("seed") == results["seed"]:
-            kept = {k: v for k, v in previous.get("captioners", {}).items() if k not in results["captioners"]}
-            merged["captioners"] = {**kept, **results["captioners"]}
-    path.write_text(json.dumps(merged, indent=2, ensure_ascii=False) + "\n")
+    same = previous.get("redrawer_signature") == results["redrawer_signature"]
+    if same and previous.get("seed") == results["seed"]:
+        kept = {k: v for k, v in previous.get("captioners", {}).items() if k not in results["captioners"]}
+        merged["captioners"] = {**kept, **results["captioners"]}
+    write_json(path, merged)
 
 
-def _score(
+# ---------------------------------------------------------------- score
+
+
+def _default_detector() -> tuple[Any, str | None]:
+    try:
+        from pancap_retrieval.detection import Detector
+
+        return Detector(score_threshold=0.3), None
+    except (ImportError, ModelLoadError) as exc:
+        return None, f"detector unavailable: {exc}"
+
+
+class _Scorers:
+    """The Inception network and the detector, loaded on first use and shared by every captioner."""
+
+    def __init__(self, detector: Any, device: str | None) -> None:
+        self._detector, self.device = detector, device
+        self._features: Any = None
+        self.reason: str | None = None
+        self.original_dets: dict[str, Any] = {}
+        self.original_feats: dict[str, Any] = {}
+
+    @property
+    def features(self) -> Any:
+        if self._features is None:
+            from reconstruct.fidelity import InceptionFeatures
+
+            log.info("loading the FID Inception network")
+            self._features = InceptionFeatures(device=self.device)
+        return self._features
+
+    @property
+    def detector(self) -> Any:
+        if isinstance(self._detector, str) and self._detector == "auto":
+            self._detector, self.reason = _default_detector()
+        return self._detector
+
+    def add_originals(self, ids: list[str], originals: Originals) -> None:
+        """Features (and detections) of the full originals not seen yet, computed once for every captioner."""
+        missing = [i for i in ids if i not in self.original_feats]
+        if not missing:
+            return
+        images = [originals.image(i) for i in missing]
+        self.original_feats.update(zip(missing, self.features(images)))
+        if self.detector is not None:
+            self.original_dets.update(zip(missing, self.detector.detect(images)))
+
+
+def score(
     run_dir: Path,
     results: dict[str, Any],
-    pairs: Mapping[str, list[tuple[str, Layout]]],
-    opened: Mapping[str, Any],
+    plans: Mapping[str, Plan],
+    originals: Originals,
     detector: Any,
     device: str | None,
     kid_subset_size: int,
     seed: int,
+    previous: Mapping[str, Any],
+    summary: Any = None,
 ) -> None:
-    """Fidelity scores per captioner; the Inception network, the detector and the originals' detections shared."""
+    """Fidelity scores per captioner, reused when the same redraws were scored before with the same scorers."""
+    scorers = _Scorers(detector, device)
+    detector_name = "auto" if isinstance(detector, str) else (None if detector is None else type(detector).__name__)
+    for captioner, planned in plans.items():
+        entry = results["captioners"][captioner]
+        score_key = key(SCORES_VERSION, [(i, k) for i, _, k in planned.kept], detector_name, kid_subset_size, seed)
+        old = previous.get("captioners", {}).get(captioner, {})
+        with _stage(summary, f"score {captioner}") as stage:
+            if old.get("score_key") == score_key and "scores" in old:
+                entry.update(scores=old["scores"], per_image=old.get("per_image", {}), score_key=score_key)
+                stage["reused"] = len(planned.kept)
+                continue
+            _score_one(entry, planned, originals, scorers, kid_subset_size, seed)
+            entry["score_key"] = score_key
+            stage["done"] = len(planned.kept)
+
+
+SCORE_CHUNK = 64  # images decoded at a time while scoring: memory stays bounded at any dataset size
+
+
+def _score_one(
+    entry: dict[str, Any], planned: Plan, originals: Originals, scorers: _Scorers, kid_subset_size: int, seed: int
+) -> None:
+    """Features and detections of originals and redraws in chunks of :data:`SCORE_CHUNK`, then the scores."""
     import numpy as np
+
+    from reconstruct.fidelity import scores_from_features
+
+    if not planned.kept:
+        entry["scores"] = {"n_pairs": 0, "note": "no redraw to score"}
+        return
+    ids = [example_id for example_id, _, _ in planned.kept]
+    layouts = [layout for _, layout, _ in planned.kept]
+    detector = scorers.detector
+    f_redraw, redraw_dets = [], []
+    for start in range(0, len(ids), SCORE_CHUNK):
+        chunk = list(zip(ids[start : start + SCORE_CHUNK], layouts[start : start + SCORE_CHUNK]))
+        scorers.add_originals([i for i, _ in chunk], originals)
+        crops = [_redraw_crop(planned.folder, example_id, layout) for example_id, layout in chunk]
+        f_redraw.append(scorers.features(crops))
+        if detector is not None:
+            redraw_dets += detector.detect(crops)
+    scores = scores_from_features(
+        np.stack([scorers.original_feats[i] for i in ids]),
+        np.concatenate(f_redraw),
+        layouts,
+        feature_manifest=scorers.features.manifest(),
+        redraw_detections=redraw_dets if detector is not None else None,
+        original_detections=[scorers.original_dets[i] for i in ids] if detector is not None else None,
+        detector_manifest=detector.manifest() if hasattr(detector, "manifest") else None,
+        kid_subset_size=kid_subset_size,
+        seed=seed,
+    )
+    entry["per_image"] = _per_image(ids, planned, scores)
+    entry["scores"] = scores
+    if scorers.reason:
+        entry["scores"]["adherence"] = {"skipped": scorers.reason}
+
+
+def _redraw_crop(folder: Path, example_id: str, layout: Layout) -> Image.Image:
     from PIL import Image
 
-    from reconstruct.fidelity import InceptionFeatures, fidelity_scores
+    from reconstruct.fidelity import content_crop
 
-    features = InceptionFeatures(device=device)
-    reason = None
-    if isinstance(detector, str) and detector == "auto":
-        detector, reason = _default_detector()
-    original_dets: dict[str, Any] = {}
-    original_feats: dict[str, Any] = {}
-    for captioner, kept in pairs.items():
-        entry = results["captioners"][captioner]
-        if not kept:
-            entry["scores"] = {"n_pairs": 0, "note": "no redraw to score"}
-            continue
-        out_dir = run_dir / "images" / safe_name(captioner)
-        ids = [example_id for example_id, _ in kept]
-        originals = [opened[example_id] for example_id in ids]
-        redraws = []
-        for example_id in ids:
-            with Image.open(out_dir / f"{safe_name(example_id)}.png") as image:
-                redraws.append(image.convert("RGB"))
-        missing = [i for i in ids if i not in original_feats]
-        if missing:
-            original_feats.update(zip(missing, features([opened[i] for i in missing])))
-        dets = None
-        if detector is not None:
-            missing = [i for i in ids if i not in original_dets]
-            for example_id, found in zip(missing, detector.detect([opened[i] for i in missing])):
-                original_dets[example_id] = found
-            dets = [original_dets[i] for i in ids]
-        entry["scores"] = fidelity_scores(
-            originals,
-            redraws,
-            [layout for _, layout in kept],
-            features=features,
-            detector=detector,
-            original_detections=dets,
-            original_features=np.stack([original_feats[i] for i in ids]),
-            kid_subset_size=kid_subset_size,
-            seed=seed,
-        )
-        if reason:
-            entry["scores"]["adherence"] = {"skipped": reason}
+    with Image.open(folder / f"{file_name(example_id)}.png") as image:
+        return content_crop(image.convert("RGB"), layout)
+
+
+def _per_image(ids: list[str], planned: Plan, scores: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """example_id -> cosine, boxes and the share of boxes re-found on the redraw; the lists leave ``scores``."""
+    cosines = scores.pop("per_image", {}).get("cosine", [None] * len(ids))
+    adherence = scores.get("adherence", {})
+    refound = adherence.get("redraw", {}).pop("per_image", [None] * len(ids)) if "redraw" in adherence else None
+    if "original" in adherence:
+        adherence["original"].pop("per_image", None)
+    refound = refound or [None] * len(ids)
+    return {
+        example_id: {"cosine": cosine, "boxes": len(layout.boxes), "boxes_refound": found}
+        for example_id, cosine, found, (_, layout, _) in zip(ids, cosines, refound, planned.kept)
+    }

@@ -84,7 +84,7 @@ def test_corrupt_image_is_a_recorded_failure_and_the_run_goes_on(tmp_path):
     result = invoke(
         "caption", "--captioner", "detector", "--dataset", f"imagefolder:{folder}", "--out", str(out)
     )
-    report = json.loads(result.output[result.output.index("{") :])
+    report = json.loads(result.stdout[result.stdout.index("{") :])
     assert report["ok"] == 1 and report["failed"] == 1
     assert "broken" in report["failures"] and "cannot decode" in report["failures"]["broken"]
 

@@ -4,35 +4,50 @@ from __future__ import annotations
 
 from typing import Any
 
-from pancap_retrieval.errors import RegistryError
-from pancap_retrieval.registry import Registry
+from pancap_retrieval.registry import Entry, Registry
 
 CAPTIONERS = Registry(
     "captioner",
     {
-        "reference": "pancap_retrieval.captioners.reference:ReferenceCaptioner",
-        "detector": "pancap_retrieval.captioners.detector:DetectorCaptioner",
-        "pancapchain": "pancap_retrieval.captioners.pancapchain:PancapChainCaptioner",
-        "qwen2.5-vl": "pancap_retrieval.captioners.hf_vlm:Qwen25VLCaptioner",
-        "llava-1.5": "pancap_retrieval.captioners.hf_vlm:Llava15Captioner",
-        "sharegpt4v": "pancap_retrieval.captioners.hf_vlm:ShareGPT4VCaptioner",
-        "blip2": "pancap_retrieval.captioners.hf_vlm:Blip2Captioner",
-        "hf": "pancap_retrieval.captioners.hf_vlm:ImageTextToTextCaptioner",
+        "reference": Entry(
+            "pancap_retrieval.captioners.reference:ReferenceCaptioner",
+            "the dataset's own description of each image (the oracle row); no weights",
+        ),
+        "detector": Entry(
+            "pancap_retrieval.captioners.detector:DetectorCaptioner",
+            "CenterNet COCO-80 detections turned into a panoptic caption; packaged ONNX weights, offline",
+        ),
+        "pancapchain": Entry(
+            "pancap_retrieval.captioners.pancapchain:PancapChainCaptioner",
+            "the paper's four-stage chain (localise, tag, add missing, describe); a converted checkpoint",
+        ),
+        "qwen2.5-vl": Entry(
+            "pancap_retrieval.captioners.hf_vlm:Qwen25VLCaptioner",
+            "Qwen2.5-VL asked for a panoptic caption with pixel boxes (default Qwen/Qwen2.5-VL-7B-Instruct)",
+        ),
+        "llava-1.5": Entry(
+            "pancap_retrieval.captioners.hf_vlm:Llava15Captioner",
+            "LLaVA-1.5 asked for a detailed description (default llava-hf/llava-1.5-7b-hf)",
+        ),
+        "sharegpt4v": Entry(
+            "pancap_retrieval.captioners.hf_vlm:ShareGPT4VCaptioner",
+            "ShareGPT4V-7B asked for a detailed description; convert it with `pancap convert llava` first",
+        ),
+        "blip2": Entry(
+            "pancap_retrieval.captioners.hf_vlm:Blip2Captioner",
+            "BLIP-2 as a plain captioner, no prompt (default Salesforce/blip2-opt-2.7b)",
+        ),
+        "hf": Entry(
+            "pancap_retrieval.captioners.hf_vlm:ImageTextToTextCaptioner",
+            "any transformers image-text-to-text model: -o model=ID_OR_DIR -o prompt=NAME_OR_TEXT",
+        ),
     },
 )
 # Captions that come from a file rather than a model: imported with `pancap captions import`.
 PRECOMPUTED = "precomputed"
+PRECOMPUTED_DESCRIPTION = "captions imported from a file (`pancap captions import`)"
 
 
 def get_captioner(name: str, **options: Any):
-    """Build the captioner registered as ``name`` with its options (``model=``, ``batch_size=``, ...)."""
-    import inspect
-
-    factory = CAPTIONERS.get(name)
-    parameters = inspect.signature(factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    unknown = sorted(set(options) - set(parameters)) if not takes_any else []
-    if unknown:
-        known = ", ".join(p for p in parameters if p != "self")
-        raise RegistryError(f"captioner {name!r} has no option {', '.join(unknown)}; its options: {known}")
-    return factory(**options)
+    """Build the captioner registered as ``name`` with its options (``model=``, ``batch_size=``, ...), checked."""
+    return CAPTIONERS.build(name, **options)

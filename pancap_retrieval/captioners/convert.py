@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pancap_retrieval.errors import ModelLoadError
+from pancap_retrieval.loading import choose_dtype, model_dir
 
 log = logging.getLogger(__name__)
 
@@ -157,22 +158,6 @@ def load_state_dict(directory: Path) -> dict[str, Any]:
             raise ModelLoadError(f"cannot read weights {file}: {type(exc).__name__}: {exc}") from None
         state.update(part)
     return state
-
-
-def _local_dir(model: str, what: str, marker: str = "config.json") -> Path:
-    """A local directory for a hub id or path (downloaded into the cache when online)."""
-    from pancap_retrieval.captioners.generation import resolve_model
-
-    source = resolve_model(model, marker)
-    path = Path(source)
-    if path.is_dir():
-        return path
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(source))
-    except Exception as exc:
-        raise ModelLoadError(f"cannot fetch the {what} {model!r}: {type(exc).__name__}: {exc}") from None
 
 
 def _merge_lora(text_state: dict[str, Any], text_config: Any, lora: Path) -> dict[str, Any]:
@@ -375,9 +360,7 @@ def convert_llava(
     from huggingface_hub import save_torch_state_dict
     from transformers import CLIPVisionConfig, GenerationConfig, LlavaConfig, LlavaProcessor
 
-    from pancap_retrieval.captioners.generation import choose_dtype
-
-    src_dir = _local_dir(str(src), "LLaVA checkpoint")
+    src_dir = model_dir(src, what="LLaVA checkpoint")
     original = read_json(src_dir / "config.json")
     architectures = original.get("architectures") or []
     if "LlavaForConditionalGeneration" in architectures:
@@ -387,7 +370,7 @@ def convert_llava(
             f"{src_dir}/config.json has no mm_vision_tower: not an original LLaVA checkpoint"
         )
     _check_supported(original)
-    lora_dir = _local_dir(str(lora), "LoRA adapter", "adapter_config.json") if lora else None
+    lora_dir = model_dir(lora, "adapter_config.json", what="LoRA adapter") if lora else None
 
     state = load_state_dict(src_dir)
     state = {k: v for k, v in state.items() if "rotary_emb.inv_freq" not in k}
@@ -421,7 +404,7 @@ def convert_llava(
     text_config.vocab_size = vocab
 
     clip_source = vision_tower or original.get("mm_vision_tower")
-    clip_dir = _local_dir(str(clip_source), "vision tower")
+    clip_dir = model_dir(str(clip_source), what="vision tower")
     vision_config = CLIPVisionConfig.from_pretrained(str(clip_dir))
     vision_state = {
         k.removeprefix("model.vision_tower.vision_tower."): v

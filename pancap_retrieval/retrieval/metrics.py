@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pancap_retrieval.errors import RetrievalError
+from pancap_retrieval.loading import choose_device, device_type
 from pancap_retrieval.retrieval.index import (
     DEFAULT_CHUNK_BYTES,
     canonical_scores,
@@ -90,18 +91,16 @@ class _Scorer:
     def __init__(self, g: np.ndarray, device: str | None) -> None:
         self.g = g
         self.torch_gallery = None
-        use_cuda = device is not None and device.startswith("cuda")
+        use_cuda = device_type(device) == "cuda"
         if device is None:
             try:
-                import torch
-
-                use_cuda = torch.cuda.is_available()
+                use_cuda = choose_device().type == "cuda"
             except ImportError:  # pragma: no cover
                 use_cuda = False
         if use_cuda:
             import torch
 
-            self.torch_gallery = torch.from_numpy(g).to(device or "cuda")
+            self.torch_gallery = torch.from_numpy(g).to(choose_device(device))
 
     def counts(
         self, q: np.ndarray, s_pos: np.ndarray, tol: float
@@ -239,10 +238,43 @@ def evaluate_retrieval(
     ``caption_mode`` is a :func:`~pancap_retrieval.retrieval.textprep.prepare_texts` mode applied to captions.
     With a search ``backend`` the result also holds ``top``: per direction, each query id's ``top_k`` gallery ids
     from :func:`~pancap_retrieval.retrieval.index.search` (ties by ascending gallery index), to look at.
+    ``ranks``: per direction, each query id's rank of its positive.
     """
-    from pancap_retrieval.retrieval.embedder import Embedder
-    from pancap_retrieval.retrieval.textprep import prepare_texts
+    gallery_ids, gallery_texts, query_ids, query_texts, skipped = _sides(captions, descriptions)
+    query_ids, prepared, prep_manifest = _prepare(
+        query_ids, query_texts, caption_mode, cache_dir, prep_options, skipped
+    )
+    vectors, embedding, model = _embed(embedder, device, cache_dir, prepared, gallery_texts, gallery_ids, query_ids)
+    common = {"ks": ks, "tie_rule": tie_rule, "n_bootstrap": n_bootstrap, "seed": seed, "device": device}
+    out: dict[str, Any] = {"top": None, "ranks": {}}
+    positives = {"c2d": vectors["paired_rows"], "d2c": np.arange(len(query_ids))}
+    pairs = {"c2d": (vectors["cap_q"], vectors["desc_p"]), "d2c": (vectors["desc_q"], vectors["cap_p"])}
+    for direction, (queries, gallery) in pairs.items():
+        ranks = positive_ranks(queries, gallery, positives[direction], tie_rule=tie_rule, device=device)
+        out[direction] = {
+            **retrieval_metrics(ranks, common["ks"], n_bootstrap=n_bootstrap, seed=seed),
+            "gallery_size": int(gallery.shape[0]),
+            "tie_rule": tie_rule,
+        }
+        out["ranks"][direction] = dict(zip(query_ids, (int(r) for r in ranks)))
+    if backend is not None:
+        out["top"] = _top(pairs, backend, top_k, gallery_ids, query_ids, device)
+    return {
+        **out,
+        "n": len(query_ids),
+        "n_descriptions": len(gallery_ids),
+        "skipped": skipped,
+        "text_prep": prep_manifest,
+        "embedding": embedding,
+        "embedder": model.manifest(),
+    }
 
+
+def _sides(
+    captions: Mapping[str, str | None] | Iterable[tuple[str, str | None]],
+    descriptions: Mapping[str, str] | Iterable[tuple[str, str]],
+) -> tuple[list[str], list[str], list[str], list[str], dict[str, int]]:
+    """Gallery (descriptions) and queries (captions) with separate id lists; unusable items counted."""
     skipped = {"empty_caption": 0, "no_description": 0, "empty_description": 0}
     gallery_ids: list[str] = []
     gallery_texts: list[str] = []
@@ -254,69 +286,86 @@ def evaluate_retrieval(
         gallery_texts.append(text)
     if not gallery_ids:
         raise RetrievalError("no usable description: the gallery is empty")
-    row_of = {image_id: row for row, image_id in enumerate(gallery_ids)}
+    known = set(gallery_ids)
     query_ids: list[str] = []
     query_texts: list[str] = []
     for image_id, text in _pairs(captions, "caption"):
         if not isinstance(text, str) or not text.strip():
             skipped["empty_caption"] += 1
-        elif image_id not in row_of:
+        elif image_id not in known:
             skipped["no_description"] += 1
         else:
             query_ids.append(image_id)
             query_texts.append(text)
     if not query_ids:
         raise RetrievalError(f"no caption has a matching description (skipped: {skipped})")
+    return gallery_ids, gallery_texts, query_ids, query_texts, skipped
+
+
+def _prepare(
+    query_ids: list[str],
+    query_texts: list[str],
+    caption_mode: str,
+    cache_dir: Any,
+    prep_options: Mapping[str, Any] | None,
+    skipped: dict[str, int],
+) -> tuple[list[str], list[str], dict[str, Any]]:
+    """Captions prepared for embedding (boxes stripped, kept or rewritten); those left empty are counted out."""
+    from pancap_retrieval.retrieval.textprep import prepare_texts
 
     prepared = prepare_texts(query_texts, caption_mode, cache_dir=cache_dir, **dict(prep_options or {}))
-    empty_after = [i for i, text in enumerate(prepared.texts) if not text.strip()]
-    if empty_after:
-        skipped["empty_after_prep"] = len(empty_after)
-        dropped = set(empty_after)
-        keep = [i for i in range(len(query_ids)) if i not in dropped]
-        query_ids = [query_ids[i] for i in keep]
-        prepared_texts = [prepared.texts[i] for i in keep]
-    else:
-        prepared_texts = list(prepared.texts)
-    if not query_ids:
+    keep = [i for i, text in enumerate(prepared.texts) if text.strip()]
+    if len(keep) < len(query_ids):
+        skipped["empty_after_prep"] = len(query_ids) - len(keep)
+    if not keep:
         raise RetrievalError(f"every caption is empty after {caption_mode!r} preparation")
+    return [query_ids[i] for i in keep], [prepared.texts[i] for i in keep], prepared.manifest
+
+
+def _embed(
+    embedder: Any,
+    device: str | None,
+    cache_dir: Any,
+    prepared: list[str],
+    gallery_texts: list[str],
+    gallery_ids: list[str],
+    query_ids: list[str],
+) -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
+    """Query and passage vectors of both sides (one set when the model has no query/passage prefixes)."""
+    from pancap_retrieval.retrieval.embedder import Embedder
 
     model = (
         embedder if isinstance(embedder, Embedder) else Embedder(embedder, device=device, cache_dir=cache_dir)
     )
     symmetric = model.query_prefix == model.passage_prefix
-    cap_q = model.embed_queries(prepared_texts)
-    caption_stats = model.last_stats.as_dict()  # truncation rate of these captions, cached ones included
+    cap_q = model.embed_queries(prepared)
+    caption_stats = model.last_stats.as_dict()  # long-text figures of these captions, cached ones included
     desc_p = model.embed_passages(gallery_texts)
     description_stats = model.last_stats.as_dict()
-    cap_p = cap_q if symmetric else model.embed_passages(prepared_texts)
+    cap_p = cap_q if symmetric else model.embed_passages(prepared)
+    row_of = {image_id: row for row, image_id in enumerate(gallery_ids)}
     paired_rows = np.array([row_of[image_id] for image_id in query_ids], dtype=np.int64)
     desc_q = (
         desc_p[paired_rows] if symmetric else model.embed_queries([gallery_texts[r] for r in paired_rows])
     )
+    vectors = {"cap_q": cap_q, "cap_p": cap_p, "desc_p": desc_p, "desc_q": desc_q, "paired_rows": paired_rows}
+    return vectors, {"captions": caption_stats, "descriptions": description_stats}, model
 
-    common = {"ks": ks, "tie_rule": tie_rule, "n_bootstrap": n_bootstrap, "seed": seed, "device": device}
-    c2d = direction_metrics(cap_q, desc_p, paired_rows, **common)
-    d2c = direction_metrics(desc_q, cap_p, np.arange(len(query_ids)), **common)
-    top = None
-    if backend is not None:
-        from pancap_retrieval.retrieval.index import search
 
-        _, c2d_ids = search(cap_q, desc_p, min(top_k, len(gallery_ids)), backend=backend, device=device)
-        _, d2c_ids = search(desc_q, cap_p, min(top_k, len(query_ids)), backend=backend, device=device)
-        top = {
-            "backend": backend,
-            "c2d": {q: [gallery_ids[i] for i in row if i >= 0] for q, row in zip(query_ids, c2d_ids)},
-            "d2c": {q: [query_ids[i] for i in row if i >= 0] for q, row in zip(query_ids, d2c_ids)},
-        }
-    return {
-        "top": top,
-        "c2d": c2d,
-        "d2c": d2c,
-        "n": len(query_ids),
-        "n_descriptions": len(gallery_ids),
-        "skipped": skipped,
-        "text_prep": prepared.manifest,
-        "embedding": {"captions": caption_stats, "descriptions": description_stats},
-        "embedder": model.manifest(),
-    }
+def _top(
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]],
+    backend: str,
+    top_k: int,
+    gallery_ids: list[str],
+    query_ids: list[str],
+    device: str | None,
+) -> dict[str, Any]:
+    """Each query's ``top_k`` gallery ids per direction from the search backend, to look at."""
+    from pancap_retrieval.retrieval.index import search
+
+    top: dict[str, Any] = {"backend": backend}
+    for direction, ids in (("c2d", gallery_ids), ("d2c", query_ids)):
+        queries, gallery = pairs[direction]
+        _, found = search(queries, gallery, min(top_k, len(ids)), backend=backend, device=device)
+        top[direction] = {q: [ids[i] for i in row if i >= 0] for q, row in zip(query_ids, found)}
+    return top

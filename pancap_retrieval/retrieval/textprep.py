@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pancap_retrieval.errors import ModelLoadError, PancapError, RetrievalError
+from pancap_retrieval.registry import Entry, Registry
 from pancap_retrieval.textgen import GreedyLM
 
 REWRITE_PROMPT = (
@@ -24,6 +25,21 @@ REWRITE_PROMPT = (
     "Description:\n{caption}"
 )
 MODES = ("strip", "keep", "rewrite:hf:MODEL")
+TEXT_PREPS = Registry(
+    "text preparation",
+    {
+        "strip": Entry(
+            "pancap_retrieval.retrieval.textprep:strip_texts",
+            "boxes and their phrasing removed, fluent text kept (the paper's protocol; the default)",
+        ),
+        "keep": Entry("pancap_retrieval.retrieval.textprep:keep_texts", "captions embedded as written, boxes and all"),
+        "rewrite": Entry(
+            "pancap_retrieval.retrieval.textprep:rewrite_texts",
+            "rewrite:hf:MODEL, a causal LM rewrites each caption into plain prose (greedy, fixed prompt, cached)",
+        ),
+    },
+    bind=True,
+)
 
 
 @dataclass
@@ -51,23 +67,56 @@ def prepare_texts(
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise RetrievalError(f"caption {i} is {type(text).__name__}, not str")
-    if mode == "keep":
-        return PreparedTexts(texts, {"mode": "keep", "n": len(texts)})
-    if mode == "strip":
-        from pancap_retrieval.captions import strip_boxes
-
-        return PreparedTexts([strip_boxes(text) for text in texts], {"mode": "strip", "n": len(texts)})
+    if mode in ("keep", "strip"):
+        return TEXT_PREPS.build(mode)(texts)
     if mode.startswith("rewrite:hf:") and len(mode) > len("rewrite:hf:"):
-        rewriter = HFRewriter(
-            mode[len("rewrite:hf:") :],
+        rewrite = TEXT_PREPS.build(
+            "rewrite",
+            model=mode[len("rewrite:hf:") :],
             device=device,
             cache_dir=cache_dir,
             prompt=prompt,
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
         )
-        return PreparedTexts(rewriter.rewrite(texts), rewriter.manifest())
+        return rewrite(texts)
     raise RetrievalError(f"unknown text preparation mode {mode!r}; known: {', '.join(MODES)}")
+
+
+def keep_texts(texts: list[str]) -> PreparedTexts:
+    """The captions as written."""
+    return PreparedTexts(list(texts), {"mode": "keep", "n": len(texts)})
+
+
+def strip_texts(texts: list[str]) -> PreparedTexts:
+    """The captions with their boxes stripped (:func:`pancap_retrieval.captions.strip_boxes`)."""
+    from pancap_retrieval.captions import strip_boxes
+
+    return PreparedTexts([strip_boxes(text) for text in texts], {"mode": "strip", "n": len(texts)})
+
+
+def rewrite_texts(
+    texts: list[str],
+    *,
+    model: str,
+    device: str | None = None,
+    cache_dir: Path | None = None,
+    prompt: str = REWRITE_PROMPT,
+    batch_size: int = 8,
+    max_new_tokens: int = 1024,
+    revision: str | None = None,
+) -> PreparedTexts:
+    """The captions rewritten by the causal LM ``model`` (a hub id in the local cache or a local directory)."""
+    rewriter = HFRewriter(
+        model,
+        device=device,
+        cache_dir=cache_dir,
+        prompt=prompt,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        revision=revision,
+    )
+    return PreparedTexts(rewriter.rewrite(texts), rewriter.manifest())
 
 
 class HFRewriter:

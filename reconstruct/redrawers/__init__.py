@@ -1,31 +1,29 @@
-"""Redrawers by name, loaded lazily: ``get_redrawer("gligen", model="path-or-id")``.
-
-- ``sketch``: the offline default; the layout drawn as labelled boxes on a blank canvas (no weights, no model).
-- ``gligen``: diffusers' ``StableDiffusionGLIGENPipeline`` (layout-to-image).
-- ``text2image``: any diffusers text-to-image pipeline (the paper redrew with PixArt-Sigma).
-"""
+"""Redrawers by name, loaded lazily: ``get_redrawer("gligen", model="path-or-id")``; ``pancap list redrawers``."""
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
 
-from pancap_retrieval.registry import Registry
+from pancap_retrieval.registry import Entry, Registry
 
 REDRAWERS = Registry(
     "redrawer",
     {
-        "sketch": "reconstruct.redrawers.sketch:SketchRedrawer",
-        "gligen": "reconstruct.redrawers.diffusion:GLIGENRedrawer",
-        "text2image": "reconstruct.redrawers.diffusion:Text2ImageRedrawer",
+        "sketch": Entry(
+            "reconstruct.redrawers.sketch:SketchRedrawer",
+            "the layout drawn as labelled boxes on a blank canvas; needs no weights (offline default)",
+        ),
+        "gligen": Entry(
+            "reconstruct.redrawers.diffusion:GLIGENRedrawer",
+            "diffusers StableDiffusionGLIGENPipeline, default masterful/gligen-1-4-generation-text-box",
+        ),
+        "text2image": Entry(
+            "reconstruct.redrawers.diffusion:Text2ImageRedrawer",
+            "any diffusers text-to-image pipeline by hub id or local dir (the paper: PixArt-Sigma)",
+        ),
     },
 )
-
-DESCRIPTIONS = {
-    "sketch": "the layout drawn as labelled boxes on a blank canvas; needs no weights (offline default)",
-    "gligen": "diffusers StableDiffusionGLIGENPipeline, default masterful/gligen-1-4-generation-text-box",
-    "text2image": "any diffusers text-to-image pipeline by hub id or local dir (the paper: PixArt-Sigma)",
-}
 
 
 def example_seed(run_seed: int, example_id: str) -> int:
@@ -39,8 +37,8 @@ def example_seed(run_seed: int, example_id: str) -> int:
 
 
 def get_redrawer(name: str, **options: Any):
-    """Build the redrawer registered as ``name`` with its options (``model=``, ``device=``, ...)."""
-    return REDRAWERS.get(name)(**options)
+    """Build the redrawer registered as ``name`` with its options (``model=``, ``device=``, ...), checked."""
+    return REDRAWERS.build(name, **options)
 
 
-__all__ = ["DESCRIPTIONS", "REDRAWERS", "example_seed", "get_redrawer"]
+__all__ = ["REDRAWERS", "example_seed", "get_redrawer"]

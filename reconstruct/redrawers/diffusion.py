@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pancap_retrieval.errors import ModelLoadError
+from pancap_retrieval.loading import choose_device, choose_dtype, resolve_model
 from reconstruct.layout import MAX_BOXES, MAX_TOKENS
 from reconstruct.redrawers.base import Redrawer
 
@@ -31,29 +32,18 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GLIGEN = "masterful/gligen-1-4-generation-text-box"
 DEFAULT_TEXT2IMAGE = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
-_DTYPES = {"fp16": "float16", "float16": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16"}
-_DTYPES.update({"fp32": "float32", "float32": "float32"})
 
 
 def resolve_device_dtype(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype]:
-    """CUDA with fp16 when present, else CPU with fp32; either can be forced (``dtype``: fp16, bf16, fp32)."""
-    import torch
-
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dtype is None:
-        return dev, torch.float16 if dev.type == "cuda" else torch.float32
-    if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(sorted(_DTYPES))}")
-    return dev, getattr(torch, _DTYPES[dtype])
+    """This process's GPU in fp16 when present, else CPU in fp32; either can be forced (dtype: fp16, bf16, fp32)."""
+    dev = choose_device(device)
+    return dev, choose_dtype(dev, dtype, gpu_default="fp16")
 
 
 def load_pipeline(loader: Any, model: str | Path, what: str, **kwargs: Any) -> Any:
     """``loader.from_pretrained(model)``; a model that cannot be had gives one clear line (ModelLoadError)."""
     local = Path(model).expanduser()
-    if local.exists():
-        if not (local / "model_index.json").is_file():
-            raise ModelLoadError(f"{what}: {local} has no model_index.json (not a diffusers pipeline folder)")
-        model = str(local)
+    model = resolve_model(model, "model_index.json", f"{what} pipeline")
     try:
         return loader.from_pretrained(model, **kwargs)
     except Exception as exc:

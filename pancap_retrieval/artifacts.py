@@ -1,0 +1,330 @@
+"""The ground floor of a run folder: one key function, one file-name rule, one atomic writer, one append-only store,
+one lock.
+
+Every artefact of a run folder is either written whole (temp file in the same folder, fsync, rename: a crash leaves
+the old file or the new one, never half of one) or appended one fsynced line at a time to a JSONL store whose torn
+tail (the crash case) is dropped with a warning. Every artefact that is reused carries the key of what made it.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pancap_retrieval.errors import PancapError
+
+
+class ArtefactError(PancapError):
+    """A run-folder file is unusable: a store line that is not a record, a folder that cannot be written."""
+
+
+class RunLockedError(PancapError):
+    """Another pancap process is writing the same run folder."""
+
+
+# ---------------------------------------------------------------- keys and names
+
+
+def key(*parts: Any, length: int = 16) -> str:
+    """A stable hash of JSON-able parts: the key that decides whether an artefact can be reused.
+
+    >>> key("detector", {"score_threshold": 0.3}) == key("detector", {"score_threshold": 0.3})
+    True
+    >>> key("a") != key("b")
+    True
+    """
+    blob = json.dumps(to_jsonable(list(parts)), sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+
+
+def file_name(text: str) -> str:
+    """A file name for an id or a name, distinct for distinct texts.
+
+    A text that is already a safe name (letters, digits, ``._-``, at most 80 characters, not starting with a dot
+    or dash) is kept; any other text becomes a cleaned slug, ``~`` and a hash of the text. ``~`` never occurs in a
+    kept name, so a cleaned name cannot equal a kept one.
+
+    >>> file_name("sa_507752"), file_name("a b&c.jpg"), file_name("a-b-c-25f45274.jpg")
+    ('sa_507752', 'a-b-c.jpg~109a90f2', 'a-b-c-25f45274.jpg')
+    """
+    if _SAFE.fullmatch(text) and text not in {".", ".."}:
+        return text
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60]
+    return f"{slug}~{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def check_distinct_names(ids: list[str] | set[str]) -> None:
+    """Raise when two ids map to one file name (a hash collision or a case-insensitive clash)."""
+    seen: dict[str, str] = {}
+    for example_id in ids:
+        name = file_name(example_id).lower()
+        if name in seen and seen[name] != example_id:
+            raise ArtefactError(
+                f"ids {seen[name]!r} and {example_id!r} map to the same file name {name!r}; rename one of them"
+            )
+        seen[name] = example_id
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with numpy/torch scalars and arrays, paths, sets and tuples turned into JSON-native values.
+
+    >>> import numpy as np
+    >>> to_jsonable({"ok": np.bool_(True), "x": np.float32(0.5), "v": np.arange(2), "p": Path("a")})
+    {'ok': True, 'x': 0.5, 'v': [0, 1], 'p': 'a'}
+    """
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return [to_jsonable(v) for v in items]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        return to_jsonable(value.tolist())
+    if hasattr(value, "item"):
+        return to_jsonable(value.item())
+    if hasattr(value, "model_dump"):
+        return to_jsonable(value.model_dump())
+    return str(value)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` whole or not at all: temp file in the same folder, fsync, rename.
+
+    The file gets the permissions of an ordinary new file (0666 less the umask).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, exc) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write JSON atomically; numpy/torch values are converted, NaN is written as null."""
+    text = json.dumps(_nan_to_none(to_jsonable(data)), indent=2, ensure_ascii=False, allow_nan=False)
+    return atomic_write(path, text + "\n")
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def read_json(path: str | Path) -> Any | None:
+    """The JSON in ``path``, or None when the file is missing or broken (a broken artefact is redone)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        warnings.warn(f"{path}: unreadable, it will be made again", stacklevel=2)
+        return None
+
+
+def save_image(image: Any, path: str | Path, format: str = "PNG", **params: Any) -> Path:
+    """Save a PIL image atomically."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **params)
+    return atomic_write(path, buffer.getvalue())
+
+
+def image_is_whole(path: str | Path) -> bool:
+    """True when ``path`` is an image file that decodes completely (a torn or empty file is not)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return True
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def write_error(path: Path, exc: OSError) -> PancapError:
+    """One line for a write that failed: disk full, no permission, read-only file system."""
+    if exc.errno == errno.ENOSPC:
+        return ArtefactError(f"no space left on the device while writing {path}: free some space and rerun")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ArtefactError(f"cannot write {path}: {exc.strerror}; choose a writable folder with --out")
+    return ArtefactError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+# ---------------------------------------------------------------- append-only store
+
+
+class JsonlStore:
+    """Append-only JSONL of JSON objects, one fsynced line per record.
+
+    A torn last line (a crash while appending) is dropped with a warning and cut away before the next append.
+    Any other line that is not a JSON object is an :class:`ArtefactError` naming the file and line.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.torn_lines = 0
+
+    def read(self, repair: bool = False) -> Iterator[dict[str, Any]]:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        offset = 0
+        lines = data.splitlines(keepends=True)
+        for number, line in enumerate(lines, start=1):
+            end = offset + len(line)
+            is_last = number == len(lines)
+            text = line.strip()
+            if text:
+                try:
+                    record = json.loads(text)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    if is_last:
+                        self._drop_tail(offset, len(line), repair)
+                        return
+                    raise ArtefactError(
+                        f"{self.path}:{number}: not a JSON record; delete that line or rerun with --overwrite"
+                    ) from None
+                if not isinstance(record, dict):
+                    raise ArtefactError(
+                        f"{self.path}:{number}: a {type(record).__name__}, not a JSON object; "
+                        "delete that line or rerun with --overwrite"
+                    )
+                yield record
+            if is_last and not line.endswith(b"\n") and repair:
+                with self.path.open("ab") as handle:  # a complete record that lost its newline
+                    handle.write(b"\n")
+            offset = end
+
+    def _drop_tail(self, offset: int, size: int, repair: bool) -> None:
+        self.torn_lines += 1
+        warnings.warn(f"{self.path}: torn last line dropped ({size} bytes)", stacklevel=4)
+        if repair:
+            with self.path.open("r+b") as handle:
+                handle.truncate(offset)
+
+    def latest(self, field: str = "example_id") -> dict[str, dict[str, Any]]:
+        """The last record per value of ``field``."""
+        return {str(r[field]): r for r in self.read() if field in r}
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        self.append_many([record])
+
+    def append_many(self, records: list[Mapping[str, Any]] | tuple[Mapping[str, Any], ...]) -> None:
+        if not records:
+            return
+        if self.path.exists() and not getattr(self, "_repaired", False):
+            for _ in self.read(repair=True):
+                pass
+            self._repaired = True
+        blob = "".join(json.dumps(to_jsonable(r), ensure_ascii=False) + "\n" for r in records)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, blob.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
+
+
+# ---------------------------------------------------------------- one writer per run folder
+
+
+class RunLock:
+    """An exclusive OS lock on ``RUN/.pancap.lock``: one writing process per run folder.
+
+    A second process gets :class:`RunLockedError` naming the holder's pid. The lock goes with the process, so a
+    killed run never leaves a stale lock behind.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / ".pancap.lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLockedError(
+                f"{self.path.parent} is being written by another pancap process (pid {holder}); "
+                "wait for it to finish or use another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
