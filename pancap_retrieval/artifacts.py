@@ -288,6 +288,67 @@ class JsonlStore:
             raise write_error(self.path, exc) from None
 
 
+# ---------------------------------------------------------------- caches across runs
+
+
+class DiskCache:
+    """A key -> (meta, bytes) cache in one sqlite file (embeddings, rewrites); safe to reuse across runs.
+
+    A file that is not a sqlite database (cut off, overwritten) is a one-line error that names it: deleting it
+    rebuilds the cache on the next run.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        import sqlite3
+
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path))
+            self._db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, meta INTEGER, value BLOB)")
+            self._db.commit()
+        except sqlite3.DatabaseError as exc:
+            raise self._broken(exc) from None
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
+
+    def _broken(self, exc: Exception) -> ArtefactError:
+        return ArtefactError(
+            f"the cache {self.path} is unusable ({exc}): delete it and rerun to rebuild it"
+        )
+
+    def get_many(self, keys: list[str] | tuple[str, ...]) -> dict[str, tuple[int, bytes]]:
+        import sqlite3
+
+        found: dict[str, tuple[int, bytes]] = {}
+        try:
+            for start in range(0, len(keys), 500):
+                part = list(keys[start : start + 500])
+                marks = ",".join("?" * len(part))
+                for row_key, meta, value in self._db.execute(
+                    f"SELECT key, meta, value FROM kv WHERE key IN ({marks})", part
+                ):
+                    found[row_key] = (meta, value)
+        except sqlite3.DatabaseError as exc:
+            raise self._broken(exc) from None
+        return found
+
+    def put_many(self, rows: list[tuple[str, int, bytes]]) -> None:
+        import sqlite3
+
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO kv (key, meta, value) VALUES (?, ?, ?)", rows)
+            self._db.commit()
+        except sqlite3.DatabaseError as exc:
+            raise self._broken(exc) from None
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM kv").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+
 # ---------------------------------------------------------------- one writer per run folder
 
 
@@ -305,6 +366,8 @@ class RunLock:
     def __enter__(self) -> RunLock:
         import fcntl
 
+        if int(os.environ.get("RANK", "0")) != 0:  # distributed ranks write their own shards; rank 0 holds it
+            return self
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)

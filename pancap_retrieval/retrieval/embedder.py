@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pancap_retrieval.artifacts import DiskCache
+from pancap_retrieval.artifacts import key as cache_key
 from pancap_retrieval.errors import ModelLoadError, RegistryError, RetrievalError
 from pancap_retrieval.loading import choose_device, choose_dtype, device_type, model_dir
 from pancap_retrieval.registry import Entry, Registry, check_options
@@ -181,43 +182,6 @@ def fingerprint_dir(path: Path) -> str:
         else:
             digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
-
-
-class DiskCache:
-    """A small append-only key -> (vector or text) store in one sqlite file; safe to reuse across runs."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path))
-        self._db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, meta INTEGER, value BLOB)")
-        self._db.commit()
-
-    def get_many(self, keys: Sequence[str]) -> dict[str, tuple[int, bytes]]:
-        found: dict[str, tuple[int, bytes]] = {}
-        for start in range(0, len(keys), 500):
-            part = list(keys[start : start + 500])
-            marks = ",".join("?" * len(part))
-            for key, meta, value in self._db.execute(
-                f"SELECT key, meta, value FROM kv WHERE key IN ({marks})", part
-            ):
-                found[key] = (meta, value)
-        return found
-
-    def put_many(self, rows: Sequence[tuple[str, int, bytes]]) -> None:
-        self._db.executemany("INSERT OR REPLACE INTO kv (key, meta, value) VALUES (?, ?, ?)", rows)
-        self._db.commit()
-
-    def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM kv").fetchone()[0])
-
-    def close(self) -> None:
-        self._db.close()
-
-
-def text_key(*parts: Any) -> str:
-    """sha256 of a JSON list of parts: the cache key of one text under one model and setting."""
-    return hashlib.sha256(json.dumps(list(parts), ensure_ascii=False).encode()).hexdigest()
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -401,7 +365,7 @@ class Embedder:
             self.dtype,
             prefix,
         ]
-        keys = [text_key(*setting, text) for text in texts]
+        keys = [cache_key(*setting, text, length=64) for text in texts]
         in_memory = {key: self._memory[key] for key in keys if key in self._memory}
         missing = sorted(set(keys) - set(in_memory))
         cached = dict(in_memory)

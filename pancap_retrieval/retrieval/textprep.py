@@ -133,7 +133,8 @@ class HFRewriter:
         max_new_tokens: int = 1024,
         revision: str | None = None,
     ) -> None:
-        from pancap_retrieval.retrieval.embedder import DiskCache, resolve_local
+        from pancap_retrieval.artifacts import DiskCache
+        from pancap_retrieval.retrieval.embedder import resolve_local
 
         if "{caption}" not in prompt:
             raise RetrievalError("the rewrite prompt must contain '{caption}'")
@@ -163,9 +164,9 @@ class HFRewriter:
         self.cache_hits = 0
 
     def _key(self, caption: str) -> str:
-        from pancap_retrieval.retrieval.embedder import text_key
+        from pancap_retrieval.artifacts import key
 
-        return text_key(self.fingerprint, self.prompt, "greedy", self.max_new_tokens, caption)
+        return key(self.fingerprint, self.prompt, "greedy", self.max_new_tokens, caption, length=64)
 
     def rewrite(self, captions: Sequence[str]) -> list[str]:
         """Rewritten captions, read from the cache where present, generated greedily otherwise."""
