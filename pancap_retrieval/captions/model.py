@@ -16,7 +16,7 @@ from typing import Any
 from pancap_retrieval.captions.boxes import DIALECTS, RANGE_TOLERANCE, Box, format_box_group, read_quad
 from pancap_retrieval.captions.cues import Cue, find_cue, strip_spans
 from pancap_retrieval.captions.groups import RawGroup, find_groups
-from pancap_retrieval.captions.phrases import JOIN, name_after, name_before, resolve_pronoun, sentence_start
+from pancap_retrieval.captions.phrases import JOIN, name_before, name_entity, resolve_pronoun, sentence_start
 
 
 @dataclass
@@ -147,8 +147,7 @@ def _name(text: str, masked: str, cue: Cue | None, raw: RawGroup) -> str:
         lead = text[sentence_start(masked, cue.start) : cue.start]
         if not re.search(r"[^\W_]", lead):  # "Her bounding box is [[..]]": the entity named before
             return resolve_pronoun(text, masked, cue.start)
-    start = cue.start if cue is not None else raw.start
-    return name_before(text, masked, start) or name_after(text, masked, raw.end)
+    return name_entity(text, masked, cue.start if cue is not None else raw.start, raw.end)
 
 
 def parse_caption(

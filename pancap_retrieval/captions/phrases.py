@@ -25,59 +25,110 @@ from dataclasses import dataclass
 
 JOIN = "\x01join"  # the box belongs to the entity of the box before it
 
-DETERMINERS = frozenset(
-    ["a", "an", "the", "this", "that", "these", "those", "some", "several", "many", "few", "each", "every", "both", "another", "any", "no", "all", "either", "neither", "my", "your", "his", "her", "its", "our", "their", "thier", "whose", "such"]
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+DETERMINERS = _words(
+    "a an the this that these those some several many few each every both another any no all either neither "
+    "my your his her its our their thier whose such"
 )
-NUMERALS = frozenset(
-    ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "twenty", "dozen"]
+NUMERALS = _words(
+    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen twenty dozen"
 )
-PRONOUNS = frozenset(["it", "he", "she", "they", "him", "them", "itself", "himself", "herself", "themselves"])
-PREPOSITIONS = frozenset(
-    ["at", "in", "on", "of", "to", "from", "with", "without", "within", "inside", "into", "onto", "over", "under", "beneath", "underneath", "below", "above", "behind", "beside", "besides", "between", "among", "amid", "amidst", "around", "near", "by", "along", "across", "against", "through", "toward", "towards", "upon", "off", "via", "about", "beyond", "like", "past", "per", "throughout", "atop", "alongside", "outside", "for", "during", "except"]
+PRONOUNS = _words("it he she they him them itself himself herself themselves")
+PREPOSITIONS = _words(
+    "at in on of to from with without within inside into onto over under beneath underneath below above "
+    "behind beside besides between among amid amidst around near by along across against through toward "
+    "towards upon off via about beyond like past per throughout atop alongside outside for during except"
 )
 # Prepositions whose object says where something is (a box after "in the top right corner" is not the corner's).
-LOCATIVE = frozenset(
-    ["at", "in", "on", "to", "from", "within", "inside", "into", "onto", "over", "under", "beneath", "underneath", "below", "above", "behind", "beside", "between", "among", "around", "near", "by", "along", "across", "toward", "towards", "upon", "atop", "throughout", "alongside", "outside"]
+LOCATIVE = _words(
+    "at in on to from within inside into onto over under beneath underneath below above behind beside between "
+    "among around near by along across toward towards upon atop throughout alongside outside"
 )
-CONJUNCTIONS = frozenset(
-    ["and", "or", "but", "nor", "yet", "so", "while", "whereas", "although", "though", "because", "if", "than", "as", "where", "when", "which", "who", "whom", "what", "whereby", "whether"]
+CONJUNCTIONS = _words(
+    "and or but nor yet so while whereas although though because if than as where when which who whom what "
+    "whereby whether"
 )
-COPULAS = frozenset(
-    ["is", "are", "was", "were", "be", "been", "being", "am", "appears", "appear", "seems", "seem", "looks", "look", "remains", "remain", "becomes", "become"]
-)
-AUXILIARIES = frozenset(["has", "have", "had", "do", "does", "did", "can", "could", "may", "might", "must", "shall", "should", "will", "would"])
-ADVERBS = frozenset(
-    ["also", "very", "too", "quite", "rather", "just", "only", "still", "even", "almost", "nearly", "mostly", "mainly", "partly", "partially", "slightly", "approximately", "roughly", "about", "somewhat", "fairly", "here", "there", "then", "now", "further", "furthermore", "additionally", "lastly", "finally", "specifically", "moreover", "however", "not", "never", "always", "often", "sometimes", "perhaps", "possibly", "probably", "likely", "clearly", "directly", "centrally", "vertically", "horizontally", "diagonally", "together", "apart", "away", "back", "up", "down", "out", "forward", "upward", "upwards", "downward", "downwards", "inward", "outward", "overall", "respectively", "instead", "altogether"]
+COPULAS = _words("is are was were be been being am appears appear seems seem looks look remains remain becomes become")
+AUXILIARIES = _words("has have had do does did can could may might must shall should will would")
+ADVERBS = _words(
+    "also very too quite rather just only still even almost nearly mostly mainly partly partially slightly "
+    "approximately roughly about somewhat fairly here there then now further furthermore additionally lastly "
+    "finally specifically moreover however not never always often sometimes perhaps possibly probably likely "
+    "clearly directly centrally vertically horizontally diagonally together apart away back up down out "
+    "forward upward upwards downward downwards inward outward overall respectively instead altogether"
 )
 # -ly words that are nouns, not adverbs.
-LY_NOUNS = frozenset(
-    ["family", "belly", "lily", "jelly", "fly", "butterfly", "dragonfly", "firefly", "ally", "rally", "assembly", "supply", "anomaly", "monopoly", "bully", "gully", "holly", "folly", "doily", "reply", "ply", "jolly", "melancholy", "trolly"]
+LY_NOUNS = _words(
+    "family belly lily jelly fly butterfly dragonfly firefly ally rally assembly supply anomaly monopoly "
+    "bully gully holly folly doily reply ply jolly melancholy trolly"
 )
 # Verb forms that do not end a noun phrase (inflected forms common in image descriptions).
-VERB_FORMS = frozenset(
-    ["sits", "wears", "holds", "appears", "seems", "lies", "hangs", "rests", "depicts", "consists", "occupies", "spans", "extends", "stretches", "leans", "emerges", "protrudes", "surrounds", "overlooks", "contains", "includes", "shows", "reveals", "captures", "stands", "walks", "runs", "swims", "flows", "grows", "floats", "rises", "points", "moves", "sitting", "standing", "lying", "wearing", "holding", "showing", "depicting", "containing", "including", "consisting", "featuring", "occupying", "spanning", "covering", "looking", "facing", "carrying", "riding", "walking", "running", "playing", "hanging", "resting", "leaning", "reaching", "stretching", "extending", "surrounding", "supporting", "displaying", "reading", "smiling", "posing", "flying", "floating", "growing", "perched", "located", "positioned", "situated", "placed", "found", "seen", "visible", "shown", "depicted", "centered", "centred", "attached", "mounted", "made", "covered", "filled", "dressed", "adorned", "decorated", "painted", "printed", "written", "labeled", "labelled", "marked", "lit", "partially", "invisible", "present", "prominent", "noticeable", "discernible", "evident", "apparent"]
+VERB_FORMS = _words(
+    "sits wears holds appears seems lies hangs rests depicts consists occupies spans extends stretches leans "
+    "emerges protrudes surrounds overlooks contains includes shows reveals captures stands walks runs swims "
+    "flows grows floats rises points moves sitting standing lying wearing holding showing depicting "
+    "containing including consisting featuring occupying spanning covering looking facing carrying riding "
+    "walking running playing hanging resting leaning reaching stretching extending surrounding supporting "
+    "displaying reading smiling posing flying floating growing perched located positioned situated placed "
+    "found seen shown depicted centered centred attached mounted made covered filled dressed adorned "
+    "decorated painted printed written labeled labelled marked lit extend appear seem sit hang grow occupy "
+    "contain include depict consist emerge protrude surround overlook lean float reach remain understood "
+    "known grown drawn worn held built hung torn broken taken given"
+)
+# Words that modify a noun but never head a phrase (predicative adjectives, comparisons, "most").
+NOT_HEADS = _words(
+    "partially invisible present prominent noticeable discernible evident apparent visible closest nearest "
+    "farthest furthest next most least more adjacent ahead away"
+)
+# Nouns in -ing (a word in -ing before a preposition or a determiner is otherwise read as a verb).
+ING_NOUNS = _words(
+    "building buildings painting clothing railing ceiling awning opening marking carving drawing siding "
+    "lighting bedding icing frosting topping wedding evening morning sibling pudding stuffing filling "
+    "covering housing fencing paving coating flooring landing crossing seating lettering engraving casing "
+    "writing handwriting stocking legging earring ring string wing king thing sling swing spring"
 )
 # Heads of phrases that say where rather than what.
-PLACE_WORDS = frozenset(
-    ["left", "right", "top", "bottom", "middle", "center", "centre", "side", "sides", "corner", "corners", "edge", "edges", "foreground", "background", "midground", "half", "halves", "quadrant", "region", "front", "rear", "distance", "frame", "image", "picture", "photo", "photograph", "scene", "view", "position", "location", "spot", "apex", "tip", "upper", "lower", "higher", "lowest", "highest", "leftmost", "rightmost", "topmost", "bottommost", "further", "farther", "closer", "nearer", "inner", "outer"]
+PLACE_WORDS = _words(
+    "left right top bottom middle center centre side sides corner corners edge edges foreground background "
+    "midground half halves quadrant region front rear distance frame image picture photo photograph scene "
+    "view position location spot apex tip upper lower higher lowest highest leftmost rightmost topmost "
+    "bottommost further farther closer nearer inner outer"
 )
-FRAME_WORDS = frozenset(["image", "picture", "photo", "photograph", "scene", "frame", "view", "shot"])
-POSITION_ADJECTIVES = frozenset(
-    ["left", "right", "top", "bottom", "upper", "lower", "middle", "central", "center", "centre", "front", "back", "rear", "far", "near", "inner", "outer"]
+FRAME_WORDS = _words("image picture photo photograph scene frame view shot")
+POSITION_ADJECTIVES = _words(
+    "left right top bottom upper lower middle central center centre front back rear far near inner outer"
 )
-PLACE_IF_POSITIONED = frozenset(["part", "portion", "section", "area", "areas", "parts", "portions", "sections"])
-OCCUPY_VERBS = frozenset(
-    ["occupies", "occupy", "occupying", "covers", "cover", "covering", "spans", "span", "spanning", "fills", "fill", "filling", "takes", "taking"]
+PLACE_IF_POSITIONED = _words("part portion section area areas parts portions sections")
+OCCUPY_VERBS = _words(
+    "occupies occupy occupying covers cover covering spans span spanning fills fill filling takes taking"
 )
-META_HEADS = frozenset(["image", "picture", "photo", "photograph", "scene", "view", "illustration", "drawing", "painting"])
+META_HEADS = _words("image picture photo photograph scene view illustration drawing painting")
 # In "N1 of N2" the head is N2's when N1 is one of these (parts, groups, amounts).
-PARTITIVES = frozenset(
-    ["part", "parts", "portion", "portions", "piece", "pieces", "pair", "pairs", "group", "groups", "cluster", "clusters", "bunch", "bunches", "set", "sets", "row", "rows", "line", "lines", "column", "columns", "stack", "stacks", "pile", "piles", "collection", "number", "lot", "lots", "couple", "handful", "series", "array", "variety", "range", "patch", "patches", "section", "sections", "segment", "segments", "strip", "strips", "slice", "slices", "chunk", "chunks", "bit", "bits", "clump", "clumps", "mass", "expanse", "stretch", "swath", "crowd", "herd", "flock", "team", "kind", "kinds", "type", "types", "sort", "sorts", "rest", "majority", "remainder", "most", "all", "some", "many", "several", "each", "both", "none", "any", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "few", "half", "layer", "layers"]
+PARTITIVES = _words(
+    "part parts portion portions piece pieces pair pairs group groups cluster clusters bunch bunches set sets "
+    "row rows line lines column columns stack stacks pile piles collection number lot lots couple handful "
+    "series array variety range patch patches section sections segment segments strip strips slice slices "
+    "chunk chunks bit bits clump clumps mass expanse stretch swath crowd herd flock team kind kinds type "
+    "types sort sorts rest majority remainder most all some many several each both none any one two three "
+    "four five six seven eight nine ten few half layer layers"
 )
-_OCCUPYING = frozenset(["occupies", "occupying", "covers", "covering", "spans", "spanning", "fills", "filling", "takes", "taking"])
+_CLOSING_QUOTES = frozenset('"”')
+_OPENING_QUOTES = frozenset('"“')
+# Subjects that only announce the entity: "The most prominent element is a kart [[..]]" grounds the kart.
+GENERIC_HEADS = frozenset(
+    ["element", "elements", "entity", "entities", "object", "objects", "feature", "features", "thing", "things", "item", "items", "subject", "focus", "component", "components", "image", "picture", "photo", "scene"]
+)
+ONE_WORDS = frozenset(["one", "ones", "another", "other", "others"])
+_OCCUPYING = _words("occupies occupying covers covering spans spanning fills filling takes taking")
 _ADJECTIVE_ENDINGS = ("ed", "ous", "ful", "ive", "ic", "al", "ish", "like", "less", "y")
-COMMON_ADJECTIVES = frozenset(
-    ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "grey", "gray", "silver", "golden", "gold", "beige", "dark", "light", "bright", "pale", "deep", "small", "large", "big", "tall", "short", "long", "wide", "narrow", "thick", "thin", "old", "young", "new", "round", "square", "flat", "smooth", "rough", "soft", "hard", "wooden", "metal", "plastic", "tiny", "huge", "vast", "little", "clear"]
+COMMON_ADJECTIVES = _words(
+    "red orange yellow green blue purple pink brown black white grey gray silver golden gold beige dark light "
+    "bright pale deep small large big tall short long wide narrow thick thin old young new round square flat "
+    "smooth rough soft hard wooden metal plastic tiny huge vast little clear"
 )
 
 _TOKEN = re.compile(r"\x00+|[^\W_](?:[\w'’\-.]*[^\W_])?['’]?|[,;:()\"“”]")
@@ -131,7 +182,12 @@ def _closed(low: str) -> bool:
 
 
 def _adverb(low: str) -> bool:
-    return low in ADVERBS or (low.endswith("ly") and len(low) > 4 and low not in LY_NOUNS)
+    return (
+        low in ADVERBS
+        or (low.endswith("ly") and len(low) > 4 and low not in LY_NOUNS)
+        or low.endswith(("wards", "ways"))
+        or low in ("farther", "further", "away", "ahead", "apart")
+    )
 
 
 def _participle(low: str) -> bool:
@@ -144,7 +200,13 @@ def can_be_head(token: Token) -> bool:
         return False
     low = token.low
     return not (
-        _closed(low) or _adverb(low) or low in VERB_FORMS or _participle(low) or low in NUMERALS or low in _OCCUPYING
+        _closed(low)
+        or _adverb(low)
+        or low in VERB_FORMS
+        or low in NOT_HEADS
+        or _participle(low)
+        or low in NUMERALS
+        or low in _OCCUPYING
     )
 
 
@@ -169,12 +231,36 @@ def _quantifier(token: Token) -> bool:
     return token.low in NUMERALS or token.low in {"some", "many", "several", "each", "all", "both", "most", "none"}
 
 
+def _noun_after_article(toks: list[Token], k: int) -> bool:
+    """``the can``, ``a will``: an auxiliary right after an article is a noun."""
+    return k > 0 and toks[k].low in AUXILIARIES and toks[k - 1].low in ("a", "an", "the")
+
+
+def _determiner_ahead(toks: list[Token], k: int) -> bool:
+    """Whether only modifiers and commas lie between ``toks[k]`` and a determiner to its left (4 words at most)."""
+    for j in range(k - 1, max(-1, k - 8), -1):
+        if toks[j].is_word and _determiner(toks[j].low):
+            return j < k - 1
+        if toks[j].text != "," and not _modifier(toks[j]):
+            return False
+    return False
+
+
+def _verb_ing(toks: list[Token], k: int) -> bool:
+    """``pointing towards``, ``wearing a``: a word in -ing followed by a preposition or determiner is a verb."""
+    low = toks[k].low
+    if not low.endswith("ing") or low in ING_NOUNS or k + 1 >= len(toks):
+        return False
+    following = toks[k + 1].low
+    return following in PREPOSITIONS or following in DETERMINERS or _adverb(following)
+
+
 def np_backward(toks: list[Token], i: int) -> tuple[int, int] | None:
     """The noun phrase ending just before ``toks[i]``, as a token range ``(start, end)``, or None."""
     end = i
     if end >= 2 and toks[end - 1].is_number and can_be_head(toks[end - 2]):  # "Boy 1", "person 2"
         head = end - 2
-    elif end >= 1 and can_be_head(toks[end - 1]):
+    elif (end >= 1 and (can_be_head(toks[end - 1]) and not _verb_ing(toks, end - 1))) or (end >= 1 and _noun_after_article(toks, end - 1)):
         head = end - 1
     else:
         return None
@@ -186,8 +272,8 @@ def np_backward(toks: list[Token], i: int) -> tuple[int, int] | None:
             start -= 1
             closed_by_determiner = True
             break
-        if word.text == "," and start >= 2 and _adjective_like(toks[start - 2].low) and _modifier(toks[start - 2]):
-            start -= 1  # "a dark, woven placemat": the comma between two adjectives
+        if word.text == "," and _determiner_ahead(toks, start - 1):
+            start -= 1  # "a long, slender, pointed bottom": commas between the adjectives of one phrase
             continue
         if not _modifier(word):
             break
@@ -259,6 +345,9 @@ def is_place(words: list[str], has_determiner: bool) -> bool:
     if not first:
         return False
     head = first[-1]
+    parts = head.split("-")
+    if len(parts) > 1 and all(p in PLACE_WORDS or p in POSITION_ADJECTIVES or p in ("mid", "point") for p in parts):
+        return True
     if head in PLACE_WORDS or (rest and rest[-1] in FRAME_WORDS and head not in PARTITIVES - PLACE_IF_POSITIONED):
         return True
     positioned = any(w in POSITION_ADJECTIVES for w in first[:-1])
@@ -271,7 +360,8 @@ def head_noun(phrase: str) -> str:
     >>> [head_noun(p) for p in ["the second flower", "A small piece of debris", "One of his shoes", "**Boy 1**"]]
     ['flower', 'debris', 'shoes', 'boy']
     """
-    words = [t.low for t in tokens(phrase, 0, len(phrase)) if t.is_word]
+    unquoted = re.sub(r"\"[^\"]*\"|“[^”]*”", " ", phrase)
+    words = [t.low for t in tokens(unquoted, 0, len(unquoted)) if t.is_word]
     while words:
         first = words[: words.index("of")] if "of" in words else words
         rest = words[len(first) + 1 :]
@@ -281,7 +371,7 @@ def head_noun(phrase: str) -> str:
         if rest and head in PARTITIVES:
             words = rest
             continue
-        return re.sub(r"['’]s?$", "", head)
+        return re.sub(r"(?<=[a-z])[0-9]+$", "", re.sub(r"['’]s?$", "", head))
     return ""
 
 
@@ -314,6 +404,13 @@ def clause_subject(toks: list[Token], lo: int, hi: int) -> tuple[int, int] | Non
         if not token.is_word or (token.is_number and k == lo) or (_adverb(token.low) and token.low != "there"):
             k += 1
             continue
+        following = toks[k + 1].low if k + 1 < hi else ""
+        if (token.low not in PREPOSITIONS and following in ("to", "from")) or _verb_ing(toks, k):
+            k += 1  # "Adjacent to ...", "Next to ...", "Emerging from ...", "Dominating the scene ..."
+            if following not in PREPOSITIONS:
+                span = np_forward(toks, k)
+                k = span[1] if span is not None else k
+            continue
         if token.low in PREPOSITIONS:
             span = np_forward(toks, k + 1)
             if span is None:
@@ -345,11 +442,19 @@ def _text(text: str, toks: list[Token], span: tuple[int, int]) -> str:
 
 
 def _predicate(toks: list[Token], s: int) -> bool:
-    """Whether the phrase at ``toks[s]`` follows a copula (adverbs between allowed): ``is large``, ``is a cube``."""
+    """Whether the phrase at ``toks[s]`` follows a copula that is not ``there is``; adverbs and other predicates
+    may stand between (``is centered and rectangular``)."""
     k = s - 1
-    while k >= 0 and toks[k].is_word and _adverb(toks[k].low):
+    while k >= 0 and toks[k].is_word and toks[k].low != "there":
+        low = toks[k].low
+        if not (_adverb(low) or low == "and" or (k < s - 1 and (_adjective(low) or low in VERB_FORMS))):
+            break
         k -= 1
-    return k >= 0 and toks[k].low in COPULAS
+    return k >= 0 and toks[k].low in COPULAS and not (k > 0 and toks[k - 1].low in ("there", "here"))
+
+
+def _adjective(low: str) -> bool:
+    return low in COMMON_ADJECTIVES or low.endswith((*_ADJECTIVE_ENDINGS, "est", "ar"))
 
 
 def _coordinated_object(toks: list[Token], s: int) -> bool:
@@ -360,49 +465,134 @@ def _coordinated_object(toks: list[Token], s: int) -> bool:
     return first is not None and first[0] > 0 and toks[first[0] - 1].low in LOCATIVE
 
 
+def _one(toks: list[Token], i: int) -> int | None:
+    """Start of ``one``, ``another (one)``, ``the second one``, ``the other`` ending before ``toks[i]``, else None."""
+    if toks[i - 1].low not in ONE_WORDS:
+        return None
+    k = i - 1
+    while k > 0 and toks[k - 1].is_word and (toks[k - 1].low in DETERMINERS or _modifier(toks[k - 1])):
+        if toks[k - 1].low in DETERMINERS:
+            return k - 1
+        k -= 1
+    return k
+
+
+def _window(masked: str, end: int) -> int:
+    """Start of the sentence a box at ``end`` belongs to (the one before, when the box follows its full stop)."""
+    start = sentence_start(masked, end)
+    if start > 0 and not re.search(r"[^\W_]", masked[start:end]):
+        start = sentence_start(masked, start - 1)
+    return start
+
+
 def name_before(text: str, masked: str, end: int) -> str:
     """The phrase of the entity a box (or its cue) at ``end`` grounds, read backwards within its sentence.
 
     Returns :data:`JOIN` when the nearest thing before is another box, ``""`` when nothing names it."""
-    toks = tokens(masked, sentence_start(masked, end), end)
-    i, comma = len(toks), False
+    toks = tokens(masked, _window(masked, end), end)
+    i, comma, fallback = len(toks), False, ""
     while i > 0:
         token = toks[i - 1]
         if token.is_box:
             return JOIN
+        if token.text in _CLOSING_QUOTES and (quoted := _quoted(toks, i)) is not None:
+            return _text(text, toks, quoted)
         if not token.is_word:
             comma = comma or token.text in ",:("
             i -= 1
             continue
-        if token.low in PRONOUNS:
-            if i >= 2 and toks[i - 2].low in PREPOSITIONS:
-                i -= 2
+        one = _one(toks, i)
+        if token.low in PRONOUNS or one is not None:
+            start = i - 1 if one is None else one
+            if start > 0 and toks[start - 1].low in PREPOSITIONS:
+                i = start - 1
                 continue
+            if one is not None:
+                return plural_antecedent(text, masked, toks[start].start) or _text(text, toks, (start, i))
             return resolve_pronoun(text, masked, token.start)
         span = np_backward(toks, i)
         if span is None:
             i -= 1
             continue
-        s = span[0]
-        words = phrase_words(toks, span)
-        has_det = _determiner(toks[s].low)
-        before = toks[s - 1].low if s > 0 and toks[s - 1].is_word else ""
-        place = is_place(words[1:] if has_det else words, has_det)
-        if (before in LOCATIVE and (place or comma)) or before == "without" or (comma and _coordinated_object(toks, s)):
-            i = s - 1
-            continue
-        if (place and not has_det) or (before in OCCUPY_VERBS and (place or head_noun(" ".join(words)) in AREA_WORDS)):
-            i = s
-            continue
-        if _predicate(toks, s):
-            if not has_det:
-                i = s
+        verdict = _verdict(toks, span, comma)
+        if verdict == "take":
+            return _text(text, toks, span)
+        if verdict == "subject":
+            subject = clause_subject(toks, 0, span[0])
+            generic = subject is not None and head_noun(" ".join(phrase_words(toks, subject))) in GENERIC_HEADS
+            return _text(text, toks, span if subject is None or generic else subject)
+        if verdict == "place" and not fallback and i == len(toks):
+            fallback = _complement(text, toks, span)
+        comma = comma or verdict == "place"
+        i = span[0] - (verdict in ("place", "object"))
+    return fallback
+
+
+def _quoted(toks: list[Token], i: int) -> tuple[int, int] | None:
+    """``the word "TRASKO"`` (the noun before a quotation, with it) or the quotation alone, ending at ``toks[i-1]``."""
+    k = i - 2
+    while k >= 0 and toks[k].text not in _OPENING_QUOTES and i - k < 12:
+        k -= 1
+    if k < 0 or toks[k].text not in _OPENING_QUOTES or k == i - 2:
+        return None
+    before = np_backward(toks, k) if k > 0 and toks[k - 1].is_word else None
+    return (before[0], i) if before is not None else (k, i)
+
+
+def _verdict(toks: list[Token], span: tuple[int, int], comma: bool) -> str:
+    """What a noun phrase before a box is: ``take`` (the entity), ``subject`` (a predicate noun: the clause's
+    subject is the entity), ``place``/``object`` (a locative phrase, skipped with its preposition) or ``skip``."""
+    s = span[0]
+    words = phrase_words(toks, span)
+    has_det = _determiner(toks[s].low)
+    before = toks[s - 1].low if s > 0 and toks[s - 1].is_word else ""
+    place = is_place(words[1:] if has_det else words, has_det)
+    if place and (before in LOCATIVE or before in PREPOSITIONS or _adverb(before)):
+        return "place"
+    if (before in LOCATIVE and comma) or before == "without" or (comma and _coordinated_object(toks, s)):
+        return "object"
+    if place and not has_det and s > 0:
+        return "skip"
+    if before in OCCUPY_VERBS and (place or head_noun(" ".join(words)) in AREA_WORDS):
+        return "skip"
+    if _predicate(toks, s):
+        if not has_det:
+            return "skip" if _adjective(words[-1]) or words[-1].endswith("ing") else "take"
+        return "subject"
+    return "take"
+
+
+def plural_antecedent(text: str, masked: str, pos: int, sentences: int = 4) -> str:
+    """What ``one``/``another`` at ``pos`` counts: the nearest plural noun phrase before it (``two glasses``)."""
+    end = pos
+    for _ in range(sentences):
+        start = sentence_start(masked, end)
+        toks = tokens(masked, start, end)
+        for i in range(len(toks), 0, -1):
+            span = np_backward(toks, i) if toks[i - 1].is_word else None
+            if span is None:
                 continue
-            subject = clause_subject(toks, 0, s)
-            if subject is not None:
-                return _text(text, toks, subject)
-        return _text(text, toks, span)
+            words = phrase_words(toks, span)
+            head = head_noun(" ".join(words))
+            plural = head.endswith("s") and not head.endswith(("ss", "ous", "us", "is"))
+            if plural and not is_place(words, True):
+                return _text(text, toks, span)
+        if start <= 0:
+            break
+        end = start - 1
     return ""
+
+
+def _complement(text: str, toks: list[Token], span: tuple[int, int]) -> str:
+    """The ``of`` object of a place phrase, when it is a thing: ``to the left of the mat`` -> ``the mat``."""
+    lows = [t.low for t in toks[span[0] : span[1]]]
+    if "of" not in lows:
+        return ""
+    k = span[0] + lows.index("of") + 1
+    inner = np_forward(toks, k)
+    if inner is None or phrase_words(toks, inner)[-1] in FRAME_WORDS:
+        return ""
+    return _text(text, toks, inner)
 
 
 def name_after(text: str, masked: str, start: int) -> str:
@@ -447,7 +637,7 @@ def resolve_pronoun(text: str, masked: str, pos: int, sentences: int = 6) -> str
 def name_entity(text: str, masked: str, cue_start: int, group_end: int) -> str:
     """The entity phrase of a box whose cue starts at ``cue_start``: before it, else after it (or JOIN)."""
     name = name_before(text, masked, cue_start)
-    return name if name else name_after(text, masked, group_end)
+    return name or name_after(text, masked, group_end) or resolve_pronoun(text, masked, cue_start)
 
 
-__all__ += ["clause_subject", "name_after", "name_before", "name_entity", "resolve_pronoun"]
+__all__ += ["clause_subject", "name_after", "name_before", "name_entity", "plural_antecedent", "resolve_pronoun"]

@@ -1,31 +1,67 @@
-"""Datasets by name: ``load_dataset("sample")``, ``load_dataset("docci:/data/docci", split="test", limit=100)``.
+"""Datasets by spec: ``load_dataset("sample")``, ``load_dataset("docci:/data/docci", split="test", limit=100)``.
 
-Every loader returns a ``datasets.Dataset`` with the columns ``example_id, image, description, width, height,
-split`` (see :mod:`pancap_retrieval.data.records`), sorted by ``example_id``; ``limit=N`` keeps the first N
-of that order. Nothing heavy is imported here, so listing datasets stays fast.
+A spec is ``KIND[:ARG]`` (see :data:`DATASET_SPEC_HELP`), parsed once into a typed
+:class:`~pancap_retrieval.suite.DatasetSpec` (kind, argument, split, limit, Hub revision). Every loader returns a
+``datasets.Dataset`` with the columns ``example_id, image, description, width, height, split`` (see
+:mod:`pancap_retrieval.data.records`), sorted by ``example_id``; ``limit=N`` keeps the first N of that order.
+Images stay encoded until :func:`open_image`. Nothing heavy is imported here, so listing datasets stays fast.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pancap_retrieval.data.records import COLUMNS, open_image, undecoded, unreadable_ids
+from pancap_retrieval.data.records import (
+    COLUMNS,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    MAX_PIXELS_ENV,
+    RowsById,
+    is_hub_id,
+    max_image_pixels,
+    open_image,
+    undecoded,
+    unreadable_ids,
+)
 from pancap_retrieval.errors import DatasetError
-from pancap_retrieval.registry import Entry, Registry
+from pancap_retrieval.registry import Registry
 
 if TYPE_CHECKING:
     import datasets
 
+    from pancap_retrieval.suite import DatasetSpec
+
 __all__ = [
     "COLUMNS",
     "DATASETS",
+    "DATASET_SPEC_HELP",
+    "MAX_PIXELS_ENV",
+    "RowsById",
+    "as_dataset_spec",
+    "dataset_info",
     "describe_datasets",
     "load_dataset",
+    "max_image_pixels",
     "open_image",
     "parse_spec",
+    "require_descriptions",
+    "split_spec",
     "undecoded",
     "unreadable_ids",
 ]
+
+DATASET_SPEC_HELP = (
+    "dataset spec: `sample` (20 photos from installed packages, offline); `docci:DIR` (the official DOCCI "
+    "release, e.g. docci:./data/docci after pancap data download docci --to ./data/docci); "
+    "`docci:OWNER/MIRROR` (a DOCCI parquet mirror on the Hub, pinned with @REVISION, e.g. "
+    "docci:OWNER/MIRROR@a1b2c3d; or a local copy of one, docci:DIR); `imagefolder:PATH` (every image under "
+    "PATH; descriptions from PATH/metadata.jsonl, one line per image like "
+    '{"file_name": "cat.jpg", "description": "A tabby cat ..."}); `sapancap:SA1B_DIR` (the shipped SA-Pancap '
+    "captions with your SA-1B images under SA1B_DIR/sam/sa_0000NN/). Images over "
+    f"${MAX_PIXELS_ENV} pixels (default {DEFAULT_MAX_IMAGE_PIXELS}; 0 = no limit) are recorded as failed, "
+    "not decoded."
+)
+# Kinds whose argument can name a Hub repository, and so can be pinned to a revision.
+REVISIONED_KINDS = frozenset({"docci"})
 
 DATASETS = Registry(
     "dataset",
@@ -88,15 +124,138 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return name, (arg if sep else None)
 
 
-def load_dataset(spec: str, split: str | None = None, limit: int | None = None) -> datasets.Dataset:
-    """Load a dataset by spec (``name`` or ``name:ARG``), one split, optionally its first ``limit`` examples.
+def split_spec(spec: str, revision: str | None = None) -> tuple[str, str | None, str | None]:
+    """``KIND[:ARG][@REVISION]`` (plus an explicit ``revision``) -> (kind, arg, revision), checked.
 
-    ``split=None`` is the dataset's default split (``test`` for sample and docci, ``train`` for imagefolder).
-    ``limit=N`` is the first N examples in sorted ``example_id`` order: the same N gives the same images.
+    ``@REVISION`` is split off only where the argument names a Hub repository (``docci:OWNER/NAME@REV``), so an
+    ``@`` in a local path stays part of the path. A revision given twice must agree; a kind or a local path that
+    cannot be pinned refuses one.
     """
-    name, arg = parse_spec(spec)
-    loader = DATASETS.get(name)
-    return loader(arg, split, limit)
+    kind, arg = parse_spec(spec)
+    revision = revision or None
+    if kind in REVISIONED_KINDS and arg is not None:
+        repo, at, pinned = arg.partition("@")
+        if at and is_hub_id(repo):
+            if not pinned:
+                raise DatasetError(f"dataset spec {spec!r} has an empty revision after '@'")
+            if revision is not None and revision != pinned:
+                raise DatasetError(
+                    f"dataset spec {spec!r} pins revision {pinned!r} but revision {revision!r} is also given; "
+                    "keep one"
+                )
+            arg, revision = repo, pinned
+    if revision is not None and (kind not in REVISIONED_KINDS or arg is None or not is_hub_id(arg)):
+        raise DatasetError(
+            f"{spec}: a revision ({revision!r}) pins a dataset on the Hub (docci:OWNER/NAME@REVISION); "
+            "local data has none: remove it"
+        )
+    return kind, arg, revision
+
+
+def as_dataset_spec(
+    spec: str | DatasetSpec, split: str | None = None, limit: int | None = None
+) -> DatasetSpec:
+    """The typed spec of a string (with ``split`` and ``limit``), or ``spec`` with those two replaced if given."""
+    from pydantic import ValidationError
+
+    from pancap_retrieval.data.records import check_limit
+    from pancap_retrieval.suite import DatasetSpec
+
+    check_limit(limit)
+    if isinstance(spec, DatasetSpec):
+        fields = spec.model_dump(exclude_none=True)
+    elif isinstance(spec, str):
+        split_spec(spec)  # a bad spec raises its own error (unknown kind lists the known ones)
+        fields = {"name": spec}
+    else:
+        raise DatasetError(f"a dataset spec is a string like 'sample' or 'docci:DIR', got {type(spec).__name__}")
+    fields.update({key: value for key, value in (("split", split), ("limit", limit)) if value is not None})
+    try:
+        return DatasetSpec.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
+        raise DatasetError(f"dataset {fields['name']!r}: {problems}") from None
+
+
+def load_dataset(
+    spec: str | DatasetSpec, split: str | None = None, limit: int | None = None
+) -> datasets.Dataset:
+    """Load a dataset by spec (typed, or a ``KIND[:ARG][@REVISION]`` string), one split, its first ``limit`` rows.
+
+    ``split``/``limit`` given here replace the spec's. ``split=None`` is the dataset's default split (``test``
+    for sample and docci, ``train`` for imagefolder). ``limit=N`` is the first N examples in sorted
+    ``example_id`` order: the same N gives the same images.
+    """
+    spec = as_dataset_spec(spec, split, limit)
+    max_image_pixels()  # a bad $PANCAP_MAX_IMAGE_PIXELS is reported now, not once per image later
+    loader = DATASETS.get(spec.kind)
+    if spec.revision is not None:
+        return loader(spec.arg, spec.split, spec.limit, revision=spec.revision)
+    return loader(spec.arg, spec.split, spec.limit)
+
+
+def dataset_info(spec: str | DatasetSpec, dataset: datasets.Dataset) -> dict[str, Any]:
+    """What a manifest records of a loaded dataset: spec, kind, source (resolved path or Hub id), split, revision,
+    limit, n, unreadable images and a SHA-256 of its rows (ids, descriptions, sizes), which names the data
+    evaluated whatever its source."""
+    import hashlib
+    import json
+
+    spec = as_dataset_spec(spec)
+    digest = hashlib.sha256()
+    table = dataset.select_columns(["example_id", "description", "width", "height"])
+    for row in table.iter(batch_size=1000):
+        for values in zip(row["example_id"], row["description"], row["width"], row["height"]):
+            digest.update((json.dumps(values, ensure_ascii=False) + "\n").encode())
+    splits = sorted(set(dataset.unique("split"))) if len(dataset) else []
+    info = {
+        "name": spec.name,
+        "kind": spec.kind,
+        "source": _source(spec),
+        "split": splits[0] if len(splits) == 1 else spec.split,
+        "revision": spec.revision,
+        "limit": spec.limit,
+        "n": len(dataset),
+        "unreadable_images": len(unreadable_ids(dataset)),
+        "rows_sha256": digest.hexdigest(),
+    }
+    if dataset.info.description:
+        info["note"] = dataset.info.description
+    return info
+
+
+def _source(spec: DatasetSpec) -> str | None:
+    """The resolved local folder of a spec, or its Hub id; the environment's folder when the spec names none."""
+    import os
+    from pathlib import Path
+
+    from pancap_retrieval.data import docci, sapancap
+
+    arg = spec.arg
+    if arg is None:
+        variable = {"docci": docci.ENV_DIR, "sapancap": sapancap.ENV_DIR}.get(spec.kind)
+        arg = os.environ.get(variable, "") if variable else ""
+        if not arg:
+            return "installed packages" if spec.kind == "sample" else None
+    path = Path(arg).expanduser()
+    if path.exists() or not is_hub_id(arg):
+        return str(path.resolve())
+    return arg
+
+
+def require_descriptions(dataset: datasets.Dataset, spec: str | DatasetSpec) -> None:
+    """Raise a DatasetError saying the fix when no example of ``dataset`` has a description (retrieval needs them)."""
+    if any(text.strip() for text in dataset["description"]):
+        return
+    spec = as_dataset_spec(spec)
+    if spec.kind == "imagefolder":
+        from pancap_retrieval.data.imagefolder import missing_metadata_help
+
+        raise DatasetError(f"{spec.name}: no image has a description; {missing_metadata_help(spec.arg or '')}")
+    raise DatasetError(
+        f"{spec.name}: no image has a description, so captions cannot be retrieved against them; "
+        "use a dataset with descriptions (docci, sample, an imagefolder with metadata.jsonl)"
+    )
 
 
 def describe_datasets() -> list[dict[str, Any]]:

@@ -4,10 +4,11 @@ Three sources, chosen by the argument of ``docci:ARG``:
 
 - a local directory with the official release layout: ``docci_descriptions.jsonlines`` (one JSON object per
   line with ``example_id``, ``split``, ``image_file``, ``description``) and ``images/<image_file>``, as written by
-  ``pancap data download docci --to DIR``;
+  `pancap data download docci --to DIR`;
 - a local directory of parquet files (a downloaded copy of a parquet mirror);
-- a Hub id of a parquet mirror with ``image`` and ``example_id`` columns (``OWNER/NAME`` or ``OWNER/NAME@REVISION``),
-  loaded with ``datasets.load_dataset``; only the asked split is fetched.
+- a Hub id of a parquet mirror with ``image`` and ``example_id`` columns (``OWNER/NAME``, pinned with
+  ``OWNER/NAME@REVISION``, which :func:`pancap_retrieval.data.split_spec` turns into ``revision``), loaded with
+  ``datasets.load_dataset``; only the asked split is fetched.
 
 ``google/docci`` itself is a loading script, which current ``datasets`` refuses to run; it is rejected with the
 two ways that work. Without an argument, ``$PANCAP_DOCCI_DIR`` names the local release.
@@ -27,6 +28,7 @@ from pancap_retrieval.data.records import (
     features,
     first_n,
     image_size,
+    is_hub_id,
     read_json_lines,
 )
 from pancap_retrieval.errors import DatasetError
@@ -40,32 +42,52 @@ SPLITS = ("train", "test", "qual_dev", "qual_test")
 DEFAULT_SPLIT = "test"
 ENV_DIR = "PANCAP_DOCCI_DIR"
 SCRIPT_IDS = ("google/docci",)
-_HOW = "download the official release with `pancap data download docci --to DIR` and use docci:DIR, or pass a parquet mirror id (docci:OWNER/NAME)"
+EXAMPLE_DIR = "./data/docci"
 
 
-def load_docci(arg: str | None, split: str | None = None, limit: int | None = None) -> datasets.Dataset:
-    """DOCCI from a local release dir, a local parquet dir or a Hub parquet mirror; default split ``test``."""
+def how_to_get(folder: str | Path = EXAMPLE_DIR) -> str:
+    """The two ways to DOCCI, with ``folder`` as the download target."""
+    return (
+        f"download the official release with pancap data download docci --to {folder} and use "
+        f"docci:{folder}, or pass a parquet mirror on the Hub (docci:OWNER/NAME[@REVISION])"
+    )
+
+
+def load_docci(
+    arg: str | None, split: str | None = None, limit: int | None = None, revision: str | None = None
+) -> datasets.Dataset:
+    """DOCCI from a local release dir, a local parquet dir or a Hub parquet mirror (at ``revision``); split ``test``
+    by default. Every way it cannot be found is one line that says how to get it."""
     check_limit(limit)
     if arg is None:
         arg = os.environ.get(ENV_DIR)
         if not arg:
-            raise DatasetError(f"docci needs a source: {_HOW} (or set ${ENV_DIR})")
+            raise DatasetError(f"docci needs a source: {how_to_get()}; or set ${ENV_DIR} to the folder")
     path = Path(arg).expanduser()
     if path.is_dir():
+        if revision is not None:
+            raise DatasetError(
+                f"docci: {path} is a local folder; a revision (@{revision}) pins a Hub mirror only: remove it"
+            )
         if (path / DESCRIPTIONS_FILE).is_file():
             return load_release(path, split, limit)
         if any(path.rglob("*.parquet")):
             return _load_parquet_dir(path, split, limit)
-        raise DatasetError(f"docci: {path} has no {DESCRIPTIONS_FILE} and no parquet files; {_HOW}")
-    if path.exists():
-        raise DatasetError(f"docci: {path} is not a directory")
-    if arg.strip().partition("@")[0].lower() in SCRIPT_IDS:
         raise DatasetError(
-            f"docci: {arg} is a dataset loading script, which datasets>=4 no longer runs; instead {_HOW}"
+            f"docci: {path} has no {DESCRIPTIONS_FILE} and no parquet files; "
+            f"download the release into it with pancap data download docci --to {path} (it resumes)"
         )
-    if _looks_like_path(arg):
-        raise DatasetError(f"docci: no such directory: {path}")
-    return _load_hub(arg, split, limit)
+    if path.exists():
+        raise DatasetError(f"docci: {path} is not a directory; {how_to_get()}")
+    if arg.strip().lower() in SCRIPT_IDS:
+        raise DatasetError(
+            f"docci: {arg} is a dataset loading script, which datasets>=4 no longer runs; instead {how_to_get()}"
+        )
+    if not is_hub_id(arg):
+        raise DatasetError(
+            f"docci: no such directory: {path}; download it with pancap data download docci --to {path}"
+        )
+    return _load_hub(arg, revision, split, limit)
 
 
 def load_release(root: Path, split: str | None = None, limit: int | None = None) -> datasets.Dataset:
@@ -75,7 +97,10 @@ def load_release(root: Path, split: str | None = None, limit: int | None = None)
     chosen = choose_split("docci", split, present or SPLITS, DEFAULT_SPLIT)
     images = root / IMAGES_DIR
     if not images.is_dir():
-        raise DatasetError(f"docci: image folder not found: {images} (unpack docci_images.tar.gz in {root})")
+        raise DatasetError(
+            f"docci: image folder not found: {images}; unpack docci_images.tar.gz in {root}, or run "
+            f"pancap data download docci --to {root}, which fetches what is missing and unpacks it"
+        )
     rows = [
         Row(record["example_id"], str(images / record["image_file"]), record["description"], chosen)
         for record in records
@@ -96,22 +121,18 @@ def read_descriptions(path: Path) -> list[dict[str, str]]:
     return records
 
 
-def _looks_like_path(arg: str) -> bool:
-    # A Hub id is OWNER/NAME; anything else that does not exist on disk is a missing path.
-    return arg.startswith(("/", ".", "~")) or arg.count("/") != 1
-
-
-def _load_hub(arg: str, split: str | None, limit: int | None) -> datasets.Dataset:
-    repo_id, _, revision = arg.partition("@")
+def _load_hub(repo_id: str, revision: str | None, split: str | None, limit: int | None) -> datasets.Dataset:
     try:
-        return _load_mirror(repo_id, revision or None, split, limit)
+        return _load_mirror(repo_id, revision, split, limit)
     except DatasetError:
         raise
     except Exception as exc:
         reason = (str(exc).splitlines() or [""])[0]
+        pinned = f" at revision {revision!r}" if revision else ""
         raise DatasetError(
-            f"docci: {arg!r} is not a local directory and cannot be loaded from the Hub "
-            f"({type(exc).__name__}: {reason}); data cannot be fetched offline: {_HOW}"
+            f"docci: {repo_id!r} is not a local directory and cannot be loaded from the Hub{pinned} "
+            f"({type(exc).__name__}: {reason}); data cannot be fetched offline: for a local copy run "
+            f"pancap data download docci --to {repo_id} and use docci:./{repo_id}, or check the mirror id"
         ) from None
 
 
@@ -172,13 +193,4 @@ def _normalise(table: datasets.Dataset, source: str, chosen: str, limit: int | N
             "split": chosen,
         }
 
-    table = table.map(to_record, remove_columns=table.column_names, features=_undecoded_features())
-    return table.cast(features())
-
-
-def _undecoded_features() -> datasets.Features:
-    import datasets
-
-    undecoded = features().copy()
-    undecoded["image"] = datasets.Image(decode=False)
-    return undecoded
+    return table.map(to_record, remove_columns=table.column_names, features=features())

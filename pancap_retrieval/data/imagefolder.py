@@ -4,7 +4,9 @@ Every image file under PATH (recursively, hidden entries skipped) is one example
 relative to PATH without the extension (``birds/owl.jpg`` -> ``birds/owl``). Descriptions come from an optional
 ``metadata.jsonl`` at the top of PATH, as in the Hugging Face imagefolder: one JSON object per line with a
 ``file_name`` relative to PATH and a ``description``, ``text`` or ``caption`` field. Images without an entry get
-an empty description. The only split is ``train``.
+an empty description; a folder without ``metadata.jsonl`` loads (captioning needs no description) with a warning
+that says what the file must hold, and :func:`pancap_retrieval.data.require_descriptions` turns it into an error
+where descriptions are needed. Ids need not be safe file names (``a b&c``). The only split is ``train``.
 """
 
 from __future__ import annotations
@@ -36,16 +38,27 @@ TEXT_FIELDS = ("description", "text", "caption")
 SPLIT = "train"
 
 
+def missing_metadata_help(folder: str | Path) -> str:
+    """What ``metadata.jsonl`` must hold, with an example line, for the folder ``folder``."""
+    return (
+        f"add {Path(folder) / METADATA_FILE} with one JSON object per line and image: its file_name relative to "
+        f'the folder and its description, e.g. {{"file_name": "cat.jpg", "description": "A tabby cat asleep on a '
+        f'red sofa."}}'
+    )
+
+
 def load_imagefolder(arg: str | None, split: str | None = None, limit: int | None = None) -> datasets.Dataset:
     """Images under the folder ``arg``, sorted by relative path; descriptions from ``metadata.jsonl``."""
     check_limit(limit)
     if not arg:
-        raise DatasetError("imagefolder needs a folder: imagefolder:PATH")
+        raise DatasetError("imagefolder needs a folder: imagefolder:PATH (e.g. imagefolder:./photos)")
     root = Path(arg).expanduser()
     if not root.exists():
         raise DatasetError(f"imagefolder: no such folder: {root}")
     if not root.is_dir():
-        raise DatasetError(f"imagefolder: not a folder: {root}")
+        raise DatasetError(
+            f"imagefolder: not a folder: {root}; imagefolder:PATH takes the folder that holds the images"
+        )
     chosen = choose_split("imagefolder", split, [SPLIT], SPLIT)
     files = image_files(root)
     if not files:
@@ -87,6 +100,13 @@ def read_metadata(root: Path, known_files: set[str]) -> dict[str, str]:
     """
     path = root / METADATA_FILE
     if not path.is_file():
+        log.warning(
+            "imagefolder: no %s in %s: every description is empty, so retrieval and the reference captioner "
+            "have nothing to use; %s",
+            METADATA_FILE,
+            root,
+            missing_metadata_help(root),
+        )
         return {}
     texts: dict[str, str] = {}
     unmatched = []

@@ -2,9 +2,15 @@
 
 A pancap dataset is a ``datasets.Dataset`` with exactly the columns of :data:`COLUMNS`. Rows are sorted by
 ``example_id``; ``limit=N`` keeps the first N of that order, so the same N always means the same images.
-Images are stored as file paths or bytes and decoded only when read. An image whose header cannot be read at
-load time keeps its row with ``width == height == 0`` (see :func:`unreadable_ids`); :func:`open_image` raises a
-:class:`~pancap_retrieval.errors.DatasetError` naming the example when asked to decode it.
+
+Images are stored as file paths or bytes (an ``Image(decode=False)`` column) and only :func:`open_image` decodes
+them, one at a time, so iterating a dataset of any size holds no decoded image. Loading reads image headers only.
+An image whose header cannot be read keeps its row with ``width == height == 0`` (see :func:`unreadable_ids`).
+An image with more pixels than the limit (``$PANCAP_MAX_IMAGE_PIXELS``, default 178,956,970 = the size at which
+PIL itself refuses an image; ``0`` = no limit) keeps its row and its real size, and is never decoded.
+:func:`open_image` raises a one-line :class:`~pancap_retrieval.errors.DatasetError` naming the example for a
+missing, empty, corrupt, truncated or too large image; the captioning and reconstruction stages record it as a
+failed or skipped item and go on.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ from __future__ import annotations
 import io
 import itertools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +35,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLUMNS = ("example_id", "image", "description", "width", "height", "split")
+MAX_PIXELS_ENV = "PANCAP_MAX_IMAGE_PIXELS"
+# PIL warns above Image.MAX_IMAGE_PIXELS (89,478,485) and refuses twice that; pancap's default is the refusal point.
+DEFAULT_MAX_IMAGE_PIXELS = 2 * 89_478_485
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+")
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -39,13 +53,13 @@ class Row:
 
 
 def features() -> datasets.Features:
-    """The features of every pancap dataset, in column order."""
+    """The features of every pancap dataset, in column order; images stay encoded until :func:`open_image`."""
     import datasets
 
     return datasets.Features(
         {
             "example_id": datasets.Value("string"),
-            "image": datasets.Image(),
+            "image": datasets.Image(decode=False),
             "description": datasets.Value("string"),
             "width": datasets.Value("int32"),
             "height": datasets.Value("int32"),
@@ -79,15 +93,51 @@ def first_n(rows: Iterable[Row], limit: int | None) -> list[Row]:
     return ordered if limit is None else ordered[:limit]
 
 
-def image_size(image: str | bytes | Path) -> tuple[int, int]:
-    """(width, height) read from the image header only; (0, 0) when the header cannot be read."""
-    from PIL import Image, UnidentifiedImageError
+def is_hub_id(text: str) -> bool:
+    """Whether ``text`` has the form of a Hub repository id (``OWNER/NAME``), not of a local path."""
+    return _HUB_ID.fullmatch(text) is not None
 
+
+def max_image_pixels() -> int | None:
+    """The pixel limit of :func:`open_image`: ``$PANCAP_MAX_IMAGE_PIXELS``, else the default; None = no limit."""
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise DatasetError(
+            f"{MAX_PIXELS_ENV} must be a whole number of pixels (0 for no limit), got {value!r}; "
+            f"unset it for the default of {DEFAULT_MAX_IMAGE_PIXELS}"
+        )
+    return limit or None
+
+
+def _open_unchecked(source: Any) -> Image.Image:
+    """``PIL.Image.open`` (header only) without PIL's own decompression-bomb check, which the pixel limit replaces.
+
+    PIL refuses images over twice ``Image.MAX_IMAGE_PIXELS`` inside ``open``; pancap checks the size itself, so that
+    its limit is the one a user sets and a huge image is reported with its size rather than as PIL's exception.
+    """
+    from PIL import Image
+
+    with _PIL_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(source)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def image_size(image: str | bytes | Path) -> tuple[int, int]:
+    """(width, height) read from the image header only, whatever its size; (0, 0) when it cannot be read."""
     source = io.BytesIO(image) if isinstance(image, bytes) else image
     try:
-        with Image.open(source) as opened:
+        with _open_unchecked(source) as opened:
             return opened.size
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+    except Exception:  # any header PIL cannot read makes an unreadable image, recorded as 0x0
         return 0, 0
 
 
@@ -119,12 +169,15 @@ def build_dataset(rows: Sequence[Row], what: str = "dataset") -> datasets.Datase
 
 
 def undecoded(dataset: datasets.Dataset) -> datasets.Dataset:
-    """The same dataset with the image column left as ``{"bytes", "path"}``, so iterating never decodes.
+    """The dataset with its image column left as ``{"bytes", "path"}``, so iterating never decodes.
 
-    Iterate over this when a corrupt image must not stop the loop, and decode each row with :func:`open_image`.
+    Pancap's own datasets are already so; this casts a dataset made elsewhere. Decode rows with :func:`open_image`.
     """
     import datasets
 
+    feature = dataset.features.get("image")
+    if isinstance(feature, datasets.Image) and not feature.decode:
+        return dataset
     return dataset.cast_column("image", datasets.Image(decode=False))
 
 
@@ -137,33 +190,83 @@ def unreadable_ids(dataset: datasets.Dataset) -> list[str]:
     ]
 
 
-def open_image(example: dict[str, Any]) -> Image.Image:
-    """The example's image decoded to RGB; a missing or corrupt image raises DatasetError naming the example.
+class RowsById(Mapping[str, dict[str, Any]]):
+    """example_id -> the dataset row with its image undecoded, read on access: only the ids are held in memory."""
 
-    ``example["image"]`` may be a PIL image, a ``{"bytes", "path"}`` dict (see :func:`undecoded`) or a path.
-    """
+    def __init__(self, dataset: datasets.Dataset) -> None:
+        self._rows = undecoded(dataset)
+        self._index = {str(example_id): n for n, example_id in enumerate(self._rows["example_id"])}
+
+    def __getitem__(self, example_id: str) -> dict[str, Any]:
+        return self._rows[self._index[example_id]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+class _Unusable(Exception):
+    """An image pancap will not decode; the message is the whole reason."""
+
+
+def _opened(image: Any) -> Image.Image:
+    """An opened (not yet decoded) PIL image from any form of image cell."""
     from PIL import Image
 
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, dict):
+        image = image.get("bytes") or image.get("path")
+        if image is None:
+            raise _Unusable("cannot decode image (the row has neither image bytes nor a path)")
+    if isinstance(image, bytes | bytearray):
+        if not image:
+            raise _Unusable("cannot decode image (empty image, 0 bytes)")
+        return _open_unchecked(io.BytesIO(image))
+    if isinstance(image, str | Path):
+        if os.path.isfile(image) and os.path.getsize(image) == 0:
+            raise _Unusable(f"cannot decode image (empty file, 0 bytes: {image})")
+        return _open_unchecked(image)
+    raise _Unusable(f"cannot decode image (unexpected image value of type {type(image).__name__})")
+
+
+def _check_pixels(image: Image.Image, limit: int | None) -> None:
+    width, height = image.size
+    if limit is not None and width * height > limit:
+        raise _Unusable(
+            f"image too large to decode: {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{limit:,}; shrink it or raise {MAX_PIXELS_ENV} (0 = no limit)"
+        )
+
+
+def open_image(example: Mapping[str, Any], max_pixels: int | None = None) -> Image.Image:
+    """The example's image decoded to RGB; an image that cannot be used raises a one-line DatasetError naming it.
+
+    ``example["image"]`` may be a PIL image, a ``{"bytes", "path"}`` dict, a path or bytes. An image over
+    ``max_pixels`` pixels (default :func:`max_image_pixels`; ``0`` = no limit) is refused from its header, before
+    any pixel is decoded. Missing, empty, corrupt and truncated images are refused with the reason.
+    """
     example_id = example.get("example_id", "?")
-    image = example.get("image")
+    limit = max_image_pixels() if max_pixels is None else (max_pixels or None)
+    image = None
     try:
-        if isinstance(image, dict):
-            if image.get("bytes"):
-                image = Image.open(io.BytesIO(image["bytes"]))
-            elif image.get("path"):
-                image = Image.open(image["path"])
-            else:
-                raise ValueError("no bytes and no path")
-        elif isinstance(image, str | Path):
-            image = Image.open(image)
-        elif isinstance(image, bytes):
-            image = Image.open(io.BytesIO(image))
-        elif not isinstance(image, Image.Image):
-            raise ValueError(f"unexpected image value of type {type(image).__name__}")
+        image = _opened(example.get("image"))
+        _check_pixels(image, limit)
         image.load()
         return image.convert("RGB")
+    except _Unusable as exc:
+        reason = str(exc)
     except Exception as exc:
-        raise DatasetError(f"{example_id}: cannot decode image ({type(exc).__name__}: {exc})") from None
+        reason = f"cannot decode image ({type(exc).__name__}: {_first_line(exc)})"
+    if image is not None and image is not example.get("image"):
+        image.close()
+    raise DatasetError(f"{example_id}: {reason}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0]
 
 
 def read_json_lines(path: Path, dataset: str) -> list[tuple[int, dict[str, Any]]]:

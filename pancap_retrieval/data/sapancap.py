@@ -2,11 +2,12 @@
 
 The ground-truth panoptic captions ship with the package (``data/sapancap/``, MIT, see its README): ``val``
 (500 captions, generated and quality-filtered) and ``test`` (130 human-curated). The images are SA-1B
-photos, which cannot ship: download SA-1B (https://ai.meta.com/datasets/segment-anything/) and pass the
-folder that holds ``sam/sa_0000NN/sa_N.jpg`` as ``sapancap:ROOT`` (or set ``$PANCAP_SA1B_DIR``); a folder
-holding ``sa_0000NN/`` directly works too. ``example_id`` is the image file's stem (``sa_507752``), the
-``description`` is the ground-truth caption. Images missing from the folder are skipped and counted: a
-warning names them and ``dataset.info.description`` records the count.
+photos, which cannot ship: download the SA-1B parts (``sa_0000NN.tar``, from
+https://ai.meta.com/datasets/segment-anything/), unpack each into ``ROOT/sam/sa_0000NN/`` and pass ``ROOT`` as
+``sapancap:ROOT`` (or set ``$PANCAP_SA1B_DIR``); a folder holding ``sa_0000NN/`` directly works too.
+``example_id`` is the image file's stem (``sa_507752``), the ``description`` is the ground-truth caption. Images
+missing from the folder are skipped and counted: a warning names them and ``dataset.info.description`` records
+the count.
 """
 
 from __future__ import annotations
@@ -30,10 +31,20 @@ log = logging.getLogger(__name__)
 SPLIT_FILES = {"val": "sapancap_val_gtcaption.json", "test": "sapancap_test_gtcaption.json"}
 DEFAULT_SPLIT = "test"
 ENV_DIR = "PANCAP_SA1B_DIR"
-_HOW = (
-    "the images are SA-1B photos (https://ai.meta.com/datasets/segment-anything/): download them and pass the "
-    f"folder holding sam/sa_0000NN/sa_N.jpg as sapancap:ROOT or set ${ENV_DIR}"
-)
+SA1B_PAGE = "https://ai.meta.com/datasets/segment-anything/"
+
+
+def how_to_get(split: str, root: str | Path = "SA1B_DIR") -> str:
+    """Where SA-1B images come from, which of its parts ``split`` needs, and the layout pancap expects."""
+    items = read_ground_truth(split)
+    parts = sorted({PurePosixPath(image_path).parts[1] for _, image_path, _ in items})
+    example = PurePosixPath(items[0][1]) if items else PurePosixPath("sam/sa_000000/sa_1.jpg")
+    needs = f" (the {split} split needs {len(parts)}: {parts[0]}.tar ... {parts[-1]}.tar)" if parts else ""
+    return (
+        f"SA-Pancap's images are SA-1B photos, which cannot ship: download the SA-1B parts from {SA1B_PAGE}"
+        f"{needs}, unpack each into {Path(root) / 'sam' / 'sa_0000NN'}/ so that e.g. {Path(root) / example} "
+        f"exists, and pass sapancap:{root} (or set ${ENV_DIR})"
+    )
 
 
 def caption_file(split: str) -> Path:
@@ -83,10 +94,10 @@ def load_sapancap(arg: str | None, split: str | None = None, limit: int | None =
     if not arg:
         arg = os.environ.get(ENV_DIR)
         if not arg:
-            raise DatasetError(f"sapancap needs the SA-1B image folder: {_HOW}")
+            raise DatasetError(f"sapancap needs the SA-1B image folder: {how_to_get(chosen)}")
     root = Path(arg).expanduser()
     if not root.is_dir():
-        raise DatasetError(f"sapancap: image folder not found: {root}; {_HOW}")
+        raise DatasetError(f"sapancap: SA-1B image folder not found: {root}; {how_to_get(chosen, root)}")
     items = read_ground_truth(chosen)
     if limit is not None:
         items = items[:limit]
@@ -98,9 +109,8 @@ def load_sapancap(arg: str | None, split: str | None = None, limit: int | None =
         else:
             rows.append(Row(example_id, str(path), caption, chosen))
     if not rows:
-        first = items[0][1] if items else "sam/sa_0000NN/sa_N.jpg"
         raise DatasetError(
-            f"sapancap: none of the {len(items)} {chosen} images is under {root} (expected e.g. {root / first}); {_HOW}"
+            f"sapancap: none of the {len(items)} {chosen} images is under {root}; {how_to_get(chosen, root)}"
         )
     dataset = build_dataset(rows, what=f"sapancap:{root}")
     note = f"SA-Pancap {chosen}: {len(rows)} of {len(items)} images found under {root}"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import re
+import struct
 import tarfile
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,6 +36,28 @@ def jpeg_bytes(name: str, size: tuple[int, int] | None = None) -> bytes:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=85)
     return buffer.getvalue()
+
+
+def huge_png(path: Path, width: int, height: int) -> Path:
+    """A real, valid 1-bit PNG of ``width`` x ``height`` (all black), written row by row: 20000 x 20000 is ~50 KB."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    row = b"\x00" + bytes((width + 7) // 8)  # filter type 0, then the packed bits of one row
+    packer = zlib.compressobj(9)
+    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, greyscale
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_huge_png() -> Callable[[Path, int, int], Path]:
+    """:func:`huge_png`, for the tests."""
+    return huge_png
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import datasets
@@ -45,24 +44,48 @@ def test_unknown_split_names_the_known_ones(docci_dir: Path) -> None:
         load_dataset(f"docci:{docci_dir}", split="val")
 
 
-def test_missing_directory_is_one_line_naming_the_path(tmp_path: Path) -> None:
+def test_missing_directory_is_one_line_naming_the_path_and_the_download(tmp_path: Path) -> None:
     missing = tmp_path / "no" / "docci"
     with pytest.raises(DatasetError) as caught:
         load_dataset(f"docci:{missing}")
-    assert str(caught.value) == f"docci: no such directory: {missing}"
+    assert str(caught.value) == (
+        f"docci: no such directory: {missing}; download it with pancap data download docci --to {missing}"
+    )
+
+
+def test_relative_missing_directory_names_it_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetError) as caught:
+        load_dataset("docci:./data/docci")
+    assert str(caught.value) == (
+        "docci: no such directory: data/docci; download it with pancap data download docci --to data/docci"
+    )
 
 
 def test_directory_without_the_release_files(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match=r"has no docci_descriptions\.jsonlines and no parquet files"):
+    with pytest.raises(DatasetError) as caught:
         load_dataset(f"docci:{tmp_path}")
+    assert "has no docci_descriptions.jsonlines and no parquet files" in str(caught.value)
+    assert f"pancap data download docci --to {tmp_path}" in str(caught.value)
+
+
+def test_a_file_instead_of_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "docci.zip").write_bytes(b"x")
+    with pytest.raises(DatasetError, match=r"is not a directory; download the official release with pancap data"):
+        load_dataset(f"docci:{tmp_path / 'docci.zip'}")
 
 
 def test_missing_images_folder(docci_dir: Path) -> None:
     for path in (docci_dir / "images").iterdir():
         path.unlink()
     (docci_dir / "images").rmdir()
-    with pytest.raises(DatasetError, match=re.escape(f"image folder not found: {docci_dir / 'images'}")):
+    with pytest.raises(DatasetError) as caught:
         load_dataset(f"docci:{docci_dir}")
+    message = str(caught.value)
+    assert message.startswith(f"docci: image folder not found: {docci_dir / 'images'}; unpack docci_images.tar.gz")
+    assert f"pancap data download docci --to {docci_dir}" in message
 
 
 def test_malformed_line_names_file_and_line(docci_dir: Path) -> None:
@@ -102,7 +125,7 @@ def test_google_docci_script_is_refused_with_the_working_ways() -> None:
         load_dataset("docci:google/docci")
     message = str(caught.value)
     assert "loading script" in message
-    assert "pancap data download docci --to DIR" in message
+    assert "pancap data download docci --to ./data/docci" in message
     assert "parquet mirror" in message
 
 
@@ -116,12 +139,15 @@ def test_hub_mirror_offline_says_to_pass_a_local_dir(monkeypatch: pytest.MonkeyP
     message = str(caught.value)
     assert "'someone/docci-parquet-mirror' is not a local directory" in message
     assert "cannot be fetched offline" in message
+    assert "pancap data download docci --to someone/docci-parquet-mirror" in message
     assert "\n" not in message
+    with pytest.raises(DatasetError, match=r"cannot be loaded from the Hub at revision 'v1\.0'"):
+        load_dataset("docci:someone/docci-parquet-mirror@v1.0")
 
 
 def test_no_argument_uses_the_environment(docci_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PANCAP_DOCCI_DIR", raising=False)
-    with pytest.raises(DatasetError, match="docci needs a source"):
+    with pytest.raises(DatasetError, match="docci needs a source: download the official release with pancap"):
         load_dataset("docci")
     monkeypatch.setenv("PANCAP_DOCCI_DIR", str(docci_dir))
     assert load_dataset("docci", split="train")["example_id"] == ["train_00000"]
