@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -75,6 +76,18 @@ class CaptionerSpec(_Strict):
     batch_size: int | None = Field(default=None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return _check_name(value, "captioner name")
+
+    def captioner_options(self) -> dict[str, Any]:
+        """The options the captioner is built with: ``model`` (when given) and ``options``.
+
+        ``batch_size`` is not among them: it is the runner's batch size (images per call).
+        """
+        return {**({"model": self.model} if self.model else {}), **self.options}
+
 
 class EmbedderSpec(_Strict):
     name: str = "minilm"
@@ -103,6 +116,18 @@ class ReconstructionSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
+def _check_name(value: str, what: str) -> str:
+    """A name that becomes a folder or file name: letters, digits and ``._+-``, no path separators."""
+    if not _NAME.fullmatch(value):
+        raise ValueError(
+            f"{what} {value!r} must be letters, digits and . _ + - only (no / or spaces), at most 100 characters"
+        )
+    return value
+
+
 class Suite(_Strict):
     name: str
     description: str = ""
@@ -113,6 +138,14 @@ class Suite(_Strict):
     reconstruction: ReconstructionSpec | None = None
     seed: int = 0
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return _check_name(value, "suite name")
+
+
+_Spec = TypeVar("_Spec", bound=BaseModel)
+
 
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; every problem is reported as one :class:`SuiteError` line."""
@@ -122,13 +155,24 @@ def load_suite(path: str | Path) -> Suite:
     if not path.is_file():
         raise SuiteError(f"suite file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"{path}: not UTF-8 text (byte {exc.start}); save the suite as UTF-8") from None
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise SuiteError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: a suite is a mapping of keys")
+    return validated(Suite, data, f"{path}: ")
+
+
+def validated(model: type[_Spec], data: dict[str, Any], where: str = "") -> _Spec:
+    """``model`` validated from ``data``; every problem is reported in one :class:`SuiteError` line."""
     try:
-        return Suite.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise SuiteError(f"{path}: {problems}") from None
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+        )
+        raise SuiteError(f"{where}{problems}") from None
