@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from pancap_retrieval.data import DATASET_SPEC_HELP
 from pancap_retrieval.errors import PancapError
 
 
@@ -191,7 +192,7 @@ def captions_parse(file: Path, dialect: str, width: int | None, height: int | No
 @captions_group.command("import")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--captioner", required=True, help="the name the captions appear under")
-@click.option("--dataset", required=True, help="dataset spec the captions belong to")
+@click.option("--dataset", required=True, help=f"the dataset the captions belong to; {DATASET_SPEC_HELP}")
 @click.option("--split", default=None)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="run folder")
 @_OVERWRITE
@@ -218,7 +219,7 @@ def captions_import(
 @cli.command("caption")
 @click.option("--captioner", required=True, help="registry name (`pancap list captioners`)")
 @click.option("--model", default=None, help="hub id or local directory of the weights")
-@click.option("--dataset", required=True)
+@click.option("--dataset", required=True, help=DATASET_SPEC_HELP)
 @click.option("--split", default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="run folder")
@@ -290,7 +291,7 @@ def convert_llava_command(src: str, lora: str | None, vision_tower: str | None, 
 
 
 @cli.command("retrieve")
-@click.option("--dataset", required=True)
+@click.option("--dataset", required=True, help=DATASET_SPEC_HELP)
 @click.option("--split", default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @click.option(
@@ -393,7 +394,7 @@ def leaderboard(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 @cli.command("reconstruct")
 @click.option("--redrawer", default="sketch", show_default=True, help="sketch | gligen | text2image")
 @click.option("--model", default=None, help="hub id or local directory of the pipeline")
-@click.option("--dataset", required=True)
+@click.option("--dataset", required=True, help=DATASET_SPEC_HELP)
 @click.option("--split", default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @click.option("--captions", "captions", multiple=True, required=True, help="captions file or captioner name")
