@@ -80,9 +80,16 @@ def iter_examples(dataset: Any, decode: bool = True) -> Iterable[dict[str, Any]]
         yield row
 
 
-def _batches(items: list[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    """Consecutive lists of ``size`` items (the last one shorter) from any iterable, read lazily."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def caption_dataset(
@@ -104,35 +111,37 @@ def caption_dataset(
     batch_size = batch_size or captioner.default_batch_size
     done = store.done_ids(include_failed=not retry_failed)
     stats = CaptionRunStats()
-    pending: list[dict[str, Any]] = []
-    for row in (rows or iter_examples)(dataset, decode=captioner.needs_image):
-        stats.total += 1
-        if row["example_id"] in done:
-            stats.skipped_done += 1
-        else:
-            pending.append(row)
+    ids = [str(i) for i in dataset["example_id"]]
+    pending = [index for index, example_id in enumerate(ids) if example_id not in done]
+    stats.total, stats.skipped_done = len(ids), len(ids) - len(pending)
+    if pending and len(pending) < len(ids):
+        dataset = dataset.select(pending)
     bar = tqdm(total=len(pending), desc=f"caption {captioner.name}", unit="img", disable=not progress)
-    for batch in _batches(pending, batch_size):
-        examples, records = [], []
-        for row in batch:
-            error = row.get("error")
-            if error:
-                records.append(CaptionRecord.failed(row["example_id"], error))
-            else:
-                examples.append(
-                    Example(row["example_id"], row["image"], row["width"], row["height"], row["description"])
-                )
-        records.extend(_caption_safely(captioner, examples))
-        for record in records:
-            store.append(record)
-            if record.status == "ok":
-                stats.ok += 1
-            else:
-                stats.failed += 1
-                stats.failures[record.example_id] = record.error or "unknown error"
-        bar.update(len(batch))
+    if pending:  # rows are decoded one batch at a time: memory stays bounded at any dataset size
+        for batch in _batches((rows or iter_examples)(dataset, decode=captioner.needs_image), batch_size):
+            for record in _caption_rows(captioner, batch):
+                store.append(record)
+                if record.status == "ok":
+                    stats.ok += 1
+                else:
+                    stats.failed += 1
+                    stats.failures[record.example_id] = record.error or "unknown error"
+            bar.update(len(batch))
     bar.close()
     return stats
+
+
+def _caption_rows(captioner: Captioner, batch: list[dict[str, Any]]) -> list[CaptionRecord]:
+    """Records of one batch of rows: unreadable images as failed records, the rest from the captioner."""
+    records, examples = [], []
+    for row in batch:
+        if row.get("error"):
+            records.append(CaptionRecord.failed(row["example_id"], row["error"]))
+        else:
+            examples.append(
+                Example(row["example_id"], row["image"], row["width"], row["height"], row["description"])
+            )
+    return records + _caption_safely(captioner, examples)
 
 
 def _caption_safely(captioner: Captioner, examples: list[Example]) -> list[CaptionRecord]:

@@ -68,7 +68,7 @@ def read_captions(path: str | Path) -> list[CaptionRecord]:
     if not path.is_file():
         raise CaptionFileError(f"captions file not found: {path}")
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first record
     except (OSError, UnicodeDecodeError) as exc:
         raise CaptionFileError(f"cannot read captions file {path}: {exc.__class__.__name__}") from None
     stripped = raw.lstrip()
