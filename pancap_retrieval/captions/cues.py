@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pancap_retrieval.captions.groups import _BB
 
-_TAIL = r"\s*[:=]?\s*$"
+_TAIL = r"(?:\s+(?:approximately|roughly|about|around))?\s*[:=]?\s*$"
 _BE = r"(?:\s+(?:is|are|was|were|at|of|as))*"
 _FORMS: list[tuple[str, re.Pattern[str]]] = [
     (
@@ -41,7 +41,7 @@ _FORMS: list[tuple[str, re.Pattern[str]]] = [
     (
         "box",
         re.compile(
-            rf"(?:,\s*)?(?:\b(?:with|has|having|and|occupying|within|inside|in|at|of|by)\s+)?(?:\b(?:the|a|an)\s+)?"
+            rf"(?:,\s*)?(?:\b(?:with|has|have|having|and|occupying|within|inside|in|at|of|by)\s+)?(?:\b(?:the|a|an)\s+)?"
             rf"{_BB}(?:\s+coordinates)?{_BE}{_TAIL}",
             re.IGNORECASE,
         ),

@@ -68,7 +68,7 @@ LY_NOUNS = _words(
 )
 # Verb forms that do not end a noun phrase (inflected forms common in image descriptions).
 VERB_FORMS = _words(
-    "sits wears holds appears seems lies hangs rests depicts consists occupies spans extends stretches leans "
+    "used sits wears holds appears seems lies hangs rests depicts consists occupies spans extends stretches leans "
     "emerges protrudes surrounds overlooks contains includes shows reveals captures stands walks runs swims "
     "flows grows floats rises points moves sitting standing lying wearing holding showing depicting "
     "containing including consisting featuring occupying spanning covering looking facing carrying riding "
@@ -109,7 +109,7 @@ OCCUPY_VERBS = _words(
 META_HEADS = _words("image picture photo photograph scene view illustration drawing painting")
 # In "N1 of N2" the head is N2's when N1 is one of these (parts, groups, amounts).
 PARTITIVES = _words(
-    "part parts portion portions piece pieces pair pairs group groups cluster clusters bunch bunches set sets "
+    "instance instances example examples copy copies grouping part parts portion portions piece pieces pair pairs group groups cluster clusters bunch bunches set sets "
     "row rows line lines column columns stack stacks pile piles collection number lot lots couple handful "
     "series array variety range patch patches section sections segment segments strip strips slice slices "
     "chunk chunks bit bits clump clumps mass expanse stretch swath crowd herd flock team kind kinds type "
@@ -119,14 +119,16 @@ PARTITIVES = _words(
 _CLOSING_QUOTES = frozenset('"”')
 _OPENING_QUOTES = frozenset('"“')
 # Subjects that only announce the entity: "The most prominent element is a kart [[..]]" grounds the kart.
-GENERIC_HEADS = frozenset(
-    ["element", "elements", "entity", "entities", "object", "objects", "feature", "features", "thing", "things", "item", "items", "subject", "focus", "component", "components", "image", "picture", "photo", "scene"]
+ATTRIBUTE_HEADS = _words("color colour colors colours shape size pattern texture tone shade hue finish style")
+GENERIC_HEADS = _words(
+    "element elements entity entities object objects feature features thing things item items subject focus "
+    "component components image picture photo scene"
 )
-ONE_WORDS = frozenset(["one", "ones", "another", "other", "others"])
+ONE_WORDS = _words("one ones another other others")
 _OCCUPYING = _words("occupies occupying covers covering spans spanning fills filling takes taking")
 _ADJECTIVE_ENDINGS = ("ed", "ous", "ful", "ive", "ic", "al", "ish", "like", "less", "y")
 COMMON_ADJECTIVES = _words(
-    "red orange yellow green blue purple pink brown black white grey gray silver golden gold beige dark light "
+    "slender slim curved straight shiny red orange yellow green blue purple pink brown black white grey gray silver golden gold beige dark light "
     "bright pale deep small large big tall short long wide narrow thick thin old young new round square flat "
     "smooth rough soft hard wooden metal plastic tiny huge vast little clear"
 )
@@ -237,7 +239,10 @@ def _noun_after_article(toks: list[Token], k: int) -> bool:
 
 
 def _determiner_ahead(toks: list[Token], k: int) -> bool:
-    """Whether only modifiers and commas lie between ``toks[k]`` and a determiner to its left (4 words at most)."""
+    """Whether the comma ``toks[k]`` follows an adjective, with only modifiers and commas between it and a
+    determiner to its left: ``a dark, woven placemat``."""
+    if k < 1 or not _adjective_like(toks[k - 1].low):
+        return False
     for j in range(k - 1, max(-1, k - 8), -1):
         if toks[j].is_word and _determiner(toks[j].low):
             return j < k - 1
@@ -252,7 +257,13 @@ def _verb_ing(toks: list[Token], k: int) -> bool:
     if not low.endswith("ing") or low in ING_NOUNS or k + 1 >= len(toks):
         return False
     following = toks[k + 1].low
-    return following in PREPOSITIONS or following in DETERMINERS or _adverb(following)
+    return (following in PREPOSITIONS and following != "of") or following in DETERMINERS or _adverb(following)
+
+
+def _clause_verb(toks: list[Token], k: int) -> bool:
+    """``a symbol representing payment``: a word in -ing right after a noun starts a clause, not a modifier."""
+    low = toks[k].low
+    return low.endswith("ing") and low not in ING_NOUNS and k > 0 and can_be_head(toks[k - 1])
 
 
 def np_backward(toks: list[Token], i: int) -> tuple[int, int] | None:
@@ -275,7 +286,7 @@ def np_backward(toks: list[Token], i: int) -> tuple[int, int] | None:
         if word.text == "," and _determiner_ahead(toks, start - 1):
             start -= 1  # "a long, slender, pointed bottom": commas between the adjectives of one phrase
             continue
-        if not _modifier(word):
+        if not _modifier(word) or _clause_verb(toks, start - 1):
             break
         start -= 1
     if not closed_by_determiner:  # without a determiner a participle or verb form is not inside the phrase
@@ -450,7 +461,8 @@ def _predicate(toks: list[Token], s: int) -> bool:
         if not (_adverb(low) or low == "and" or (k < s - 1 and (_adjective(low) or low in VERB_FORMS))):
             break
         k -= 1
-    return k >= 0 and toks[k].low in COPULAS and not (k > 0 and toks[k - 1].low in ("there", "here"))
+    inverted = k > 0 and toks[k - 1].low in ("there", "here", "as", "so", "nor", "neither")
+    return k >= 0 and toks[k].low in COPULAS and not inverted
 
 
 def _adjective(low: str) -> bool:
@@ -539,6 +551,22 @@ def _quoted(toks: list[Token], i: int) -> tuple[int, int] | None:
     return (before[0], i) if before is not None else (k, i)
 
 
+def _possessed(toks: list[Token], s: int) -> bool:
+    """Whether the phrase at ``toks[s]`` is a body part or belonging of someone named: ``her neck``, ``its side``."""
+    return toks[s].low in ("his", "her", "its", "their", "thier")
+
+
+def _after_existential(toks: list[Token], k: int) -> bool:
+    """Whether the phrase ending before ``toks[k]`` is the one ``There is``/``There are`` introduces."""
+    span = np_backward(toks, k)
+    if span is None or span[0] < 2:
+        return False
+    j = span[0] - 1
+    while j > 0 and _adverb(toks[j].low) and toks[j].low != "there":
+        j -= 1
+    return toks[j].low in COPULAS and toks[j - 1].low == "there"
+
+
 def _verdict(toks: list[Token], span: tuple[int, int], comma: bool) -> str:
     """What a noun phrase before a box is: ``take`` (the entity), ``subject`` (a predicate noun: the clause's
     subject is the entity), ``place``/``object`` (a locative phrase, skipped with its preposition) or ``skip``."""
@@ -549,8 +577,14 @@ def _verdict(toks: list[Token], span: tuple[int, int], comma: bool) -> str:
     place = is_place(words[1:] if has_det else words, has_det)
     if place and (before in LOCATIVE or before in PREPOSITIONS or _adverb(before)):
         return "place"
-    if (before in LOCATIVE and comma) or before == "without" or (comma and _coordinated_object(toks, s)):
+    if (before in LOCATIVE and comma) or before in ("without", "as") or (comma and _coordinated_object(toks, s)):
         return "object"
+    if before == "with" and head_noun(" ".join(words)) in ATTRIBUTE_HEADS:
+        return "object"  # "an object with yellow color [[..]]": the colour is said of the object
+    if comma and before.endswith("ing") and before not in ING_NOUNS and s > 1:
+        return "object"  # "a symbol representing payment, located at": the clause describes the symbol
+    if before in LOCATIVE and (_possessed(toks, s) or _after_existential(toks, s - 1)):
+        return "object"  # "a necklace around her neck [[..]]", "There is a group of rocks around the girl [[..]]"
     if place and not has_det and s > 0:
         return "skip"
     if before in OCCUPY_VERBS and (place or head_noun(" ".join(words)) in AREA_WORDS):
