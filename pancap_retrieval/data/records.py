@@ -250,18 +250,19 @@ def open_image(example: Mapping[str, Any], max_pixels: int | None = None) -> Ima
     """
     example_id = example.get("example_id", "?")
     limit = max_image_pixels() if max_pixels is None else (max_pixels or None)
-    image = None
+    given, image = example.get("image"), None
     try:
-        image = _opened(example.get("image"))
+        image = _opened(given)
         _check_pixels(image, limit)
         image.load()
-        return image.convert("RGB")
+        return image.convert("RGB")  # always a new image, so the opened one can be closed
     except _Unusable as exc:
         reason = str(exc)
     except Exception as exc:
         reason = f"cannot decode image ({type(exc).__name__}: {_first_line(exc)})"
-    if image is not None and image is not example.get("image"):
-        image.close()
+    finally:
+        if image is not None and image is not given:
+            image.close()  # the file handle, at once rather than at garbage collection
     raise DatasetError(f"{example_id}: {reason}")
 
 
