@@ -23,7 +23,7 @@ from pancap_retrieval.data.records import (
     unreadable_ids,
 )
 from pancap_retrieval.errors import DatasetError
-from pancap_retrieval.registry import Registry
+from pancap_retrieval.registry import Entry, Registry
 
 if TYPE_CHECKING:
     import datasets
