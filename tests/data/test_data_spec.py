@@ -176,3 +176,16 @@ def test_spec_help_shows_every_form() -> None:
     for form in ("`sample`", "`docci:DIR`", "`docci:OWNER/MIRROR`", "@REVISION", "`imagefolder:PATH`",
                  "`sapancap:SA1B_DIR`", "metadata.jsonl", "PANCAP_MAX_IMAGE_PIXELS"):
         assert form in DATASET_SPEC_HELP
+
+
+@pytest.mark.parametrize("command", [["caption"], ["retrieve"], ["reconstruct"], ["captions", "import"]])
+def test_every_dataset_option_explains_the_spec(command: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from pancap_retrieval.cli import cli
+
+    result = CliRunner().invoke(cli, [*command, "--help"], terminal_width=400)
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for form in ("`docci:DIR`", "docci:OWNER/MIRROR@a1b2c3d", "`imagefolder:PATH`", "`sapancap:SA1B_DIR`"):
+        assert form in text
