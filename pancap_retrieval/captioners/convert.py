@@ -63,67 +63,6 @@ def vicuna_prompt(question: str) -> str:
 # A vicuna_v1 turn with an image, as every LLaVA prompt has one.
 TOKENIZATION_PROBE = vicuna_prompt("Please localize all entities in this image.")
 
-# The vision tower of the LLaVA-1.5 family (and of ASMv2 / PancapChain).
-CLIP_VIT_L14_336: dict[str, Any] = {
-    "hidden_size": 1024,
-    "intermediate_size": 4096,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 16,
-    "image_size": 336,
-    "patch_size": 14,
-    "projection_dim": 768,
-}
-# The architectures of the LLaVA-1.5 family (Vicuna + CLIP ViT-L/14-336), for random-weight benchmarks.
-LLAVA_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "llava-1.5-13b": {
-        "text": {
-            "hidden_size": 5120,
-            "intermediate_size": 13824,
-            "num_hidden_layers": 40,
-            "num_attention_heads": 40,
-            "num_key_value_heads": 40,
-            "vocab_size": 32000,
-            "max_position_embeddings": 4096,
-            "rms_norm_eps": 1e-5,
-        },
-        "vision": CLIP_VIT_L14_336,
-    },
-    "llava-1.5-7b": {
-        "text": {
-            "hidden_size": 4096,
-            "intermediate_size": 11008,
-            "num_hidden_layers": 32,
-            "num_attention_heads": 32,
-            "num_key_value_heads": 32,
-            "vocab_size": 32000,
-            "max_position_embeddings": 4096,
-            "rms_norm_eps": 1e-5,
-        },
-        "vision": CLIP_VIT_L14_336,
-    },
-    "tiny": {
-        "text": {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "vocab_size": 0,
-            "max_position_embeddings": 4096,
-            "rms_norm_eps": 1e-5,
-            "initializer_range": 0.2,
-        },
-        "vision": {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 30,
-            "patch_size": 15,
-            "projection_dim": 32,
-        },
-    },
-}
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -222,7 +161,8 @@ def _text_config(original: dict[str, Any], vocab_size: int) -> Any:
     return LlamaConfig(vocab_size=vocab_size, tie_word_embeddings=False, **values)
 
 
-def _image_processor(clip_dir: Path | None, vision_config: Any, pad: bool) -> Any:
+def llava_image_processor(clip_dir: Path | None, vision_config: Any, pad: bool) -> Any:
+    """CLIP's preprocessing (from ``clip_dir`` when it has one) plus LLaVA's pad-to-square mode when ``pad``."""
     from transformers import LlavaImageProcessorPil
 
     settings: dict[str, Any] = {}
@@ -457,7 +397,7 @@ def convert_llava(
     )
     config.architectures = ["LlavaForConditionalGeneration"]
     config.dtype = str(target_dtype).removeprefix("torch.")
-    image_processor = _image_processor(
+    image_processor = llava_image_processor(
         clip_dir, vision_config, pad=original.get("image_aspect_ratio") == "pad"
     )
     processor = LlavaProcessor(
@@ -499,92 +439,3 @@ def convert_llava(
     )
     log.info("converted %s -> %s (%d tensors)", src, out_dir, len(out_state))
     return out_dir
-
-
-def synthetic_tokenizer(corpus: list[str], vocab_size: int = 400) -> Any:
-    """A byte-level BPE tokenizer trained on ``corpus``, Llama-style specials and ``<image>``: for random-weight models.
-
-    Benchmarks and tests run model code without a real vocabulary; text round-trips exactly through it.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(corpus, trainer)
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)]
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>"
-    )
-    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    return tokenizer
-
-
-def random_llava(
-    preset: str = "tiny",
-    corpus: list[str] | None = None,
-    seed: int = 0,
-    dtype: Any = None,
-    device: Any = None,
-    pad: bool = True,
-) -> tuple[Any, Any]:
-    """A random-weight ``LlavaForConditionalGeneration`` of a :data:`LLAVA_PRESETS` architecture and its processor.
-
-    The processor is the one :func:`convert_llava` writes (vicuna_v1 template, pad mode). For benchmarks and tests.
-    """
-    import torch
-    from transformers import (
-        CLIPVisionConfig,
-        GenerationConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
-    if preset not in LLAVA_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(LLAVA_PRESETS)}")
-    spec = LLAVA_PRESETS[preset]
-    words = corpus or [
-        VICUNA_SYSTEM,
-        "USER: ASSISTANT: dog <box>[[12, 340, 560, 789]]</box>, a cat on a mat.",
-    ]
-    tokenizer = synthetic_tokenizer(words)
-    text = dict(spec["text"])
-    text["vocab_size"] = max(text["vocab_size"], len(tokenizer))
-    text_config = LlamaConfig(
-        tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0, **text
-    )
-    vision_config = CLIPVisionConfig(**spec["vision"])
-    config = LlavaConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        image_seq_length=(vision_config.image_size // vision_config.patch_size) ** 2,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    target = torch.device(device) if device is not None else torch.device("cpu")
-    with target:
-        model = LlavaForConditionalGeneration._from_config(config, dtype=dtype or torch.float32)
-    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    processor = LlavaProcessor(
-        image_processor=_image_processor(None, vision_config, pad=pad),
-        tokenizer=tokenizer,
-        patch_size=vision_config.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=VICUNA_CHAT_TEMPLATE,
-    )
-    return model.eval(), processor

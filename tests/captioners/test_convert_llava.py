@@ -16,8 +16,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from pancap_retrieval.captioners.base import Example
-from pancap_retrieval.captioners.convert import convert_llava, synthetic_tokenizer
+from pancap_retrieval.captioners.convert import convert_llava
 from pancap_retrieval.errors import ModelLoadError
+from pancap_retrieval.testing import synthetic_tokenizer
 
 HIDDEN, VISION, IMAGE, PATCH = 32, 24, 30, 15
 

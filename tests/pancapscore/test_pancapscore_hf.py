@@ -11,53 +11,8 @@ from pancap_retrieval.errors import ModelLoadError
 from pancap_retrieval.pancapscore import TagSimilarity, score_pancapscore
 from pancap_retrieval.pancapscore.judges import HFJudge, get_judge
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
 
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    """A byte-level BPE tokenizer trained on a few sentences and a 1-layer Qwen2 with random weights."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    directory = tmp_path_factory.mktemp("tiny_judge")
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|endoftext|>", "<|end|>", "<|user|>", "<|assistant|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(
-        ['{"entities": [{"id": 1, "tag": "dog", "box": [0.1, 0.2, 0.3, 0.4]}]}', "yes no"], trainer
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(directory)
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=len(fast),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=16384,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
-    )
-    Qwen2ForCausalLM(config).save_pretrained(directory)
-    return directory
-
-
-def test_hf_judge_runs_end_to_end_and_counts_garbage(tiny_lm, tmp_path):
+def test_hf_judge_runs_end_to_end_and_counts_garbage(tiny_chat_lm, tmp_path):
     refs = read_captions(caption_file("test"))[:2]
     preds = [CaptionRecord(r.example_id, r.caption.replace("[[", "[[0.0", 1)) for r in refs]
     similarity = TagSimilarity("minilm")
@@ -66,13 +21,13 @@ def test_hf_judge_runs_end_to_end_and_counts_garbage(tiny_lm, tmp_path):
         result = score_pancapscore(
             preds,
             refs,
-            f"hf:{tiny_lm}",
+            f"hf:{tiny_chat_lm}",
             tmp_path,
             similarity=similarity,
             device="cpu",
             judge_kwargs={"max_new_tokens": 12},
         )
-        assert result["judge"]["name"] == f"hf:{tiny_lm}" and result["judge"]["decoding"] == "greedy"
+        assert result["judge"]["name"] == f"hf:{tiny_chat_lm}" and result["judge"]["decoding"] == "greedy"
         assert result["judge"]["generations"] == 4  # two captions per image, extraction only
         counts = result["counts"]
         # random weights write no usable JSON: every extraction fails, is counted, and nothing is scored
@@ -85,14 +40,14 @@ def test_hf_judge_runs_end_to_end_and_counts_garbage(tiny_lm, tmp_path):
     assert (tmp_path / "pancapscore.json").is_file()
 
 
-def test_hf_judge_generation_is_greedy_and_cached(tiny_lm, tmp_path):
-    judge = get_judge(f"hf:{tiny_lm}", device="cpu", max_new_tokens=10, cache_dir=tmp_path)
+def test_hf_judge_generation_is_greedy_and_cached(tiny_chat_lm, tmp_path):
+    judge = get_judge(f"hf:{tiny_chat_lm}", device="cpu", max_new_tokens=10, cache_dir=tmp_path)
     assert isinstance(judge, HFJudge)
     first = judge.generate("Describe a dog.")
     assert judge.generate("Describe a dog.") == first and judge.n_generations == 1
-    again = HFJudge(str(tiny_lm), device="cpu", max_new_tokens=10, cache_dir=tmp_path)
+    again = HFJudge(str(tiny_chat_lm), device="cpu", max_new_tokens=10, cache_dir=tmp_path)
     assert again.generate("Describe a dog.") == first and again.n_generations == 0  # read from the disk cache
-    fresh = HFJudge(str(tiny_lm), device="cpu", max_new_tokens=10)
+    fresh = HFJudge(str(tiny_chat_lm), device="cpu", max_new_tokens=10)
     assert fresh.generate("Describe a dog.") == first  # recomputed: identical
     answers = judge.answer("A dog [[0.1, 0.1, 0.5, 0.5]].", [], [("Is it a dog?", "Is it a cat?")])
     assert len(answers) == 1 and all(a in (None, "yes", "no") for a in answers[0])

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pancap_retrieval.captions.store import CaptionRecord
+from pancap_retrieval.testing import byte_level_tokenizer
 from reconstruct.layout import (
     MAX_BOXES,
     MAX_TOKENS,
@@ -15,7 +16,6 @@ from reconstruct.layout import (
     layout_from_record,
     tokenizer_counter,
 )
-from reconstruct.redrawers.random_weights import byte_level_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -41,41 +40,6 @@ def test_unknown_mode_and_bad_input() -> None:
 def test_rewrite_needs_local_weights(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="pass a local directory"):
         prepare_texts(CAPTIONS, "rewrite:hf:Qwen/Qwen2.5-14B-Instruct", cache_dir=tmp_path)
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer random-weight Llama with a word-level tokenizer over the prompt and captions, saved to disk."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    words = sorted(
-        set(re.findall(r"\w+|[^\w\s]", REWRITE_PROMPT + " Rewritten description: " + " ".join(CAPTIONS)))
-    )
-    vocab = {"[PAD]": 0, "[UNK]": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>"
-    )
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=0,
-        eos_token_id=2,
-        bos_token_id=None,
-    )
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 def test_rewrite_runs_is_deterministic_cached_and_reports_its_prompt(tiny_lm: Path, tmp_path: Path) -> None:
