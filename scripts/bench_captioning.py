@@ -95,7 +95,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from pancap_retrieval.captioners.convert import LLAVA_PRESETS, random_llava
     from pancap_retrieval.captioners.generation import choose_device, choose_dtype
     from pancap_retrieval.captioners.pancapchain import STAGE_PROMPTS, PancapChainCaptioner
     from pancap_retrieval.testing import LLAVA_PRESETS, random_llava

@@ -162,34 +162,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from reconstruct.layout import layout_from_caption
     from reconstruct.redrawers import example_seed
     from reconstruct.redrawers.diffusion import GLIGENRedrawer
-    from reconstruct.redrawers.random_weights import save_random_gligen
-
-    ours = GLIGENRedrawer(
-        model_dir,
-        device=str(plan.device),
-        dtype=plan.dtype_name[plan.half],
-        steps=plan.steps,
-        guidance_scale=plan.guidance_scale,
-        canvas_size=plan.size,
-        channels_last=True,
-        fuse_qkv=True,
-        compile=plan.compile_mode or False,
-    )
-    n_layouts = max(plan.eager_batch, *plan.batches, 2)
-    layouts = [
-        layout_from_caption(CAPTION, f"bench-{i}", image_size=(plan.size, plan.size), **ours.layout_options())
-        for i in range(n_layouts)
-    ]
-    return ours, layouts, [example_seed(0, layout.example_id) for layout in layouts]
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    import diffusers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
     from pancap_retrieval.testing import save_random_gligen
+
+    preset = "tiny" if args.tiny else "sd-1.4"
+    steps = args.steps or (2 if args.tiny else 50)
+    batches = _batches(args.batches or ("1,2" if args.tiny else "1,16,32"))
+    eager_batch = args.eager_batch or (2 if args.tiny else 32)
+    size = args.size or (32 if args.tiny else 512)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    half = torch.float16 if device.type == "cuda" else torch.float32
+    compile_mode = None if args.no_compile or device.type != "cuda" else args.compile_mode
+    if args.compile_any_device and device.type != "cuda" and not args.no_compile:
+        compile_mode = "default"
+    n_layouts = max(eager_batch, *batches, 2)
 
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = save_random_gligen(Path(scratch) / f"gligen-{preset}", preset, seed=0)
