@@ -159,10 +159,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
 
+    from pancap_retrieval.testing import save_random_gligen
     from reconstruct.layout import layout_from_caption
     from reconstruct.redrawers import example_seed
     from reconstruct.redrawers.diffusion import GLIGENRedrawer
-    from pancap_retrieval.testing import save_random_gligen
 
     preset = "tiny" if args.tiny else "sd-1.4"
     steps = args.steps or (2 if args.tiny else 50)
