@@ -80,6 +80,13 @@ _FORMS: list[tuple[str, re.Pattern[str]]] = [
     ("at", re.compile(rf"(?:,\s*)?\b(?:(?:is|are)\s+)?(?:at|within|from){_TAIL}", re.IGNORECASE)),
 ]
 _WINDOW = 160
+# Every cue form ends with one of these words or signs; a box after anything else has no cue.
+_CUE_END = re.compile(
+    r"(?:\b(?:at|in|on|within|around|inside|from|of|is|are|was|were|as|box|boxes|bbox|bboxes|coordinates?|"
+    r"positions?|locations?|regions?|areas?|space|approximately|roughly|about|occupying|spanning|covering|filling)"
+    r"|[:=])\s*$",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,8 @@ class Cue:
 def find_cue(text: str, lo: int, start: int) -> Cue | None:
     """The cue that ends right before a box at ``start`` (not reaching back before ``lo``), if any."""
     lo = max(lo, start - _WINDOW)
+    if not _CUE_END.search(text, lo, start):
+        return None
     best: tuple[int, int, str, re.Match[str]] | None = None
     for order, (form, pattern) in enumerate(_FORMS):
         match = pattern.search(text, lo, start)
@@ -124,58 +133,71 @@ def strip_spans(text: str, spans: list[tuple[int, int]]) -> str:
     kept before a conjunction or preposition (``a dog, next to a tree``) and none before a verb
     (``The woman stands``); a sentence that lost its first word is capitalised again.
     """
-    removed = bytearray(len(text))
-    for a, b in spans:
-        removed[a:b] = b"\x01" * (b - a)
-    _remove_parentheticals(text, removed)
-    _remove_aside_commas(text, removed)
-    out: list[str] = []
-    capitalise = False
-    for index, char in enumerate(text):
-        if removed[index]:
-            if index == 0 or not removed[index - 1]:
-                capitalise = capitalise or (char.isupper() and _at_sentence_start(text, index))
-            continue
-        if capitalise and char.isalpha():
-            char = char.upper()
-            capitalise = False
-        elif capitalise and not char.isspace() and char not in "*_`\"'“(":
-            capitalise = False
-        out.append(char)
-    return _tidy("".join(out))
+    removed = _merge(spans)
+    removed = _merge(removed + _parentheticals(text, removed))
+    removed = _merge(removed + _aside_commas(text, removed))
+    pieces, cursor = [], 0
+    for a, b in removed:
+        pieces.append(text[cursor:a])
+        if text[a].isupper() and _at_sentence_start(text, a):
+            pieces.append("\x02")  # capitalise what follows
+        cursor = b
+    pieces.append(text[cursor:])
+    out = re.sub(r"\x02([\s*_`\"'“(]*)(\w)", lambda m: m.group(1) + _upper(m.group(2)), "".join(pieces))
+    return _tidy(out.replace("\x02", ""))
+
+
+def _upper(char: str) -> str:
+    upper = char.upper()
+    return upper if len(upper) == 1 else char
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(span for span in spans if span[1] > span[0]):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged
 
 
 def _at_sentence_start(text: str, index: int) -> bool:
-    before = re.sub(r"[*_`#>\s\-\"“(]+$", "", text[:index])
+    before = re.sub(r"[*_`#>\s\-\"“(]+$", "", text[max(0, index - 40) : index])
     return not before or before[-1] in ".!?:\n"
 
 
-def _remove_parentheticals(text: str, removed: bytearray) -> None:
+def _parentheticals(text: str, removed: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Parentheses left holding nothing, or only the name of what a removed box cue inside them named."""
+    out = []
     for match in _PAREN.finditer(text):
-        inner = range(match.start(1), match.end(1))
-        if not any(removed[i] for i in inner):
+        inner = [(max(a, match.start(1)), min(b, match.end(1))) for a, b in removed]
+        inner = [(a, b) for a, b in inner if b > a]
+        if not inner:
             continue
-        left = "".join(text[i] for i in inner if not removed[i])
-        cue_inside = re.search(r"box|coordinates|located|positioned", "".join(text[i] for i in inner if removed[i]))
-        if not re.search(r"\w", left) or (cue_inside and len(left.split()) <= 6):
-            removed[match.start() : match.end()] = b"\x01" * (match.end() - match.start())
+        gone = "".join(text[a:b] for a, b in inner)
+        left, cursor = [], match.start(1)
+        for a, b in inner:
+            left.append(text[cursor:a])
+            cursor = b
+        left.append(text[cursor : match.end(1)])
+        rest = "".join(left)
+        if not re.search(r"\w", rest) or (re.search(r"box|coordinates|located|positioned", gone) and len(rest.split()) <= 6):
+            out.append(match.span())
+    return out
 
 
-def _remove_aside_commas(text: str, removed: bytearray) -> None:
-    index = 0
-    while index < len(text):
-        if not removed[index]:
-            index += 1
+def _aside_commas(text: str, removed: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The second comma of ``X, positioned at [[..]], stands``: dropped unless a conjunction or preposition follows."""
+    out = []
+    for a, b in removed:
+        if not text[a:b].lstrip().startswith(","):
             continue
-        end = index
-        while end < len(text) and removed[end]:
-            end += 1
-        if text[index:end].lstrip().startswith(","):
-            after = re.match(r"\s*,\s*([^\W\d_][\w'’]*)", text[end:])
-            if after and after.group(1).lower() not in _KEEP_COMMA_BEFORE:
-                comma = end + after.group(0).index(",")
-                removed[comma] = 1
-        index = end
+        after = re.match(r"\s*,\s*([^\W\d_][\w'’]*)", text[b:])
+        if after and after.group(1).lower() not in _KEEP_COMMA_BEFORE:
+            comma = b + after.group(0).index(",")
+            out.append((comma, comma + 1))
+    return out
 
 
 def _tidy(out: str) -> str:

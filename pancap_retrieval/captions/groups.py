@@ -30,6 +30,7 @@ PIXEL_CUE = re.compile(
     r"(?:\b(?:positioned|located|situated|placed|found|centered|centred|seen|visible|shown|standing|sitting|lying)"
     r"\s+(?:at|in|within|around|inside|on)"
     rf"|\b{_BB}(?:\s+coordinates)?(?:\s+(?:is|are|of|at|as|=))?"
+    rf"|\b{_BB}\s+(?:of|for)\s+[^.;:!?\n\[\]()<>]{{1,60}}?\s+(?:is|are)"
     r"|\bcoordinates?(?:\s+(?:is|are|of|at))?"
     r"|\b(?:at|in)\s+(?:the\s+)?(?:position|location|region)s?(?:\s+of)?"
     r"|\b(?:occupying|spanning|covering)(?:\s+(?:the\s+)?(?:area|region))?)"
