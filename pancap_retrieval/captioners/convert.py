@@ -295,11 +295,45 @@ def convert_llava(
     ``src``: the base checkpoint (hub id or dir, e.g. ASMv2-13B); ``lora``: a peft adapter dir trained on it
     (PancapChain); ``vision_tower``: the CLIP model (hub id or dir) when not the config's ``mm_vision_tower``.
     Returns ``out``, loadable with ``LlavaForConditionalGeneration.from_pretrained`` and ``AutoProcessor``.
+    Stages: read and check the source, the tokenizer (its ``<image>`` token decides the vocabulary), the language
+    model (LoRA merged), the vision tower, the renamed state, config and processor, then everything saved.
     """
     import torch
-    from huggingface_hub import save_torch_state_dict
-    from transformers import CLIPVisionConfig, GenerationConfig, LlavaConfig, LlavaProcessor
 
+    src_dir, original, lora_dir = _source(src, lora, vision_tower)
+    state = _source_state(src_dir, lora_dir)
+    source_dtype = state["model.embed_tokens.weight"].dtype
+    target_dtype = choose_dtype(torch.device("cpu"), dtype) if dtype else source_dtype
+
+    tokenizer, tokenization_matches = _llava_tokenizer(src_dir)
+    old_vocab = state["model.embed_tokens.weight"].shape[0]
+    vocab = max(old_vocab, len(tokenizer))
+    text_state, text_config = _language_model(state, original, old_vocab, lora_dir)
+    text_config.vocab_size = vocab
+    clip_source = vision_tower or original.get("mm_vision_tower")
+    clip_dir, vision_config, vision_state = _vision_tower(state, str(clip_source), source_dtype)
+    out_state = _llava_state(state, text_state, vision_state, vocab, target_dtype)
+
+    config = _llava_config(original, text_config, vision_config, tokenizer, state, target_dtype)
+    processor = _llava_processor(original, clip_dir, vision_config, tokenizer, config)
+    record = {
+        "source": str(src),
+        "lora": str(lora) if lora else None,
+        "vision_tower": str(clip_source),
+        "image_aspect_ratio": original.get("image_aspect_ratio"),
+        "image_token_id": config.image_token_index,
+        "prompt_tokenization_matches_llava": tokenization_matches,
+        "added_rows": vocab - old_vocab,
+    }
+    out_dir = _save(Path(out), out_state, config, processor, tokenizer, range(old_vocab, vocab), record)
+    log.info("converted %s -> %s (%d tensors)", src, out_dir, len(out_state))
+    return out_dir
+
+
+def _source(
+    src: str | Path, lora: str | Path | None, vision_tower: str | Path | None
+) -> tuple[Path, dict[str, Any], Path | None]:
+    """The checkpoint folder, its original config (checked: an original LLaVA we can convert) and the LoRA folder."""
     src_dir = model_dir(src, what="LLaVA checkpoint")
     original = read_json(src_dir / "config.json")
     architectures = original.get("architectures") or []
@@ -311,7 +345,11 @@ def convert_llava(
         )
     _check_supported(original)
     lora_dir = model_dir(lora, "adapter_config.json", what="LoRA adapter") if lora else None
+    return src_dir, original, lora_dir
 
+
+def _source_state(src_dir: Path, lora_dir: Path | None) -> dict[str, Any]:
+    """Every source tensor (rotary buffers dropped), the LoRA's other trained weights on top; key ones checked."""
     state = load_state_dict(src_dir)
     state = {k: v for k, v in state.items() if "rotary_emb.inv_freq" not in k}
     if lora_dir is not None:
@@ -326,25 +364,27 @@ def convert_llava(
             raise ModelLoadError(
                 f"{src_dir}: weight {required!r} missing; not an original LLaVA (mlp2x_gelu) checkpoint"
             )
-    source_dtype = state["model.embed_tokens.weight"].dtype
-    target_dtype = choose_dtype(torch.device("cpu"), dtype) if dtype else source_dtype
+    return state
 
-    # Tokenizer first: the <image> token decides the new vocabulary size.
-    tokenizer, tokenization_matches = _llava_tokenizer(src_dir)
-    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    old_vocab = state["model.embed_tokens.weight"].shape[0]
-    vocab = max(old_vocab, len(tokenizer))
 
+def _language_model(
+    state: dict[str, Any], original: dict[str, Any], old_vocab: int, lora_dir: Path | None
+) -> tuple[dict[str, Any], Any]:
+    """The Llama's weights (original key names, the LoRA merged in) and its config."""
     text_state = {
         k: v for k, v in state.items() if not k.startswith(("model.mm_projector.", "model.vision_tower."))
     }
     text_config = _text_config(original, old_vocab)
     if lora_dir is not None:
         text_state = _merge_lora(text_state, text_config, lora_dir)
-    text_config.vocab_size = vocab
+    return text_state, text_config
 
-    clip_source = vision_tower or original.get("mm_vision_tower")
-    clip_dir = model_dir(str(clip_source), what="vision tower")
+
+def _vision_tower(state: dict[str, Any], clip_source: str, source_dtype: Any) -> tuple[Path, Any, dict[str, Any]]:
+    """The CLIP folder, its vision config and weights: those bundled in the checkpoint, else the CLIP model's."""
+    from transformers import CLIPVisionConfig
+
+    clip_dir = model_dir(clip_source, what="vision tower")
     vision_config = CLIPVisionConfig.from_pretrained(str(clip_dir))
     vision_state = {
         k.removeprefix("model.vision_tower.vision_tower."): v
@@ -360,6 +400,18 @@ def convert_llava(
             raise ModelLoadError(
                 f"cannot load the vision tower {clip_source!r}: {type(exc).__name__}: {exc}"
             ) from None
+    return clip_dir, vision_config, vision_state
+
+
+def _llava_state(
+    state: dict[str, Any],
+    text_state: dict[str, Any],
+    vision_state: dict[str, Any],
+    vocab: int,
+    target_dtype: Any,
+) -> dict[str, Any]:
+    """The weights under ``LlavaForConditionalGeneration``'s names, embedding rows added up to ``vocab``."""
+    import torch
 
     out_state: dict[str, Any] = {}
     for key, value in text_state.items():
@@ -381,13 +433,25 @@ def convert_llava(
         if weight.shape[0] < vocab:  # new rows (the <image> token): the mean row; generation suppresses them
             extra = weight.float().mean(0, keepdim=True).expand(vocab - weight.shape[0], -1).to(weight.dtype)
             out_state[key] = torch.cat([weight, extra], dim=0)
-    out_state = {k: v.to(target_dtype).contiguous() for k, v in out_state.items()}
+    return {k: v.to(target_dtype).contiguous() for k, v in out_state.items()}
+
+
+def _llava_config(
+    original: dict[str, Any],
+    text_config: Any,
+    vision_config: Any,
+    tokenizer: Any,
+    state: dict[str, Any],
+    target_dtype: Any,
+) -> Any:
+    """The ``LlavaConfig``: feature layer and strategy from ``mm_vision_select_*``, one token per image feature."""
+    from transformers import LlavaConfig
 
     select = original.get("mm_vision_select_feature", "patch")
     config = LlavaConfig(
         text_config=text_config,
         vision_config=vision_config,
-        image_token_index=image_token_id,
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         projector_hidden_act="gelu",
         vision_feature_layer=int(original.get("mm_vision_select_layer", -2)),
         vision_feature_select_strategy="default" if select == "patch" else "full",
@@ -397,10 +461,19 @@ def convert_llava(
     )
     config.architectures = ["LlavaForConditionalGeneration"]
     config.dtype = str(target_dtype).removeprefix("torch.")
+    return config
+
+
+def _llava_processor(
+    original: dict[str, Any], clip_dir: Path, vision_config: Any, tokenizer: Any, config: Any
+) -> Any:
+    """The ``LlavaProcessor``: CLIP preprocessing (padded to a square when trained so), vicuna_v1 template."""
+    from transformers import LlavaProcessor
+
     image_processor = llava_image_processor(
         clip_dir, vision_config, pad=original.get("image_aspect_ratio") == "pad"
     )
-    processor = LlavaProcessor(
+    return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=vision_config.patch_size,
@@ -408,34 +481,31 @@ def convert_llava(
         num_additional_image_tokens=1,
         chat_template=VICUNA_CHAT_TEMPLATE,
     )
+
+
+def _save(
+    out_dir: Path,
+    out_state: dict[str, Any],
+    config: Any,
+    processor: Any,
+    tokenizer: Any,
+    added_ids: range,
+    record: dict[str, Any],
+) -> Path:
+    """Weights, config, processor, a generation config that never emits the added rows, and ``pancap_conversion.json``."""
+    from huggingface_hub import save_torch_state_dict
+    from transformers import GenerationConfig
+
     generation = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        suppress_tokens=list(range(old_vocab, vocab)) or None,
+        suppress_tokens=list(added_ids) or None,
     )
-
-    out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_torch_state_dict(out_state, str(out_dir), max_shard_size="5GB")
     config.save_pretrained(str(out_dir))
     processor.save_pretrained(str(out_dir))
     generation.save_pretrained(str(out_dir))
-    (out_dir / "pancap_conversion.json").write_text(
-        json.dumps(
-            {
-                "source": str(src),
-                "lora": str(lora) if lora else None,
-                "vision_tower": str(clip_source),
-                "image_aspect_ratio": original.get("image_aspect_ratio"),
-                "image_token_id": image_token_id,
-                "prompt_tokenization_matches_llava": tokenization_matches,
-                "added_rows": vocab - old_vocab,
-            },
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
-    log.info("converted %s -> %s (%d tensors)", src, out_dir, len(out_state))
+    (out_dir / "pancap_conversion.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return out_dir
