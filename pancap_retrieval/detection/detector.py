@@ -20,6 +20,7 @@ import numpy as np
 from pancap_retrieval.captions.boxes import Box
 from pancap_retrieval.detection.coco import COCO80_NAMES
 from pancap_retrieval.errors import ModelLoadError
+from pancap_retrieval.loading import choose_device
 
 MODEL_PATH = Path(__file__).resolve().parent / "centernet_coco80.onnx"
 MODEL_SHA256 = "7260f7f0d54536b826b66605d921a7c3574a4505cb35a16b3e2f004bf9f68546"
@@ -132,6 +133,15 @@ def default_providers(available: list[str]) -> list[str]:
     ]
 
 
+def on_gpu(providers: list[str], device_id: int) -> list[Any]:
+    """The providers with the CUDA one pinned to GPU ``device_id`` (this process's, under a launcher).
+
+    >>> on_gpu(["CUDAExecutionProvider", "CPUExecutionProvider"], 1)
+    [('CUDAExecutionProvider', {'device_id': 1}), 'CPUExecutionProvider']
+    """
+    return [(p, {"device_id": device_id}) if p == "CUDAExecutionProvider" else p for p in providers]
+
+
 class Detector:
     """COCO-80 object detector: ``Detector().detect([image, ...])`` -> detections per image, best first.
 
@@ -180,6 +190,8 @@ class Detector:
         options.log_severity_level = 3
         # idle worker threads sleep instead of spinning, so numpy work between runs gets the cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if "CUDAExecutionProvider" in providers:
+            providers = on_gpu(providers, choose_device().index or 0)
         try:
             session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=providers)
         except Exception as exc:
