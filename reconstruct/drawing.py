@@ -1,4 +1,8 @@
-"""Boxes with labels drawn on an image: the sketch redrawer's canvas and the gallery's layout overlays."""
+"""Boxes with labels drawn on an image: the sketch redrawer's canvas and the gallery's grid.
+
+Box ``i`` always gets ``palette(n)[i]``; the gallery's HTML layout panels and caption highlights use the same
+colours (:func:`hex_colour`), so a box and its phrase match wherever they are shown.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import colorsys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from PIL import Image
+    from PIL import Image, ImageFont
 
 
 def palette(n: int) -> list[tuple[int, int, int]]:
@@ -22,6 +26,39 @@ def palette(n: int) -> list[tuple[int, int, int]]:
     return colours
 
 
+def hex_colour(colour: tuple[int, int, int]) -> str:
+    """``#rrggbb``.
+
+    >>> hex_colour((230, 57, 57))
+    '#e63939'
+    """
+    return "#{:02x}{:02x}{:02x}".format(*colour)
+
+
+def ink(colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white, whichever reads better on ``colour`` (WCAG relative luminance).
+
+    >>> ink((57, 108, 230)), ink((158, 230, 57))
+    ((255, 255, 255), (0, 0, 0))
+    """
+
+    def linear(c: int) -> float:
+        c = c / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in colour)
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    # contrast with white (1.05 / (L + 0.05)) against contrast with black ((L + 0.05) / 0.05)
+    return (0, 0, 0) if (luminance + 0.05) ** 2 > 0.0525 else (255, 255, 255)
+
+
+def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's own scalable font at ``size`` pixels (its bitmap font where FreeType is missing)."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=max(8, size))
+
+
 def draw_boxes(
     image: Image.Image,
     boxes: list[list[float]],
@@ -31,15 +68,19 @@ def draw_boxes(
     width: int | None = None,
     max_label_chars: int = 32,
 ) -> Image.Image:
-    """A copy of ``image`` with normalised xyxy ``boxes`` outlined (and filled when ``fill_alpha`` > 0), labelled."""
-    from PIL import Image, ImageDraw, ImageFont
+    """A copy of ``image`` with normalised xyxy ``boxes`` outlined (and filled when ``fill_alpha`` > 0), labelled.
+
+    A label sits inside the top-left corner of its box, moved left or up where it would leave the image, in
+    black or white on the box's colour.
+    """
+    from PIL import Image, ImageDraw
 
     base = image.convert("RGBA")
     overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     w, h = base.size
     line = width or max(1, round(min(w, h) / 170))
-    font = ImageFont.load_default(size=max(10, round(min(w, h) / 32)))
+    label_font = font(round(min(w, h) / 24))
     # Largest first, so that small boxes stay visible on top of the large ones.
     order = sorted(
         range(len(boxes)), key=lambda i: -(boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1])
@@ -54,7 +95,10 @@ def draw_boxes(
         )
         label = labels[i] if len(labels[i]) <= max_label_chars else labels[i][: max_label_chars - 1] + "…"
         if label:
-            left, top, right, bottom = draw.textbbox((xy[0] + line + 2, xy[1] + line + 1), label, font=font)
-            draw.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=(*colour, 220))
-            draw.text((xy[0] + line + 2, xy[1] + line + 1), label, fill=(255, 255, 255, 255), font=font)
+            left, top, right, bottom = draw.textbbox((0, 0), label, font=label_font)
+            x = min(xy[0] + line + 2, w - (right - left) - 4)
+            y = min(xy[1] + line + 1, h - (bottom - top) - 4)
+            x, y = max(2, x) - left, max(2, y) - top
+            draw.rectangle((x + left - 2, y + top - 2, x + right + 2, y + bottom + 2), fill=(*colour, 230))
+            draw.text((x, y), label, fill=(*ink(colour), 255), font=label_font)
     return Image.alpha_composite(base, overlay).convert("RGB")
