@@ -1,27 +1,94 @@
-"""Leaderboards from result files: one table across runs (Markdown, CSV) and a recall@k plot.
+"""Leaderboards from result files: one table across runs as Markdown, CSV and a sortable HTML page, and a
+recall@k plot with error bars.
 
+Every table names its columns with the words of :data:`RETRIEVAL_METRICS` and :data:`RECONSTRUCTION_METRICS`
+(the gallery and the README use the same words). Recall, MRR and box rates are in percent everywhere: the Markdown
+and HTML say so above the table, the CSV in its column names. A value with a bootstrap interval is shown as
+``61.9 [59.8, 64.0]``; the CSV gives the interval's ends in columns of their own. Each table has its ``n``.
 A cell a run did not measure stays empty: rows are never averaged over what happens to be there.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
+import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pancap_retrieval.artifacts import atomic_write
 from pancap_retrieval.results import read_results
 
-RETRIEVAL_METRICS = ("R@1", "R@5", "R@10", "MRR")
 DIRECTIONS = ("c2d", "d2c")
-# Reconstruction columns: (column, path into a captioner's ``scores``).
-RECONSTRUCTION_METRICS = (
-    ("redraw cosine", ("cosine", "mean")),
-    ("redraw R@1", ("retrieval", "R@1")),
-    ("shuffled R@1", ("shuffled", "R@1")),
-    ("FID", ("fid", "value")),
-    ("layout success rate", ("adherence", "redraw", "success_rate")),
-    ("caption box success rate", ("adherence", "original", "success_rate")),
+DIRECTION_TITLES = {"c2d": "caption -> description", "d2c": "description -> caption"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A column: its words, where its value is, whether it is a fraction shown in percent, whether results carry
+    a bootstrap interval for it (``<name>_ci`` beside the value)."""
+
+    label: str
+    path: tuple[str, ...]
+    percent: bool = False
+    ci: bool = False
+
+
+RETRIEVAL_METRICS = tuple(
+    Metric(f"{d} {m}", (d, m), percent=True, ci=True) for d in DIRECTIONS for m in ("R@1", "R@5", "R@10", "MRR")
 )
+# Paths into a captioner's ``scores`` in reconstruction.json. The box rates count the caption's boxes whose phrase
+# names a COCO class ("boxes checked"), found by the detector at IoU >= 0.5.
+REDRAW_N = Metric("redraw n", ("n_pairs",))
+REDRAW_COSINE = Metric("redraw cosine", ("cosine", "mean"))
+BOXES_FOUND_IN_ORIGINAL = Metric("boxes found in original", ("adherence", "original", "success_rate"), True)
+BOXES_REFOUND_IN_REDRAW = Metric("boxes re-found in redraw", ("adherence", "redraw", "success_rate"), True)
+RECONSTRUCTION_METRICS = (
+    REDRAW_N,
+    REDRAW_COSINE,
+    Metric("redraw R@1", ("retrieval", "R@1"), percent=True, ci=True),
+    Metric("shuffled R@1", ("shuffled", "R@1"), percent=True),
+    Metric("FID", ("fid", "value")),
+    Metric("boxes checked", ("adherence", "original", "instances")),
+    BOXES_FOUND_IN_ORIGINAL,
+    BOXES_REFOUND_IN_REDRAW,
+)
+N = Metric("n", ("n",))
+UNITS_NOTE = (
+    "Recall, MRR and box rates in percent; [low, high] is the {level} bootstrap interval; "
+    "n is the number of captions scored, redraw n the number of redraws; an empty cell was not measured."
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measured value (a fraction when ``percent``) and its interval, if it has one."""
+
+    value: float | int
+    ci: tuple[float, float] | None = None
+    percent: bool = False
+
+    def number(self, value: float | int | None = None) -> float | int:
+        """The value (or ``value``) in the unit shown: percent for fractions."""
+        value = self.value if value is None else value
+        return 100.0 * value if self.percent else value
+
+    def _show(self, value: float | int) -> str:
+        number = self.number(value)
+        return f"{number:.{1 if self.percent else 3}f}" if isinstance(number, float) else str(number)
+
+    def value_text(self) -> str:
+        """The value as shown: one decimal for percent, three for other floats."""
+        return self._show(self.value)
+
+    def ci_text(self) -> str:
+        """``[59.8, 64.0]``, or empty without an interval."""
+        return f"[{self._show(self.ci[0])}, {self._show(self.ci[1])}]" if self.ci else ""
+
+    def text(self) -> str:
+        """``61.9 [59.8, 64.0]``."""
+        return f"{self.value_text()} {self.ci_text()}".strip()
 
 
 def _lookup(data: Any, path: tuple[str, ...]) -> Any:
@@ -32,6 +99,16 @@ def _lookup(data: Any, path: tuple[str, ...]) -> Any:
     return data
 
 
+def cell(data: Any, metric: Metric) -> Cell | None:
+    """The cell of ``metric`` in ``data`` (a retrieval row or a captioner's scores), with ``<name>_ci`` beside it."""
+    value = _lookup(data, metric.path)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    ci = _lookup(data, (*metric.path[:-1], f"{metric.path[-1]}_ci"))
+    interval = (float(ci[0]), float(ci[1])) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None
+    return Cell(value, interval, metric.percent)
+
+
 def run_label(results: dict[str, Any]) -> str:
     dataset = results.get("dataset", {})
     label = f"{dataset.get('name', '?')}/{dataset.get('split') or '-'}"
@@ -40,104 +117,194 @@ def run_label(results: dict[str, Any]) -> str:
 
 
 def table(results_list: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows (captioner first) over several runs; values are raw fractions or None."""
+    """Columns and rows (captioner first, then :class:`Cell` or None) over several runs.
+
+    With several runs every column is prefixed with the run's label (dataset/split embedder).
+    """
     columns: list[str] = []
-    cells: dict[str, dict[str, Any]] = {}
+    cells: dict[str, dict[str, Cell | None]] = {}
     many = len(results_list) > 1
+
+    def put(captioner: str, column: str, value: Cell | None, always: bool) -> None:
+        if value is None and not always:
+            return
+        if column not in columns:
+            columns.append(column)
+        cells.setdefault(captioner, {})[column] = value
+
     for results in results_list:
         prefix = f"{run_label(results)} " if many else ""
         for row in results.get("rows", []):
-            captioner = row["captioner"]
-            line = cells.setdefault(captioner, {})
-            for column, value in [(f"{prefix}n", row.get("n"))] + [
-                (f"{prefix}{d} {m}", row.get(d, {}).get(m)) for d in DIRECTIONS for m in RETRIEVAL_METRICS
-            ]:
-                if column not in columns:
-                    columns.append(column)
-                line[column] = value
+            n = row.get("n")
+            put(row["captioner"], f"{prefix}n", Cell(n) if isinstance(n, int) else None, True)
+            for metric in RETRIEVAL_METRICS:
+                put(row["captioner"], prefix + metric.label, cell(row, metric), True)
         for captioner, entry in (results.get("reconstruction") or {}).get("captioners", {}).items():
-            line = cells.setdefault(captioner, {})
-            for metric, path in RECONSTRUCTION_METRICS:
-                value = _lookup(entry.get("scores"), path)
-                if value is not None:
-                    column = f"{prefix}{metric}"
-                    if column not in columns:
-                        columns.append(column)
-                    line[column] = value
+            for metric in RECONSTRUCTION_METRICS:
+                put(captioner, prefix + metric.label, cell(entry.get("scores"), metric), False)
     rows = [[captioner] + [line.get(c) for c in columns] for captioner, line in cells.items()]
     return ["captioner", *columns], rows
 
 
-def _format(column: str, value: Any) -> str:
+def column_metric(column: str) -> Metric | None:
+    """The metric a column of :func:`table` shows (its label, maybe after a run's label).
+
+    >>> column_metric("sample/test minilm c2d R@1").percent, column_metric("redraw n").label
+    (True, 'redraw n')
+    """
+    found = [
+        metric
+        for metric in (N, *RETRIEVAL_METRICS, *RECONSTRUCTION_METRICS)
+        if column == metric.label or column.endswith(f" {metric.label}")
+    ]
+    return max(found, key=lambda metric: len(metric.label), default=None)
+
+
+def _text(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, float) and ("R@" in column or "MRR" in column or "rate" in column):
-        return f"{100 * value:.1f}"
-    if isinstance(value, float):
-        return f"{value:.3f}"
+    if isinstance(value, Cell):
+        return value.text()
     return str(value)
 
 
 def markdown(columns: list[str], rows: list[list[Any]]) -> str:
-    """A Markdown table; recall, MRR and rates in percent.
+    """A Markdown table of :func:`table`'s columns and rows.
 
-    >>> print(markdown(["captioner", "c2d R@1"], [["reference", 1.0], ["detector", None]]))
+    >>> print(markdown(["captioner", "c2d R@1"], [["reference", Cell(1.0, (1.0, 1.0), True)], ["detector", None]]))
     | captioner | c2d R@1 |
     |---|---|
-    | reference | 100.0 |
+    | reference | 100.0 [100.0, 100.0] |
     | detector |  |
     """
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(_format(c, v) for c, v in zip(columns, row)) + " |")
+        lines.append("| " + " | ".join(_text(v) for v in row) + " |")
     return "\n".join(lines)
 
 
+def csv_table(columns: list[str], rows: list[list[Any]], level: str = "95%") -> tuple[list[str], list[list[Any]]]:
+    """The table as CSV columns and rows: units in the column names (``c2d R@1 (%)``), interval ends as columns.
+
+    >>> csv_table(["captioner", "c2d R@1"], [["reference", Cell(0.5, (0.25, 0.75), True)]])
+    (['captioner', 'c2d R@1 (%)', 'c2d R@1 95% CI low (%)', 'c2d R@1 95% CI high (%)'], [['reference', 50.0, 25.0, 75.0]])
+    """
+    out_columns = [columns[0]]
+    getters: list[tuple[int, int | None]] = []
+    for i, column in enumerate(columns[1:], start=1):
+        metric = column_metric(column)
+        unit = " (%)" if metric is not None and metric.percent else ""
+        out_columns.append(f"{column}{unit}")
+        getters.append((i, None))
+        if metric is not None and metric.ci:
+            out_columns += [f"{column} {level} CI low{unit}", f"{column} {level} CI high{unit}"]
+            getters += [(i, 0), (i, 1)]
+
+    def value(row: list[Any], i: int, end: int | None) -> Any:
+        entry = row[i]
+        if not isinstance(entry, Cell) or (end is not None and entry.ci is None):
+            return ""
+        number = entry.number(entry.value if end is None else entry.ci[end])
+        return round(number, 6) if isinstance(number, float) else number
+
+    return out_columns, [[row[0]] + [value(row, i, end) for i, end in getters] for row in rows]
+
+
+def confidence_level(results_list: list[dict[str, Any]]) -> str:
+    """The confidence level of the runs' bootstrap intervals, as ``95%`` (the default when none is recorded)."""
+    for results in results_list:
+        for row in results.get("rows", []):
+            confidence = _lookup(row, ("c2d", "bootstrap", "confidence"))
+            if isinstance(confidence, (int, float)):
+                return f"{100 * confidence:g}%"
+    return "95%"
+
+
 def write_leaderboard(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``leaderboard.md``, ``leaderboard.csv`` and ``recall_at_k.png`` for one or more runs."""
+    """Write ``leaderboard.md``, ``.csv``, ``.html`` and (for one run) ``recall_at_k.png``, each atomically."""
     results_list = [read_results(d) for d in run_dirs]
     columns, rows = table(results_list)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md_path = out_dir / "leaderboard.md"
     title = ", ".join(run_label(r) for r in results_list)
-    md_path.write_text(
-        f"# pancap leaderboard: {title}\n\nRecall and MRR in percent.\n\n{markdown(columns, rows)}\n"
-    )
-    csv_path = out_dir / "leaderboard.csv"
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        writer.writerows([["" if v is None else v for v in row] for row in rows])
-    paths = {"markdown": md_path, "csv": csv_path}
+    note = UNITS_NOTE.format(level=confidence_level(results_list))
+    paths = {
+        "markdown": atomic_write(
+            out_dir / "leaderboard.md", f"# pancap leaderboard: {title}\n\n{note}\n\n{markdown(columns, rows)}\n"
+        )
+    }
+    buffer = io.StringIO(newline="")
+    csv_columns, csv_rows = csv_table(columns, rows, confidence_level(results_list))
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(csv_columns)
+    writer.writerows(csv_rows)
+    paths["csv"] = atomic_write(out_dir / "leaderboard.csv", buffer.getvalue())
+    plot = None
     if len(results_list) == 1:
         paths["plot"] = plot_recall(results_list[0], out_dir / "recall_at_k.png")
+        plot = paths["plot"].read_bytes()
+    paths["html"] = atomic_write(out_dir / "leaderboard.html", html_page(title, note, columns, rows, plot))
     return paths
 
 
-def plot_recall(results: dict[str, Any], path: Path) -> Path:
-    """Recall@k curves (k = 1, 5, 10) per captioner, one panel per direction."""
+def html_page(title: str, note: str, columns: list[str], rows: list[list[Any]], plot_png: bytes | None) -> str:
+    """The leaderboard as one self-contained HTML page (styles, script and plot inline), sortable by column."""
+    from pancap_retrieval.pages import render
+
+    body = [
+        [{"text": row[0], "ci": ""}]
+        + [{"text": v.value_text(), "ci": v.ci_text()} if isinstance(v, Cell) else {"text": "", "ci": ""} for v in row[1:]]
+        for row in rows
+    ]
+    plot = base64.b64encode(plot_png).decode("ascii") if plot_png else None
+    return render("leaderboard.html.j2", ("pancap_retrieval",), title=title, note=note, columns=columns, rows=body, plot=plot)
+
+
+def recall_figure(results: dict[str, Any]) -> Any:
+    """Recall@k (k = 1, 5, 10) per captioner with its bootstrap interval as error bars, one panel per direction.
+
+    Series are shifted a little along k so that their error bars do not hide each other.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     ks = [1, 5, 10]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig = Figure(figsize=(10, 4.2))
+    axes = fig.subplots(1, 2, sharey=True)
+    rows = results.get("rows", [])
     for ax, direction in zip(axes, DIRECTIONS):
-        for row in results.get("rows", []):
-            values = [row.get(direction, {}).get(f"R@{k}") for k in ks]
-            if all(v is not None for v in values):
-                ax.plot(ks, [100 * v for v in values], marker="o", label=row["captioner"])
-        ax.set_title({"c2d": "caption -> description", "d2c": "description -> caption"}[direction])
+        for i, row in enumerate(rows):
+            cells = [cell(row, Metric(f"R@{k}", (direction, f"R@{k}"), percent=True)) for k in ks]
+            if any(c is None for c in cells):
+                continue
+            values = [c.number() for c in cells]
+            low = [v - (c.number(c.ci[0]) if c.ci else v) for v, c in zip(values, cells)]
+            high = [(c.number(c.ci[1]) if c.ci else v) - v for v, c in zip(values, cells)]
+            shift = 0.12 * (i - (len(rows) - 1) / 2)
+            ax.errorbar(
+                [k + shift for k in ks], values, yerr=[low, high], marker="o", capsize=3, color=f"C{i % 10}",
+                label=f"{row['captioner']} (n={row.get('n', '?')})",
+            )  # fmt: skip
+        ax.set_title(DIRECTION_TITLES[direction])
         ax.set_xlabel("k")
         ax.set_xticks(ks)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("recall@k (%)")
     axes[0].set_ylim(0, 102)
-    axes[1].legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"Text-to-text retrieval: {run_label(results)}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    legend: dict[str, Any] = {}  # one entry per captioner, whichever panel it is drawn in
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(4, len(legend)), fontsize=8)
+    fig.suptitle(f"Text-to-text retrieval: {run_label(results)} (error bars: {confidence_level([results])} bootstrap interval)")
+    fig.tight_layout(rect=(0, 0.08 if legend else 0, 1, 1))
+    return fig
+
+
+def plot_recall(results: dict[str, Any], path: Path) -> Path:
+    """Write :func:`recall_figure` as a PNG, atomically."""
+    buffer = io.BytesIO()
+    recall_figure(results).savefig(buffer, format="png", dpi=120)
+    return atomic_write(path, buffer.getvalue())

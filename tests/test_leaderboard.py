@@ -1,0 +1,193 @@
+"""Leaderboard tables and plot: one cell read in the Markdown, the CSV, the plot's drawn data and the HTML page
+agrees everywhere; intervals, units and n are shown; the HTML page sorts in a real browser."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pancap_retrieval.leaderboard import recall_figure, write_leaderboard
+from pancap_retrieval.retrieval.metrics import retrieval_metrics
+
+
+def _results() -> dict:
+    """results.json of a run of two captioners on 40 images, the metrics computed by the real metric code."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, worst in (("reference", 1), ("detector", 30)):
+        ranks = {d: rng.integers(1, worst + 1, size=40) for d in ("c2d", "d2c")}
+        rows.append(
+            {
+                "captioner": name,
+                "n": 40,
+                **{d: retrieval_metrics(r, (1, 5, 10), n_bootstrap=200, seed=0) for d, r in ranks.items()},
+            }
+        )
+    scores = {
+        "n_pairs": 38,
+        "cosine": {"mean": 0.41234},
+        "retrieval": retrieval_metrics(rng.integers(1, 8, size=38), (1, 5), n_bootstrap=200, seed=0),
+        "shuffled": {"R@1": 0.025},
+        "fid": {"value": 212.5},
+        "adherence": {
+            "original": {"instances": 50, "matched": 42, "success_rate": 0.84},
+            "redraw": {"instances": 50, "matched": 11, "success_rate": 0.22},
+        },
+    }
+    return {
+        "dataset": {"name": "sample", "split": "test", "n": 40},
+        "embedder": {"name": "minilm"},
+        "rows": rows,
+        "reconstruction": {"captioners": {"detector": {"scores": scores}, "reference": {"scores": {"n_pairs": 40}}}},
+    }
+
+
+class _HtmlTable(HTMLParser):
+    """Header texts and rows of cells (the value and its interval) of the leaderboard page's table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header: list[str] = []
+        self.rows: list[list[tuple[str, str]]] = []
+        self.images: list[str] = []
+        self._where: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src") or "")
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("th", "td"):
+            self._where, self._cell = tag, ["", ""]
+        elif tag == "span" and attrs.get("class") == "ci":
+            self._where = "ci"
+
+    def handle_endtag(self, tag):
+        if tag in ("th", "td"):
+            self._row.append((self._cell[0].strip(), self._cell[1].strip()))
+            self._where = None
+        elif tag == "span" and self._where == "ci":
+            self._where = "td"
+        elif tag == "tr":
+            if not self.header:
+                self.header = [text for text, _ in self._row]
+            else:
+                self.rows.append(self._row)
+
+    def handle_data(self, data):
+        if self._where in ("th", "td"):
+            self._cell[0] += data
+        elif self._where == "ci":
+            self._cell[1] += data
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", text)]
+
+
+@pytest.fixture()
+def board(tmp_path) -> tuple[Path, dict]:
+    results = _results()
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    paths = write_leaderboard([tmp_path], tmp_path)
+    assert set(paths) == {"markdown", "csv", "plot", "html"}
+    return tmp_path, results
+
+
+def test_the_same_cell_in_markdown_csv_plot_and_html(board):
+    folder, results = board
+    md_lines = [line for line in (folder / "leaderboard.md").read_text().splitlines() if line.startswith("|")]
+    md_header = [c.strip() for c in md_lines[0].strip("|").split("|")]
+    md_rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in md_lines[2:])}
+    with (folder / "leaderboard.csv").open(newline="") as handle:
+        csv_rows = {row["captioner"]: row for row in csv.DictReader(handle)}
+    page = _HtmlTable()
+    page.feed((folder / "leaderboard.html").read_text())
+    html_rows = {row[0][0]: row for row in page.rows}
+    assert page.header == md_header  # the same column words in every table
+
+    figure = recall_figure(results)
+    plotted = {}  # (direction, captioner) -> (values at k = 1, 5, 10, interval ends)
+    for ax, direction in zip(figure.axes, ("c2d", "d2c")):
+        for container in ax.containers:
+            name = container.get_label().split(" (n=")[0]
+            segments = container.lines[2][0].get_segments()
+            plotted[direction, name] = (list(container.lines[0].get_ydata()), [(s[0][1], s[1][1]) for s in segments])
+
+    checked = 0
+    for name in ("reference", "detector"):
+        row = next(r for r in results["rows"] if r["captioner"] == name)
+        for direction in ("c2d", "d2c"):
+            for i, k in enumerate((1, 5, 10)):
+                column = f"{direction} R@{k}"
+                value, (low, high) = row[direction][f"R@{k}"], row[direction][f"R@{k}_ci"]
+                expected = [round(100 * v, 1) for v in (value, low, high)]
+                md_cell = md_rows[name][md_header.index(column)]
+                assert re.fullmatch(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", md_cell), md_cell
+                assert _numbers(md_cell) == expected
+                csv_cell = [float(csv_rows[name][f"{column}{end} (%)"]) for end in ("", " 95% CI low", " 95% CI high")]
+                assert [round(v, 1) for v in csv_cell] == expected
+                html_value, html_ci = html_rows[name][md_header.index(column)]
+                assert _numbers(html_value) + _numbers(html_ci) == expected
+                values, bars = plotted[direction, name]
+                drawn = [values[i], *bars[i]]
+                assert [round(v, 1) for v in drawn] == expected and drawn == pytest.approx(csv_cell)
+                checked += 1
+    assert checked == 12
+
+    # n in every table, units where a reader needs them
+    assert md_rows["detector"][md_header.index("n")] == "40" and csv_rows["detector"]["n"] == "40"
+    assert md_rows["detector"][md_header.index("redraw n")] == "38" and csv_rows["detector"]["redraw n"] == "38"
+    assert all(label.endswith(f"(n={r['n']})") for label, r in zip(_legend(figure), results["rows"]))
+    text = (folder / "leaderboard.md").read_text()
+    assert "in percent" in text and "95% bootstrap interval" in text
+    assert md_rows["detector"][md_header.index("boxes re-found in redraw")] == "22.0"
+    assert csv_rows["detector"]["boxes re-found in redraw (%)"] == "22.0"
+    assert csv_rows["detector"]["redraw cosine"] == "0.41234" and md_rows["detector"][md_header.index("redraw cosine")] == "0.412"
+    assert md_rows["reference"][md_header.index("FID")] == "" and csv_rows["reference"]["FID"] == ""  # not measured
+
+
+def _legend(figure) -> list[str]:
+    return [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+
+
+def test_html_page_is_self_contained(board):
+    folder, _ = board
+    text = (folder / "leaderboard.html").read_text()
+    page = _HtmlTable()
+    page.feed(text)
+    assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert "<link" not in text and not re.search(r"""(?:src|href)=["'](?!data:|#)""", text)
+
+
+def test_html_page_sorts_by_a_column_in_chromium(board):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.fail("chromium is not installed: `apt-get install -y chromium` (the leaderboard test needs a browser)")
+    folder, _ = board
+    page = _HtmlTable()
+    page.feed((folder / "leaderboard.html").read_text())
+    column = page.header.index("c2d R@1")
+    order = {}
+    for direction in ("asc", "desc"):
+        url = f"{(folder / 'leaderboard.html').as_uri()}#sort=leaderboard.{column}.{direction}"
+        with tempfile.TemporaryDirectory() as profile:
+            dom = subprocess.run(
+                [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 f"--user-data-dir={profile}", "--dump-dom", url],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+        sorted_page = _HtmlTable()
+        sorted_page.feed(dom.stdout)
+        order[direction] = [row[0][0] for row in sorted_page.rows]
+    assert order == {"asc": ["detector", "reference"], "desc": ["reference", "detector"]}
