@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -185,6 +186,157 @@ def _id_list(ids: Sequence[str], shown: int = 50) -> dict[str, Any]:
     return {"count": len(ids), "ids": list(ids[:shown]), "truncated": len(ids) > shown}
 
 
+@dataclass
+class _Pairing:
+    """The two sides paired by example id, with what could not be paired or scored."""
+
+    pred_records: list[CaptionRecord]
+    ref_records: list[CaptionRecord]
+    pred_name: str
+    ref_name: str
+    preds: dict[str, CaptionRecord]
+    refs: dict[str, CaptionRecord]
+    duplicates: dict[str, list[str]]
+    only_pred: list[str]
+    only_ref: list[str]
+    common: list[str]
+    ref_unusable: list[str]
+    pred_unusable: list[str]
+
+    @property
+    def ids(self) -> list[str]:
+        """The paired ids whose reference can be scored."""
+        unusable = set(self.ref_unusable)
+        return [i for i in self.common if i not in unusable]
+
+
+def _pair(pred: str | Path | Sequence[CaptionRecord], ref: str | Path | Sequence[CaptionRecord]) -> _Pairing:
+    pred_records, pred_name = _records(pred, "pred")
+    ref_records, ref_name = _records(ref, "ref")
+    preds, pred_dups = _by_id(pred_records)
+    refs, ref_dups = _by_id(ref_records)
+    common = sorted(preds.keys() & refs.keys())
+    return _Pairing(
+        pred_records,
+        ref_records,
+        pred_name,
+        ref_name,
+        preds,
+        refs,
+        {"pred": pred_dups, "ref": ref_dups},
+        sorted(preds.keys() - refs.keys()),
+        sorted(refs.keys() - preds.keys()),
+        common,
+        [i for i in common if not _usable(refs[i])],
+        [i for i in common if not _usable(preds[i])],
+    )
+
+
+def _extract(
+    pairing: _Pairing, judge: Judge
+) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], CaptionItems]]:
+    """The text each side is judged on, and the items the judge extracts from it (an empty caption has none)."""
+    texts: dict[tuple[str, str], str] = {}
+    for i in pairing.ids:
+        reference = pairing.refs[i].caption or ""
+        texts["ref", i] = normalised_text(reference) if judge.extracts_statements else reference
+    for i in pairing.ids:
+        caption = (pairing.preds[i].caption if _usable(pairing.preds[i]) else "") or ""
+        texts["pred", i] = normalised_text(caption) if judge.extracts_statements and caption else caption
+    items: dict[tuple[str, str], CaptionItems] = {}
+    for key, text in texts.items():
+        if not text.strip():
+            items[key] = CaptionItems(statements_extracted=judge.extracts_statements)
+        else:
+            items[key] = judge.extract(text)
+    return texts, items
+
+
+def _score_image(
+    i: str,
+    judge: Judge,
+    texts: dict[tuple[str, str], str],
+    items: dict[tuple[str, str], CaptionItems],
+    similarity: TagSimilarity,
+    iou_threshold: float,
+    empty_ref: EmptyRef,
+) -> dict[str, Any]:
+    """One image's entry: matches, the questions asked both ways, and the dimension scores."""
+    ref_items, pred_items = items["ref", i], items["pred", i]
+    matches = match_entities(ref_items.entities, pred_items.entities, similarity, iou_threshold)
+    ref_answers = pred_answers = None
+    questions: dict[str, Any] = {}
+    if judge.extracts_statements:
+        forward = {m.ref_id: m.pred_id for m in matches}
+        backward = {m.pred_id: m.ref_id for m in matches}
+        ref_answers, questions["ref_to_pred"] = _ask(judge, texts["pred", i], ref_items, pred_items, forward)
+        pred_answers, questions["pred_to_ref"] = _ask(judge, texts["ref", i], pred_items, ref_items, backward)
+    entry: dict[str, Any] = {
+        "example_id": i,
+        "status": "scored",
+        "dimensions": score_items(ref_items, pred_items, matches, ref_answers, pred_answers, empty_ref),
+        "matches": [m.to_dict() for m in matches],
+        "counts": {"ref": ref_items.counts(), "pred": pred_items.counts()},
+    }
+    if questions:
+        entry["questions"] = questions
+    return entry
+
+
+def _score_images(
+    pairing: _Pairing,
+    judge: Judge,
+    texts: dict[tuple[str, str], str],
+    items: dict[tuple[str, str], CaptionItems],
+    similarity: TagSimilarity,
+    iou_threshold: float,
+    empty_ref: EmptyRef,
+) -> tuple[list[dict[str, Any]], dict[str, list[str]], dict[str, int]]:
+    """Per-image entries (judge failures recorded, not scored), the failed ids per side, and question totals."""
+    per_image: list[dict[str, Any]] = []
+    judge_failures: dict[str, list[str]] = {"ref": [], "pred": []}
+    totals = {"invalid_items": 0, "questions_asked": 0, "questions_not_askable": 0, "questions_unanswered": 0}
+    pred_unusable = set(pairing.pred_unusable)
+    for i in pairing.ids:
+        ref_items, pred_items = items["ref", i], items["pred", i]
+        totals["invalid_items"] += ref_items.invalid + pred_items.invalid
+        failed = [side for side, value in (("ref", ref_items), ("pred", pred_items)) if value.failed]
+        if failed:
+            for side in failed:
+                judge_failures[side].append(i)
+            per_image.append(
+                {"example_id": i, "status": "judge failed", "failed": {s: items[s, i].failed for s in failed}}
+            )
+            continue
+        entry = _score_image(i, judge, texts, items, similarity, iou_threshold, empty_ref)
+        for stats in entry.get("questions", {}).values():
+            totals["questions_asked"] += stats["asked"]
+            totals["questions_not_askable"] += stats["not_askable"]
+            totals["questions_unanswered"] += stats["unanswered"]
+        if i in pred_unusable:
+            entry["pred_caption"] = "failed or empty: scored as an empty caption"
+        per_image.append(entry)
+    return per_image, judge_failures, totals
+
+
+def _counts(
+    pairing: _Pairing, per_image: list[dict[str, Any]], judge_failures: dict[str, list[str]], totals: dict[str, int]
+) -> dict[str, Any]:
+    return {
+        "pred_records": len(pairing.pred_records),
+        "ref_records": len(pairing.ref_records),
+        "paired": len(pairing.common),
+        "scored": sum(1 for e in per_image if e["status"] == "scored"),
+        "only_in_pred": _id_list(pairing.only_pred),
+        "only_in_ref": _id_list(pairing.only_ref),
+        "duplicate_ids": pairing.duplicates,
+        "ref_failed_or_empty": _id_list(pairing.ref_unusable),
+        "pred_failed_or_empty": _id_list(pairing.pred_unusable),
+        "judge_failed": {side: _id_list(v) for side, v in judge_failures.items()},
+        **totals,
+    }
+
+
 def score_pancapscore(
     pred: str | Path | Sequence[CaptionRecord],
     ref: str | Path | Sequence[CaptionRecord],
@@ -207,93 +359,25 @@ def score_pancapscore(
     if empty_ref not in ("skip", "zero"):
         raise ValueError(f"empty_ref must be 'skip' or 'zero', got {empty_ref!r}")
     started = time.perf_counter()
-    pred_records, pred_name = _records(pred, "pred")
-    ref_records, ref_name = _records(ref, "ref")
-    preds, pred_dups = _by_id(pred_records)
-    refs, ref_dups = _by_id(ref_records)
-    only_pred = sorted(preds.keys() - refs.keys())
-    only_ref = sorted(refs.keys() - preds.keys())
-    common = sorted(preds.keys() & refs.keys())
-    ref_unusable = [i for i in common if not _usable(refs[i])]
-    pred_unusable = [i for i in common if not _usable(preds[i])]
-    ids = [i for i in common if i not in set(ref_unusable)]
-
+    pairing = _pair(pred, ref)
     kwargs = dict(judge_kwargs or {})
     if device and isinstance(judge, str) and judge.startswith("hf"):
         kwargs.setdefault("device", device)
     the_judge = get_judge(judge, **kwargs)
     similarity = similarity or TagSimilarity(embedder, device=device)
-
-    texts = {
-        ("ref", i): normalised_text(refs[i].caption or "")
-        if the_judge.extracts_statements
-        else refs[i].caption or ""
-        for i in ids
-    }
-    for i in ids:
-        caption = preds[i].caption if _usable(preds[i]) else ""
-        texts["pred", i] = (
-            normalised_text(caption or "") if the_judge.extracts_statements and caption else caption or ""
-        )
-    items: dict[tuple[str, str], CaptionItems] = {}
-    for key, text in texts.items():
-        if not text.strip():
-            items[key] = CaptionItems(statements_extracted=the_judge.extracts_statements)
-        else:
-            items[key] = the_judge.extract(text)
+    texts, items = _extract(pairing, the_judge)
     similarity.prepare(e.tag for value in items.values() for e in value.entities)
-
-    per_image: list[dict[str, Any]] = []
-    judge_failures: dict[str, list[str]] = {"ref": [], "pred": []}
-    totals = {"invalid_items": 0, "questions_asked": 0, "questions_not_askable": 0, "questions_unanswered": 0}
-    for i in ids:
-        ref_items, pred_items = items["ref", i], items["pred", i]
-        totals["invalid_items"] += ref_items.invalid + pred_items.invalid
-        failed = [side for side, value in (("ref", ref_items), ("pred", pred_items)) if value.failed]
-        if failed:
-            for side in failed:
-                judge_failures[side].append(i)
-            per_image.append(
-                {"example_id": i, "status": "judge failed", "failed": {s: items[s, i].failed for s in failed}}
-            )
-            continue
-        matches = match_entities(ref_items.entities, pred_items.entities, similarity, iou_threshold)
-        ref_answers = pred_answers = None
-        questions: dict[str, Any] = {}
-        if the_judge.extracts_statements:
-            forward = {m.ref_id: m.pred_id for m in matches}
-            backward = {m.pred_id: m.ref_id for m in matches}
-            ref_answers, questions["ref_to_pred"] = _ask(
-                the_judge, texts["pred", i], ref_items, pred_items, forward
-            )
-            pred_answers, questions["pred_to_ref"] = _ask(
-                the_judge, texts["ref", i], pred_items, ref_items, backward
-            )
-            for stats in questions.values():
-                totals["questions_asked"] += stats["asked"]
-                totals["questions_not_askable"] += stats["not_askable"]
-                totals["questions_unanswered"] += stats["unanswered"]
-        dims = score_items(ref_items, pred_items, matches, ref_answers, pred_answers, empty_ref)
-        entry: dict[str, Any] = {
-            "example_id": i,
-            "status": "scored",
-            "dimensions": dims,
-            "matches": [m.to_dict() for m in matches],
-            "counts": {"ref": ref_items.counts(), "pred": pred_items.counts()},
-        }
-        if i in set(pred_unusable):
-            entry["pred_caption"] = "failed or empty: scored as an empty caption"
-        if questions:
-            entry["questions"] = questions
-        per_image.append(entry)
-
+    per_image, judge_failures, totals = _score_images(
+        pairing, the_judge, texts, items, similarity, iou_threshold, empty_ref
+    )
     dimensions = _aggregate(per_image, the_judge.extracts_statements)
     f1s = {dim: dimensions[dim].get("f1") for dim in DIMENSIONS}
     overall = overall_score(f1s)
+    partial = partial_score(f1s) if overall is None else None
     result: dict[str, Any] = {
         "metric": "pancapscore",
-        "pred": pred_name,
-        "ref": ref_name,
+        "pred": pairing.pred_name,
+        "ref": pairing.ref_name,
         "judge": the_judge.describe(),
         "matching": {**similarity.describe(), "iou_threshold": iou_threshold},
         "empty_ref": empty_ref,
@@ -303,32 +387,13 @@ def score_pancapscore(
         "dimensions": dimensions,
         "overall": overall,
         "overall_status": "computed" if overall is not None else _not_computed(dimensions),
-        "partial": None,
-        "counts": {
-            "pred_records": len(pred_records),
-            "ref_records": len(ref_records),
-            "paired": len(common),
-            "scored": sum(1 for e in per_image if e["status"] == "scored"),
-            "only_in_pred": _id_list(only_pred),
-            "only_in_ref": _id_list(only_ref),
-            "duplicate_ids": {"pred": pred_dups, "ref": ref_dups},
-            "ref_failed_or_empty": _id_list(ref_unusable),
-            "pred_failed_or_empty": _id_list(pred_unusable),
-            "judge_failed": {side: _id_list(v) for side, v in judge_failures.items()},
-            **totals,
-        },
+        "partial": None
+        if partial is None
+        else {"label": "tag+location", "dimensions": ["tag", "location"], "value": partial, "max": 200.0},
+        "counts": _counts(pairing, per_image, judge_failures, totals),
         "per_image": per_image,
+        "meta": {"evaluation_time_s": round(time.perf_counter() - started, 3)},
     }
-    if overall is None:
-        partial = partial_score(f1s)
-        if partial is not None:
-            result["partial"] = {
-                "label": "tag+location",
-                "dimensions": ["tag", "location"],
-                "value": partial,
-                "max": 200.0,
-            }
-    result["meta"] = {"evaluation_time_s": round(time.perf_counter() - started, 3)}
     if out is not None:
         write_result(result, Path(out))
     return result
