@@ -457,7 +457,21 @@ def score_pancapscore_command(pred: Path, ref: Path, judge: str, out: Path | Non
     click.echo(markdown_table(result))
 
 
+def _log_to_stderr() -> None:
+    """What the library logs at INFO (stage starts, model loading) goes to stderr as ``pancap: ...`` lines."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("pancap: %(message)s"))
+    for name in ("pancap_retrieval", "reconstruct"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def main() -> None:
+    _log_to_stderr()
     cli(prog_name="pancap")
 
 

@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pancap_retrieval.artifacts import RunLock, file_digest, key, read_json, write_error, write_json
+from pancap_retrieval.artifacts import (
+    RunLock,
+    file_digest,
+    file_name,
+    key,
+    read_json,
+    write_error,
+    write_json,
+)
 from pancap_retrieval.captions.readers import read_captions
 from pancap_retrieval.captions.store import (
     CaptionRecord,
@@ -56,7 +64,9 @@ class RunSummary:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:
+        """Time one stage; its start is announced on stderr so a long stage is never silent."""
         entry: dict[str, Any] = {"stage": name}
+        log.info("%s ...", name)
         started = time.perf_counter()
         try:
             yield entry
@@ -95,8 +105,9 @@ def _split_of(dataset: Any, asked: str | None) -> str:
     return dataset.select_columns(["split"])[0]["split"] if len(dataset) else (asked or "-")
 
 
-def load_data(spec: str, split: str | None, limit: int | None):
-    """The dataset of a spec (see :func:`pancap_retrieval.data.load_dataset`)."""
+def load_data(spec: Any, split: str | None = None, limit: int | None = None):
+    """The dataset of a spec string or :class:`~pancap_retrieval.suite.DatasetSpec` (see
+    :func:`pancap_retrieval.data.load_dataset`)."""
     from pancap_retrieval.data import load_dataset
 
     return load_dataset(spec, split=split, limit=limit)
@@ -285,8 +296,22 @@ def _captions_of(
     if spec.file:
         report = import_captions(spec.file, spec.name, dataset_name, dataset, out, options.overwrite)
         return CaptionStore(report["store"]).records(), report
+    if not _is_captioner(spec.name):  # a store made earlier in this folder (imported or captioned)
+        store = existing_store(out, spec.name, dataset_name, _split_of(dataset, None))
+        records = store.records()
+        return records, {"store": str(store.path), "imported": len(records), "reused": True, "empty": 0}
     stats, path = run_captioner(spec, dataset_name, dataset, out, options.retry_failed, options.overwrite)
     return CaptionStore(path).records(), stats
+
+
+def _is_captioner(name: str) -> bool:
+    from pancap_retrieval.captioners import CAPTIONERS
+
+    return name in CAPTIONERS
+
+
+def _has_store(out: Path | None, name: str) -> bool:
+    return out is not None and any((Path(out) / "captions").glob(f"{file_name(name)}__*.jsonl"))
 
 
 def existing_store(out: Path, name: str, dataset_name: str, split: str) -> CaptionStore:
@@ -371,8 +396,11 @@ class RunOptions:
     overwrite: bool = False
 
 
-def validate_suite(suite: Suite) -> None:
-    """Check every name, option and path of ``suite`` before any work; each problem is one PancapError line."""
+def validate_suite(suite: Suite, out: Path | None = None) -> None:
+    """Check every name, option and path of ``suite`` before any work; each problem is one PancapError line.
+
+    A captioner name that is not registered is accepted when ``out`` already holds its store.
+    """
     from pancap_retrieval.errors import RegistryError
     from pancap_retrieval.retrieval.embedder import resolve_local
     from pancap_retrieval.retrieval.index import SEARCH_BACKENDS
@@ -385,7 +413,7 @@ def validate_suite(suite: Suite) -> None:
         if spec.file:
             if not Path(spec.file).exists():
                 raise CaptionFileError(f"captions file not found: {spec.file} (captioner {spec.name!r})")
-        else:
+        elif _is_captioner(spec.name) or not _has_store(out, spec.name):
             captioner_options(spec.name, spec.captioner_options())
     for embedder in suite.embedders:
         resolve_local(embedder.name)
@@ -416,10 +444,13 @@ def run_suite(suite: Suite, out: str | Path, options: RunOptions | None = None) 
     """
     out = Path(out)
     options = options or RunOptions()
-    validate_suite(suite)
-    dataset = load_data(suite.dataset.name, suite.dataset.split, suite.dataset.limit)
+    validate_suite(suite, out)
+    dataset = load_data(suite.dataset)
     if len(dataset) == 0:
         raise PancapError(f"dataset {suite.dataset.name} has no example to evaluate")
+    from pancap_retrieval.data import require_descriptions
+
+    require_descriptions(dataset, suite.dataset)
     created = make_run_dir(out)
     try:
         with RunLock(out):
@@ -434,7 +465,6 @@ def run_suite(suite: Suite, out: str | Path, options: RunOptions | None = None) 
 def _run_locked(suite: Suite, out: Path, dataset: Any, options: RunOptions) -> list[Path]:
     summary = RunSummary()
     write_json(out / "suite.json", suite.model_dump())
-    split = _split_of(dataset, suite.dataset.split)
     descriptions = dict(zip(dataset["example_id"], dataset["description"]))
 
     captions: dict[str, list[CaptionRecord]] = {}
@@ -450,7 +480,9 @@ def _run_locked(suite: Suite, out: Path, dataset: Any, options: RunOptions) -> l
     if suite.reconstruction is not None:
         reconstruction = _reconstruct(suite, dataset, captions, out, summary)
 
-    dataset_info = {"name": suite.dataset.name, "split": split, "limit": suite.dataset.limit, "n": len(dataset)}
+    from pancap_retrieval.data import dataset_info as describe
+
+    dataset_info = describe(suite.dataset, dataset)
     inputs = {"captions": captions, "reports": caption_reports, "descriptions": descriptions}
     run_dirs = [
         _retrieve(suite, embedder_spec, out, inputs, dataset_info, reconstruction, summary)

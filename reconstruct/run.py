@@ -92,9 +92,9 @@ def _image_source(dataset: Any) -> dict[str, Any]:
     if isinstance(dataset, Mapping):
         return {str(k): {"example_id": str(k), "image": v} for k, v in dataset.items()}
     if hasattr(dataset, "column_names") and "image" in dataset.column_names:
-        from pancap_retrieval.data import undecoded
+        from pancap_retrieval.data.records import RowsById
 
-        return _LazyRows(undecoded(dataset))
+        return RowsById(dataset)
     if isinstance(dataset, Iterable):
         rows = {}
         for row in dataset:
@@ -103,23 +103,6 @@ def _image_source(dataset: Any) -> dict[str, Any]:
             rows[str(row["example_id"])] = row
         return rows
     raise DatasetError(f"cannot read images from a {type(dataset).__name__}")
-
-
-class _LazyRows(Mapping):
-    """example_id -> row of a datasets.Dataset, read one row at a time (the images stay on disk)."""
-
-    def __init__(self, dataset: Any) -> None:
-        self._dataset = dataset
-        self._index = {str(i): n for n, i in enumerate(dataset["example_id"])}
-
-    def __getitem__(self, example_id: str) -> Any:
-        return self._dataset[self._index[example_id]]
-
-    def __iter__(self):
-        return iter(self._index)
-
-    def __len__(self) -> int:
-        return len(self._index)
 
 
 class Originals:
@@ -487,7 +470,7 @@ class _Scorers:
         if self._features is None:
             from reconstruct.fidelity import InceptionFeatures
 
-            log.info("loading the FID Inception network")
+            log.info("loading the FID Inception network (fidelity scores)")
             self._features = InceptionFeatures(device=self.device)
         return self._features
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from pancap_retrieval.artifacts import key as cache_key
 from pancap_retrieval.errors import ModelLoadError, RegistryError, RetrievalError
 from pancap_retrieval.loading import choose_device, choose_dtype, device_type, model_dir
 from pancap_retrieval.registry import Entry, Registry, check_options
+
+log = logging.getLogger(__name__)
 
 LongText = Literal["chunk", "truncate"]
 
@@ -304,6 +307,7 @@ class Embedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
+        log.info("loading the embedder %s from %s", self.name, self.path)
         device = str(choose_device(self.device))
         self.device = device
         kwargs: dict[str, Any] = {}

@@ -1,0 +1,255 @@
+"""A run folder you can trust: kills, option changes, imports, retries, locks, validation and bad input.
+
+Every test drives the real `pancap` command line, most of them in a subprocess, on the shipped sample photos.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pancap_retrieval.artifacts import RunLock, file_name
+from pancap_retrieval.captions.store import CaptionRecord, CaptionStore
+
+PANCAP = [sys.executable, "-m", "pancap_retrieval.cli"]
+
+
+def suite_file(folder: Path, name: str = "small", limit: int = 4, **changes) -> Path:
+    suite = {
+        "name": name,
+        "dataset": {"name": "sample", "split": "test", "limit": limit},
+        "captioners": [{"name": "reference"}, {"name": "detector"}],
+        "embedders": [{"name": "minilm"}],
+        "retrieval": {"backend": "faiss", "bootstrap_samples": 50},
+        "reconstruction": {"redrawer": "sketch", "scores": True},
+        "seed": 0,
+    }
+    for key, value in changes.items():
+        suite[key] = value
+    path = folder / f"{name}.yaml"
+    path.write_text(json.dumps(suite))  # JSON is YAML
+    return path
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {**os.environ, "PANCAP_CACHE_DIR": str(tmp_path / "cache"), "PYTHONWARNINGS": "ignore"}
+
+
+def pancap(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([*PANCAP, *args], env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def comparable(run: Path) -> dict:
+    """What a run measured, without times and provenance."""
+    results = json.loads((run / "results.json").read_text())
+    rows = {r["captioner"]: {k: r[k] for k in ("n", "c2d", "d2c", "skipped")} for r in results["rows"]}
+    recon = json.loads((run / "reconstruction.json").read_text())
+    captioners = {
+        name: {k: v for k, v in entry.items() if k not in ("redraw_seconds", "images_per_second", "redrawn", "reused")}
+        for name, entry in recon["captioners"].items()
+    }
+    captions = {
+        p.name: sorted((r.example_id, r.caption) for r in CaptionStore(p).records())
+        for p in (run / "captions").glob("*.jsonl")
+    }
+    return {"rows": rows, "reconstruction": captioners, "captions": captions}
+
+
+def run_until(args: list[str], env: dict, marker: str) -> int:
+    """Start `pancap ARGS`, SIGKILL it as soon as its stderr announces ``marker``; the return code."""
+    process = subprocess.Popen([*PANCAP, *args], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 240
+    for line in process.stderr:
+        if marker in line or time.monotonic() > deadline:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    return process.returncode
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_every_stage_resumes_to_the_results_of_an_uninterrupted_run(tmp_path, env):
+    suite = suite_file(tmp_path)
+    pancap("run", str(suite), "--out", str(tmp_path / "whole"), env=env)
+    killed = tmp_path / "killed"
+    markers = ["caption detector", "redraw reference", "redraw detector", "score detector", "retrieve", "gallery"]
+    codes = [run_until(["run", str(suite), "--out", str(killed)], env, marker) for marker in markers]
+    assert all(code == -signal.SIGKILL for code in codes), codes
+    # a cut-off original and a cut-off layouts line, as a kill in the middle of a write leaves them
+    original = next((killed / "originals").glob("*.png"))
+    original.write_bytes(original.read_bytes()[:100])
+    with (killed / "images" / "detector" / "layouts.jsonl").open("a") as handle:
+        handle.write('{"example_id": "cut')
+    (killed / "reconstruction.json").write_text('{"captioners": {"refer')
+    pancap("run", str(suite), "--out", str(killed), env=env)
+    assert comparable(killed) == comparable(tmp_path / "whole")
+
+
+def test_a_rerun_of_a_finished_suite_loads_no_model_and_says_what_it_reused(tmp_path, env):
+    suite = suite_file(tmp_path)
+    out = tmp_path / "run"
+    pancap("run", str(suite), "--out", str(out), env=env)
+    again = pancap("run", str(suite), "--out", str(out), env=env)
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert all(not stage.get("done") for stage in summary["stages"]), summary
+    assert "loading" not in again.stderr
+    assert "reused" in again.stdout and "caption detector" in again.stdout
+
+
+def test_an_option_change_stops_with_what_differs_and_overwrite_replaces(tmp_path, env):
+    out = tmp_path / "run"
+    args = ["caption", "--captioner", "detector", "--dataset", "sample", "--limit", "3", "--out", str(out)]
+    pancap(*args, env=env)
+    changed = pancap(*args, "-o", "score_threshold=0.9", env=env, check=False)
+    assert changed.returncode != 0
+    assert "score_threshold=0.3 (this run: 0.9)" in changed.stderr and "--overwrite" in changed.stderr
+    assert "Traceback" not in changed.stderr and len(changed.stderr.strip().splitlines()) == 1
+    store = next((out / "captions").glob("detector__*.jsonl"))
+    before = store.read_text()
+    pancap(*args, "-o", "score_threshold=0.9", "--overwrite", env=env)
+    manifest = json.loads(store.with_suffix(".manifest.json").read_text())
+    assert manifest["options"]["score_threshold"] == 0.9
+    assert store.read_text() != before and len(CaptionStore(store).records()) == 3
+    # the same option spelled out is the same key: nothing to redo
+    same = pancap(*args, "-o", "score_threshold=0.9", "-o", "nms_iou=0.5", env=env)
+    assert json.loads(same.stdout)["skipped_done"] == 3
+
+
+def test_a_changed_caption_is_redrawn_and_scored_again(tmp_path, env):
+    out = tmp_path / "run"
+    first = tmp_path / "a.jsonl"
+    first.write_text("".join(json.dumps({"example_id": i, "caption": f"a dog [[0.1, 0.1, 0.5, 0.5]] {i}"}) + "\n"
+                             for i in ("skimage-astronaut", "skimage-camera")))  # fmt: skip
+    args = ["reconstruct", "--dataset", "sample", "--captions", str(first), "--out", str(out)]
+    pancap(*args, env=env)
+    layouts = (out / "images" / "a" / "layouts.jsonl").read_text()
+    first.write_text(json.dumps({"example_id": "skimage-astronaut", "caption": "a cat [[0.5, 0.5, 0.9, 0.9]]"}) + "\n"
+                     + json.dumps({"example_id": "skimage-camera", "caption": "a dog [[0.1, 0.1, 0.5, 0.5]] skimage-camera"}) + "\n")  # fmt: skip
+    refused = pancap(*args, env=env, check=False)
+    assert refused.returncode != 0 and "--overwrite" in refused.stderr
+    again = pancap(*args, "--overwrite", env=env)
+    assert "a: redrawn 1, reused 1" in again.stdout
+    assert (out / "images" / "a" / "layouts.jsonl").read_text().startswith(layouts)
+    recon = json.loads((out / "reconstruction.json").read_text())
+    assert set(recon["captioners"]["a"]["per_image"]) == {"skimage-astronaut", "skimage-camera"}
+
+
+def test_import_refuses_to_replace_another_store_and_keeps_its_manifest(tmp_path, env):
+    out = tmp_path / "run"
+    big, small = tmp_path / "big.jsonl", tmp_path / "small.jsonl"
+    ids = ["skimage-astronaut", "skimage-camera", "skimage-coffee", "skimage-chelsea"]
+    big.write_text("".join(json.dumps({"example_id": i, "caption": f"caption {i}"}) + "\n" for i in ids))
+    small.write_text(json.dumps({"example_id": "skimage-camera", "caption": "other"}) + "\n")
+    base = ["captions", "import", "--captioner", "mine", "--dataset", "sample", "--out", str(out)]
+    pancap(*base[:2], str(big), *base[2:], env=env)
+    refused = pancap(*base[:2], str(small), *base[2:], env=env, check=False)
+    assert refused.returncode != 0 and "--overwrite" in refused.stderr and "4 records" in refused.stderr
+    store = next((out / "captions").glob("mine__*.jsonl"))
+    assert len(CaptionStore(store).records()) == 4
+    assert json.loads(store.with_suffix(".manifest.json").read_text())["file"] == str(big)
+    pancap(*base[:2], str(small), *base[2:], "--overwrite", env=env)
+    assert len(CaptionStore(store).records()) == 1
+    assert json.loads(store.with_suffix(".manifest.json").read_text())["file"] == str(small)
+    # the imported store is usable by name
+    retrieved = pancap("retrieve", "--dataset", "sample", "--captions", "mine", "--out", str(out), env=env)
+    assert "| mine |" in retrieved.stdout
+
+
+def test_failed_records_are_retried_when_asked(tmp_path, env):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    from PIL import Image
+    from skimage import data
+
+    Image.fromarray(data.astronaut()).save(folder / "ok.png")
+    (folder / "bad.png").write_bytes(b"not a png")
+    meta = "".join(json.dumps({"file_name": f, "description": "a photo"}) + "\n" for f in ("ok.png", "bad.png"))
+    (folder / "metadata.jsonl").write_text(meta)
+    args = ["caption", "--captioner", "detector", "--dataset", f"imagefolder:{folder}", "--out", str(tmp_path / "run")]
+    first = pancap(*args, env=env)
+    assert "--retry-failed" in first.stderr
+    Image.fromarray(data.camera()).save(folder / "bad.png")
+    assert json.loads(pancap(*args, env=env).stdout)["failed_in_store"] == 1
+    retried = json.loads(pancap(*args, "--retry-failed", env=env).stdout)
+    assert retried["ok"] == 1 and retried["failed_in_store"] == 0
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path, env):
+    out = tmp_path / "run"
+    with RunLock(out):
+        result = pancap("caption", "--captioner", "reference", "--dataset", "sample", "--out", str(out), env=env, check=False)
+    assert result.returncode != 0
+    assert f"pid {os.getpid()}" in result.stderr and "Traceback" not in result.stderr
+    pancap("caption", "--captioner", "reference", "--dataset", "sample", "--out", str(out), env=env)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"retrieval": {"backend": "faiss-typo"}}, "unknown search backend 'faiss-typo'"),
+        ({"embedders": [{"name": "no-such-embedder"}]}, "no-such-embedder"),
+        ({"reconstruction": {"redrawer": "sketchy"}}, "unknown redrawer 'sketchy'"),
+        ({"reconstruction": {"redrawer": "sketch", "options": {"colour": 1}}}, "no option colour"),
+        ({"captioners": [{"name": "detector"}, {"name": "detector"}]}, "appears twice"),
+        ({"captioners": [{"name": "detector", "options": {"score_treshold": 0.5}}]}, "no option score_treshold"),
+        ({"name": "../../escape"}, "suite name '../../escape'"),
+        ({"retrieval": {"text_prep": "bogus"}}, "text_prep"),
+    ],
+)
+def test_a_suite_is_validated_before_any_work_and_leaves_no_folder(tmp_path, env, changes, message):
+    out = tmp_path / "run"
+    result = pancap("run", str(suite_file(tmp_path, **changes)), "--out", str(out), env=env, check=False)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, result.stderr
+    assert not out.exists()
+
+
+def test_file_names_of_ids_never_collide():
+    assert file_name("a b&c.jpg") != file_name("a-b-c-25f45274.jpg")
+    assert file_name("../x") != "../x" and "/" not in file_name("../x")
+    assert len({file_name(i) for i in ["a b", "a-b", "a_b", "a/b", "a\\b", "a~b"]}) == 6
+
+
+def test_a_torn_store_line_is_dropped_and_a_bad_line_named(tmp_path):
+    store = CaptionStore(tmp_path / "c.jsonl")
+    store.append(CaptionRecord("a", "x"))
+    with store.path.open("a") as handle:
+        handle.write('123\n{"example_id": "b", "caption": "y"}\n{"example_id": "c", "capt')
+    from pancap_retrieval.errors import CaptionFileError
+
+    with pytest.raises(CaptionFileError, match=r"c\.jsonl:2: a int, not a JSON object; delete that line"):
+        store.records()
+    lines = store.path.read_text().splitlines()
+    store.path.write_text("\n".join(lines[:1] + lines[2:]))  # the user deletes the bad line
+    with pytest.warns(UserWarning, match="torn last line"):
+        assert [r.example_id for r in store.records()] == ["a", "b"]
+
+
+def test_duplicate_ids_in_a_store_are_counted(tmp_path):
+    store = CaptionStore(tmp_path / "c.jsonl")
+    for text in ("x", "y"):
+        store.append(CaptionRecord("a", text))
+    assert [r.caption for r in store.records()] == ["y"] and store.duplicate_ids == 1
+
+
+def test_results_files_follow_the_umask(tmp_path):
+    from pancap_retrieval.artifacts import write_json
+
+    old = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "results.json", {"ok": True})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
