@@ -93,7 +93,7 @@ class RuleJudge:
             "name": "rule",
             "computes": ["tag", "location"],
             "not_computed": ["attribute", "relation", "global"],
-            "entities": "phrases that carry boxes (parse_caption), one instance per distinct box",
+            "entities": "the noun phrase of the entity each box grounds (parse_caption), one instance per distinct box",
         }
 
 

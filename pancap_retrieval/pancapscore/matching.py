@@ -76,13 +76,15 @@ _WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 
 
 def normalise_tag(text: str) -> str:
-    """Lower case, punctuation dropped, leading determiners and counts removed.
+    """Lower case, punctuation dropped, leading determiners and counts removed (``one of`` with them).
 
     >>> normalise_tag("The two  Red-brick houses,")
     'red-brick houses'
+    >>> normalise_tag("One of his shoes")
+    'shoes'
     """
     words = _WORD.findall(text.lower())
-    while words and words[0] in _LEADING:
+    while words and (words[0] in _LEADING or (words[0] == "of" and len(words) > 1)):
         words.pop(0)
     return " ".join(words)
 
