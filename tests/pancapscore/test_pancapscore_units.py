@@ -178,3 +178,20 @@ def test_unknown_judge_is_a_clear_error():
         get_judge("gpt")
     with pytest.raises(RegistryError, match="model id or directory"):
         get_judge("hf:")
+
+
+def test_rule_judge_reads_the_entity_of_every_sapancap_phrasing(similarity):
+    ref = (
+        "A red car is parked. The car's bounding box is [[0.1, 0.5, 0.4, 0.8]]. The bounding box of the gravel is "
+        "[[0.0, 0.8, 1.0, 1.0]]. The town is positioned at the top of the image [[0.0, 0.0, 1.0, 0.4]]. "
+        "A woman waves. Her bounding box is [[0.6, 0.3, 0.7, 0.8]]."
+    )
+    items = RuleJudge().extract(ref)
+    assert [normalise_tag(e.tag) for e in items.entities] == ["car", "gravel", "town", "woman"]
+    pred = RuleJudge().extract(
+        "A car [[0.1, 0.5, 0.4, 0.8]] on gravel [[0.0, 0.8, 1.0, 1.0]] below a town [[0.0, 0.0, 1.0, 0.4]]."
+    )
+    matches = match_entities(items.entities, pred.entities, similarity)
+    dims = score_items(items, pred, matches)
+    assert dims["tag"]["precision"] == dims["location"]["precision"] == 1.0
+    assert dims["tag"]["recall"] == dims["location"]["recall"] == 0.75
