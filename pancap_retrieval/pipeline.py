@@ -131,28 +131,21 @@ def _path_fingerprint(value: Any) -> str | None:
 
 
 def captioner_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` checked against captioner ``name`` and completed with its defaults (what decides its captions).
-
-    An unknown option is a one-line error naming the known ones.
-    """
+    """``options`` checked against captioner ``name`` (names and types) and completed with its defaults: what
+    decides its captions. An unknown option or a bad value is a one-line error."""
     import inspect
 
     from pancap_retrieval.captioners import CAPTIONERS
-    from pancap_retrieval.errors import RegistryError
+    from pancap_retrieval.registry import check_options
 
-    parameters = inspect.signature(CAPTIONERS.get(name)).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        unknown = sorted(set(options) - set(parameters))
-        if unknown:
-            known = ", ".join(p for p in parameters if p != "self")
-            raise RegistryError(f"captioner {name!r} has no option {', '.join(unknown)}; its options: {known}")
+    factory = CAPTIONERS.get(name)
+    checked = check_options(factory, options, f"captioner {name!r}")
     resolved = {
         p.name: p.default
-        for p in parameters.values()
+        for p in inspect.signature(factory).parameters.values()
         if p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD
     }
-    resolved.update(options)
-    return resolved
+    return {**resolved, **checked}
 
 
 def caption_inputs(spec: CaptionerSpec, dataset_name: str, split: str) -> dict[str, Any]:

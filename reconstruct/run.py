@@ -18,7 +18,6 @@ counted.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,6 +51,8 @@ RESULTS_FILE = "reconstruction.json"
 # Bumped when the fidelity scores change meaning, so a rerun scores again rather than reusing old scores.
 SCORES_VERSION = 2
 safe_name = file_name  # the one file-name rule, under the name the gallery uses
+# Options of a suite's reconstruction that belong to the run, not to the redrawer.
+RUN_OPTIONS = frozenset({"canvas_mode", "batch_size", "kid_subset_size", "device"})
 
 
 def read_layouts(path: Path) -> dict[str, dict[str, Any]]:
@@ -65,16 +66,12 @@ _read_jsonl = read_layouts
 def check_redrawer(spec: Any) -> None:
     """Validate a :class:`~pancap_retrieval.suite.ReconstructionSpec` before any work: the redrawer's name and
     options, and the canvas mode. Each problem is one line."""
-    factory = REDRAWERS.get(spec.redrawer)
-    options = dict(spec.options)
-    options.pop("canvas_mode", None)
-    options.pop("batch_size", None)
-    parameters = inspect.signature(factory).parameters
-    named = {**options, **({"model": spec.model} if spec.model else {}), **({"steps": spec.steps} if spec.steps else {})}
-    unknown = sorted(set(named) - set(parameters))
-    if unknown:
-        known = ", ".join(p for p in parameters if p != "self")
-        raise PancapError(f"redrawer {spec.redrawer!r} has no option {', '.join(unknown)}; its options: {known}")
+    from pancap_retrieval.registry import check_options
+
+    options = {k: v for k, v in spec.options.items() if k not in RUN_OPTIONS}
+    options.update({"model": spec.model} if spec.model else {})
+    options.update({"steps": spec.steps} if spec.steps else {})
+    check_options(REDRAWERS.get(spec.redrawer), options, f"redrawer {spec.redrawer!r}")
     mode = spec.options.get("canvas_mode", "letterbox")
     if mode not in CANVAS_MODES:
         raise PancapError(f"canvas_mode must be one of {', '.join(CANVAS_MODES)}, not {mode!r}")
