@@ -313,6 +313,17 @@ def _with_of(toks: list[Token], start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+def _verb_s(toks: list[Token], j: int, last_head: int | None) -> bool:
+    """``A woman waves.``, ``a man walks along``: a word in -s after a singular noun, before a stop, is a verb."""
+    low = toks[j].low
+    if last_head is None or not low.endswith("s") or low.endswith("ss") or toks[last_head].low.endswith("s"):
+        return False
+    if j + 1 >= len(toks) or not toks[j + 1].is_word:
+        return True
+    following = toks[j + 1].low
+    return following in PREPOSITIONS or following in DETERMINERS or _adverb(following) or following in CONJUNCTIONS
+
+
 def np_forward(toks: list[Token], k: int) -> tuple[int, int] | None:
     """The noun phrase starting at ``toks[k]``, or None."""
     j = k
@@ -328,7 +339,7 @@ def np_forward(toks: list[Token], k: int) -> tuple[int, int] | None:
         if comma_between_adjectives and j + 1 < len(toks) and _modifier(toks[j + 1]):
             j += 1
             continue
-        if not _modifier(word) or (word.low in VERB_FORMS):
+        if not _modifier(word) or (word.low in VERB_FORMS) or _verb_s(toks, j, last_head):
             break
         if can_be_head(word) or (word.is_number and last_head is not None):
             last_head = j
