@@ -103,8 +103,12 @@ class RetrievalSpec(_Strict):
     @field_validator("text_prep")
     @classmethod
     def _known_prep(cls, value: str) -> str:
-        if value not in ("strip", "keep") and not value.startswith("rewrite:hf:"):
-            raise ValueError("text_prep must be strip, keep or rewrite:hf:MODEL")
+        from pancap_retrieval.retrieval.textprep import parse_text_prep
+
+        try:
+            parse_text_prep(value)
+        except PancapError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
 

@@ -24,7 +24,6 @@ REWRITE_PROMPT = (
     "in the description. Answer with the rewritten description only.\n\n"
     "Description:\n{caption}"
 )
-MODES = ("strip", "keep", "rewrite:hf:MODEL")
 TEXT_PREPS = Registry(
     "text preparation",
     {
@@ -67,20 +66,33 @@ def prepare_texts(
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise RetrievalError(f"caption {i} is {type(text).__name__}, not str")
+    kind, model = parse_text_prep(mode)
+    if model is None:
+        return TEXT_PREPS.build(kind)(texts)
+    rewrite = TEXT_PREPS.build(
+        "rewrite",
+        model=model,
+        device=device,
+        cache_dir=cache_dir,
+        prompt=prompt,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+    )
+    return rewrite(texts)
+
+
+def parse_text_prep(mode: str) -> tuple[str, str | None]:
+    """The one reader of the text-prep grammar: ``strip``/``keep`` -> (mode, None); ``rewrite:hf:MODEL`` ->
+    (``rewrite``, MODEL).
+
+    >>> parse_text_prep("strip"), parse_text_prep("rewrite:hf:Qwen/Qwen2.5-14B-Instruct")
+    (('strip', None), ('rewrite', 'Qwen/Qwen2.5-14B-Instruct'))
+    """
     if mode in ("keep", "strip"):
-        return TEXT_PREPS.build(mode)(texts)
-    if mode.startswith("rewrite:hf:") and len(mode) > len("rewrite:hf:"):
-        rewrite = TEXT_PREPS.build(
-            "rewrite",
-            model=mode[len("rewrite:hf:") :],
-            device=device,
-            cache_dir=cache_dir,
-            prompt=prompt,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-        )
-        return rewrite(texts)
-    raise RetrievalError(f"unknown text preparation mode {mode!r}; known: {', '.join(MODES)}")
+        return mode, None
+    if isinstance(mode, str) and mode.startswith("rewrite:hf:") and len(mode) > len("rewrite:hf:"):
+        return "rewrite", mode[len("rewrite:hf:") :]
+    raise RetrievalError(f"text_prep must be strip, keep or rewrite:hf:MODEL, not {mode!r}")
 
 
 def keep_texts(texts: list[str]) -> PreparedTexts:
