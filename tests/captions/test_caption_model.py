@@ -129,3 +129,61 @@ def test_parser_never_raises_on_arbitrary_text(text):
     assert caption.n_boxes >= 0 and caption.malformed >= 0
     parse_caption(text, width=37, height=91)
     format_caption(caption, "asmv2", 37, 91)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the [1, 2, 3, 4] steps",
+        "Champions in [1999, 2003, 2007, 2011] are listed on the trophy.",
+        "Scores [0.1, 0.2, 0.3, 0.4] were close.",
+    ],
+)
+def test_number_lists_outside_a_box_context_stay_text(text):
+    caption = parse_caption(text, width=640, height=480)
+    assert caption.n_boxes == 0 and caption.malformed == 0 and caption.plain_text == text
+
+
+def test_pixel_lists_are_boxes_after_a_cue_or_when_pixel_is_named():
+    assert parse_caption("a cup, bbox [10, 20, 110, 70]", width=200, height=100).n_boxes == 1
+    named = parse_caption("the [1, 2, 3, 4] steps", dialect="pixel", width=200, height=100)
+    assert named.n_boxes == 1 and named.plain_text == "the steps"
+    # named, but not a box of a 640 x 480 image: text
+    years = parse_caption("Champions in [1999, 2003, 2007, 2011] won.", dialect="pixel", width=640, height=480)
+    assert years.n_boxes == 0 and "[1999, 2003, 2007, 2011]" in years.plain_text
+
+
+@pytest.mark.parametrize(
+    ("text", "boxes", "malformed", "plain"),
+    [
+        ("a dog [[1e-1, 2e-1, 3.0e-1, 4E-1]] running.", 1, 0, "a dog running."),
+        ("a dog [[nan, 0.2, inf, 0.4]] sits.", 0, 1, "a dog sits."),
+        ("a cat [[[0.1, 0.2, 0.3, 0.4]]] sleeps.", 1, 0, "a cat sleeps."),
+        ("a cat [[0.5, 0.6, 0.1, 0.2]] sleeps.", 0, 1, "a cat sleeps."),
+        ("a cat [[0.1, 0.2, 1500, 0.4]] sleeps.", 0, 1, "a cat sleeps."),
+        ("a cat [[0.1, 0.2, 0.3 is cut", 0, 1, "a cat is cut"),
+    ],
+)
+def test_a_box_parses_or_goes_whole(text, boxes, malformed, plain):
+    caption = parse_caption(text)
+    assert (caption.n_boxes, caption.malformed, caption.plain_text) == (boxes, malformed, plain)
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        (
+            "Above it is the second flower, and the second flower's bounding box is [[0.15, 0.0, 0.53, 0.52]].",
+            "Above it is the second flower, and the second flower.",
+        ),
+        ("At its centre is a ring, and the ring's bounding box is [[0.1, 0.5, 0.3, 0.7]].", "At its centre is a ring, and the ring."),
+        ("The bounding box of the gravel is [[0.0, 0.8, 1.0, 1.0]]. It is grey.", "The gravel. It is grey."),
+        ("The woman, positioned at [[0.1, 0.1, 0.2, 0.2]], stands.", "The woman stands."),
+        ("A man [[0.1, 0.1, 0.2, 0.2]] waves. Its bounding box is [[0.1, 0.1, 0.2, 0.3]]. He smiles.", "A man waves. He smiles."),
+        ("A coat, with a bounding box of [[0.1, 0.1, 0.3, 0.3]], hangs.", "A coat hangs."),
+        ("Trees (bounding box: [[0.0, 0.0, 0.3, 0.5]]) and a lawn ([[0.0, 0.5, 1.0, 1.0]]) are green.", "Trees and a lawn are green."),
+        ("One pitcher is large and located at [[0.59, 0.37, 0.83, 0.81]].", "One pitcher is large."),
+    ],
+)
+def test_stripped_text_keeps_the_entity(text, plain):
+    assert parse_caption(text).plain_text == plain
