@@ -220,15 +220,27 @@ def confidence_level(results_list: list[dict[str, Any]]) -> str:
     return "95%"
 
 
+def write_if_changed(path: Path, data: str | bytes) -> Path:
+    """Write ``data`` atomically unless ``path`` already holds exactly it, so a rerun leaves finished files alone."""
+    data = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        if path.read_bytes() == data:
+            return path
+    except OSError:
+        pass
+    return atomic_write(path, data)
+
+
 def write_leaderboard(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``leaderboard.md``, ``.csv``, ``.html`` and (for one run) ``recall_at_k.png``, each atomically."""
+    """Write ``leaderboard.md``, ``.csv``, ``.html`` and (for one run) ``recall_at_k.png``, each atomically and
+    only when its content changed."""
     results_list = [read_results(d) for d in run_dirs]
     columns, rows = table(results_list)
     out_dir = Path(out_dir)
     title = ", ".join(run_label(r) for r in results_list)
     note = UNITS_NOTE.format(level=confidence_level(results_list))
     paths = {
-        "markdown": atomic_write(
+        "markdown": write_if_changed(
             out_dir / "leaderboard.md", f"# pancap leaderboard: {title}\n\n{note}\n\n{markdown(columns, rows)}\n"
         )
     }
@@ -237,12 +249,12 @@ def write_leaderboard(run_dirs: list[str | Path], out_dir: str | Path) -> dict[s
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(csv_columns)
     writer.writerows(csv_rows)
-    paths["csv"] = atomic_write(out_dir / "leaderboard.csv", buffer.getvalue())
+    paths["csv"] = write_if_changed(out_dir / "leaderboard.csv", buffer.getvalue())
     plot = None
     if len(results_list) == 1:
         paths["plot"] = plot_recall(results_list[0], out_dir / "recall_at_k.png")
         plot = paths["plot"].read_bytes()
-    paths["html"] = atomic_write(out_dir / "leaderboard.html", html_page(title, note, columns, rows, plot))
+    paths["html"] = write_if_changed(out_dir / "leaderboard.html", html_page(title, note, columns, rows, plot))
     return paths
 
 
@@ -307,4 +319,4 @@ def plot_recall(results: dict[str, Any], path: Path) -> Path:
     """Write :func:`recall_figure` as a PNG, atomically."""
     buffer = io.BytesIO()
     recall_figure(results).savefig(buffer, format="png", dpi=120)
-    return atomic_write(path, buffer.getvalue())
+    return write_if_changed(path, buffer.getvalue())

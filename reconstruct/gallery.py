@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pancap_retrieval.artifacts import atomic_write, file_name, key, read_json, write_json
+from pancap_retrieval.artifacts import file_name, key, read_json, write_json
 from pancap_retrieval.errors import PancapError
 from pancap_retrieval.leaderboard import (
     BOXES_REFOUND_IN_REDRAW,
@@ -44,6 +44,7 @@ from pancap_retrieval.leaderboard import (
     Cell,
     confidence_level,
     table,
+    write_if_changed,
 )
 from reconstruct.drawing import hex_colour, ink, palette
 from reconstruct.run import RESULTS_FILE, read_layouts
@@ -360,16 +361,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
 # ---------------------------------------------------------------- pages
 
 
-def _write_if_changed(path: Path, text: str | bytes) -> None:
-    data = text.encode("utf-8") if isinstance(text, str) else text
-    try:
-        if path.read_bytes() == data:
-            return
-    except OSError:
-        pass
-    atomic_write(path, data)
-
-
 def _pager(page: int, pages: int) -> list[int | None]:
     """Page numbers to link: the first, the last and two either side of ``page``; None is a gap.
 
@@ -443,9 +434,9 @@ def write_gallery(
         "gallery_index.html.j2", cards=cards, summary=_summary(run_dir, reconstruction), labels=NUMBER_LABELS,
         worst_first=WORST_FIRST, unreadable=media.unreadable, grid=grid_images > 0, **common,
     )  # fmt: skip
-    _write_if_changed(gallery / "index.html", index)
+    write_if_changed(gallery / "index.html", index)
     if grid_images > 0:
-        _write_if_changed(gallery / "grid.png", _grid(cards[:grid_images], gallery, captioners))
+        write_if_changed(gallery / "grid.png", _grid(cards[:grid_images], gallery, captioners))
     media.finish()
     return gallery / "index.html"
 
@@ -456,7 +447,7 @@ def _write_pages(gallery: Path, cards: list[Card], common: dict[str, Any]) -> No
     for page in range(1, pages + 1):
         chunk = cards[(page - 1) * size : page * size]
         html = _render("gallery_page.html.j2", page=page, pager=_pager(page, pages), cards=chunk, **common)
-        _write_if_changed(gallery / f"page-{page}.html", html)
+        write_if_changed(gallery / f"page-{page}.html", html)
     for stale in gallery.glob("page-*.html"):
         number = stale.stem.removeprefix("page-")
         if not number.isdigit() or not 1 <= int(number) <= pages:

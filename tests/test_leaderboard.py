@@ -161,6 +161,14 @@ def _legend(figure) -> list[str]:
     return [text.get_text() for legend in figure.legends for text in legend.get_texts()]
 
 
+def test_a_rerun_rewrites_no_unchanged_file(board):
+    folder, _ = board
+    names = ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "recall_at_k.png")
+    before = {name: (folder / name).stat().st_mtime_ns for name in names}
+    write_leaderboard([folder], folder)
+    assert {name: (folder / name).stat().st_mtime_ns for name in names} == before
+
+
 def test_html_page_is_self_contained(board):
     folder, _ = board
     text = (folder / "leaderboard.html").read_text()
