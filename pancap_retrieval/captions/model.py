@@ -1,9 +1,11 @@
 """The panoptic caption model: parse every box dialect into entities, format back, strip for retrieval.
 
-A caption is text with *box groups* in it. A box group is one bracketed run of boxes (``[[..]]``,
-``<box>[[..], [..]]</box>``, or pixel ``[x1, y1, x2, y2]``) and belongs to the phrase before it; a group with no
-phrase of its own before it (``two cameras [[..]] and [[..]]``) adds its boxes to the previous entity.
-Malformed or truncated groups are counted and reported in ``warnings``; out-of-range boxes are clamped and flagged.
+A caption is text with *box groups* in it: bracketed runs of boxes in a box context (:mod:`.groups`: ``<box>``
+tags, ``[[..]]``, a pixel ``[x1, y1, x2, y2]`` after a cue). Each group belongs to the noun phrase the caption
+names it with (:mod:`.phrases`); a group with nothing of its own before it (``two cameras [[..]] and [[..]]``)
+adds its boxes to the previous entity. The plain text drops every group with the phrasing that introduces it
+(:mod:`.cues`). Malformed or truncated groups are removed whole, counted and reported in ``warnings``;
+out-of-range boxes are clamped and flagged.
 """
 
 from __future__ import annotations

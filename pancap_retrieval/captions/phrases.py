@@ -358,7 +358,7 @@ def phrase_words(toks: list[Token], span: tuple[int, int]) -> list[str]:
     return [t.low for t in toks[span[0] : span[1]] if t.is_word]
 
 
-def is_place(words: list[str], has_determiner: bool) -> bool:
+def is_place(words: list[str]) -> bool:
     """Whether a phrase names a place in the picture rather than a thing (``the left side of the image``)."""
     if not words:
         return False
@@ -585,7 +585,7 @@ def _verdict(toks: list[Token], span: tuple[int, int], comma: bool) -> str:
     words = phrase_words(toks, span)
     has_det = _determiner(toks[s].low)
     before = toks[s - 1].low if s > 0 and toks[s - 1].is_word else ""
-    place = is_place(words[1:] if has_det else words, has_det)
+    place = is_place(words[1:] if has_det else words)
     if place and (before in LOCATIVE or before in PREPOSITIONS or _adverb(before)):
         return "place"
     if (before in LOCATIVE and comma) or before in ("without", "as") or (comma and _coordinated_object(toks, s)):
@@ -620,7 +620,7 @@ def plural_antecedent(text: str, masked: str, pos: int, sentences: int = 4) -> s
             words = phrase_words(toks, span)
             head = head_noun(" ".join(words))
             plural = head.endswith("s") and not head.endswith(("ss", "ous", "us", "is"))
-            if plural and not is_place(words, True):
+            if plural and not is_place(words):
                 return _text(text, toks, span)
         if start <= 0:
             break
