@@ -472,6 +472,10 @@ def _run_locked(suite: Suite, out: Path, dataset: Any, options: RunOptions) -> l
     reconstruction = None
     if suite.reconstruction is not None:
         reconstruction = _reconstruct(suite, dataset, captions, out, summary)
+    from pancap_retrieval.ranks import Ranks
+
+    if not Ranks.current().main:  # under a launcher: retrieval, tables and gallery run once, on rank 0
+        return []
 
     from pancap_retrieval.data import dataset_info as describe
 

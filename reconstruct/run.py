@@ -35,6 +35,7 @@ from pancap_retrieval.artifacts import (
     write_json,
 )
 from pancap_retrieval.errors import DatasetError, ModelLoadError, PancapError
+from pancap_retrieval.ranks import Ranks
 from reconstruct.layout import CANVAS_MODES, COUNT_KEYS, Layout, LayoutError, layout_from_record
 from reconstruct.redrawers import REDRAWERS, example_seed, get_redrawer
 
@@ -110,12 +111,14 @@ class Originals:
     remembered with its reason.
     """
 
-    def __init__(self, run_dir: Path, sources: Mapping[str, Any], dataset_key: str) -> None:
+    def __init__(self, run_dir: Path, sources: Mapping[str, Any], dataset_key: str, rank: int | None = None) -> None:
         self.folder = run_dir / "originals"
         self.sources = sources
         self.dataset_key = dataset_key
-        self.index = JsonlStore(self.folder / "index.jsonl")
-        self.known = {i: e for i, e in self.index.latest().items() if e.get("key") == self._key(i)}
+        # under a launcher each rank appends to its own index file; all of them are read
+        self.index = JsonlStore(self.folder / ("index.jsonl" if rank is None else f"index.jsonl.rank{rank}"))
+        entries = [e for path in sorted(self.folder.glob("index.jsonl*")) for e in JsonlStore(path).read()]
+        self.known = {e["example_id"]: e for e in entries if e.get("key") == self._key(e.get("example_id", ""))}
         self.bad: dict[str, str] = {}
 
     def _key(self, example_id: str) -> str:
@@ -233,14 +236,20 @@ def plan(
 # ---------------------------------------------------------------- redraw
 
 
-def redraw(planned: Plan, drawer: Redrawer, batch: int, progress: bool = True) -> float:
-    """Draw the planned redraws in batches; each PNG is written atomically, then its layouts line. Seconds."""
+def redraw(planned: Plan, drawer: Redrawer, batch: int, progress: bool = True, ranks: Ranks | None = None) -> float:
+    """Draw the planned redraws in batches; each PNG is written atomically, then its layouts line. Seconds.
+
+    Under a launcher each rank draws its share into its own ``layouts.jsonl.rankR``, merged by rank 0 afterwards.
+    """
     from tqdm.auto import tqdm
 
-    layouts = JsonlStore(planned.folder / "layouts.jsonl")
+    ranks = ranks or Ranks()
+    name = "layouts.jsonl" if ranks.world == 1 else f"layouts.jsonl.rank{ranks.rank}"
+    layouts = JsonlStore(planned.folder / name)
     manifest = drawer.manifest()
     started = time.perf_counter()
-    todo = planned.todo
+    todo = ranks.share(planned.todo)
+    progress = progress and ranks.main
     bar = tqdm(total=len(todo), desc=f"redraw {planned.captioner}", unit="img", disable=not progress or not todo)
     for start in range(0, len(todo), batch):
         chunk = todo[start : start + batch]
@@ -260,7 +269,20 @@ def redraw(planned: Plan, drawer: Redrawer, batch: int, progress: bool = True) -
             )
         bar.update(len(chunk))
     bar.close()
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    ranks.barrier()
+    if ranks.main:
+        merge_rank_layouts(planned.folder)
+    ranks.barrier()
+    return seconds
+
+
+def merge_rank_layouts(folder: Path) -> None:
+    """Append the lines of every ``layouts.jsonl.rankR`` (a distributed run's, perhaps killed) to ``layouts.jsonl``."""
+    store = JsonlStore(folder / "layouts.jsonl")
+    for rank_file in sorted(folder.glob("layouts.jsonl.rank*")):
+        store.append_many(list(JsonlStore(rank_file).read()))
+        rank_file.unlink()
 
 
 def _entry(planned: Plan, seconds: float) -> dict[str, Any]:
@@ -336,6 +358,11 @@ def reconstruct_run(
         raise PancapError(f"canvas_mode must be one of {', '.join(CANVAS_MODES)}, not {canvas_mode!r}")
     all_options = {**(redrawer_options or {}), **options}
     wanted = _stage_key(redrawer, model, steps, all_options, seed, canvas_mode, captions, sources, scores, detector)
+    ranks = Ranks.current()
+    if ranks.main:  # what killed ranks of an earlier run drew
+        for folder in (run_dir / "images").glob("*"):
+            merge_rank_layouts(folder)
+    ranks.barrier()
     previous = read_json(run_dir / RESULTS_FILE) or {}
     if wanted and previous.get("stage_key") == wanted and _files_present(run_dir, previous):
         with _stage(summary, "reconstruct (all reused)") as entry:
@@ -347,7 +374,8 @@ def reconstruct_run(
     batch = batch_size or drawer.default_batch_size
     if batch < 1:
         raise PancapError(f"batch_size must be >= 1, got {batch}")
-    originals = Originals(run_dir, sources, key(sorted(sources)[:5], len(sources), _dataset_name(dataset)))
+    dataset_key = key(sorted(sources)[:5], len(sources), _dataset_name(dataset))
+    originals = Originals(run_dir, sources, dataset_key, None if ranks.world == 1 else ranks.rank)
     results: dict[str, Any] = {
         "redrawer": manifest,
         "redrawer_signature": signature,
@@ -361,16 +389,17 @@ def reconstruct_run(
             plans[captioner] = plan(
                 captioner, records, run_dir, originals, drawer.layout_options(), signature, seed, canvas_mode
             )
-            seconds = redraw(plans[captioner], drawer, batch, progress)
+            seconds = redraw(plans[captioner], drawer, batch, progress, ranks)
             results["captioners"][captioner] = _entry(plans[captioner], seconds)
             entry.update(done=len(plans[captioner].todo), reused=results["captioners"][captioner]["reused"])
             entry["skipped"] = sum(plans[captioner].skipped.values())
     if scores:
-        score(run_dir, results, plans, originals, detector, device, kid_subset_size, seed, previous, summary)
+        score(run_dir, results, plans, originals, detector, device, kid_subset_size, seed, previous, summary, ranks)
     if originals.bad:
         results["unreadable_images"] = dict(list(originals.bad.items())[:50])
     results["stage_key"] = wanted
-    _write_results(run_dir / RESULTS_FILE, results, previous)
+    if ranks.main:
+        _write_results(run_dir / RESULTS_FILE, results, previous)
     return results
 
 
@@ -487,6 +516,10 @@ class _Scorers:
         if self.detector is not None:
             self.original_dets.update(zip(missing, self.detector.detect(images)))
 
+    def original(self, example_id: str) -> tuple[Any, Any]:
+        """(features, detections or None) of an original added before."""
+        return self.original_feats[example_id], self.original_dets.get(example_id)
+
 
 def score(
     run_dir: Path,
@@ -499,8 +532,10 @@ def score(
     seed: int,
     previous: Mapping[str, Any],
     summary: Any = None,
+    ranks: Ranks | None = None,
 ) -> None:
     """Fidelity scores per captioner, reused when the same redraws were scored before with the same scorers."""
+    ranks = ranks or Ranks()
     scorers = _Scorers(detector, device)
     detector_name = "auto" if isinstance(detector, str) else (None if detector is None else type(detector).__name__)
     for captioner, planned in plans.items():
@@ -512,7 +547,7 @@ def score(
                 entry.update(scores=old["scores"], per_image=old.get("per_image", {}), score_key=score_key)
                 stage["reused"] = len(planned.kept)
                 continue
-            _score_one(entry, planned, originals, scorers, kid_subset_size, seed)
+            _score_one(entry, planned, originals, scorers, kid_subset_size, seed, ranks)
             entry["score_key"] = score_key
             stage["done"] = len(planned.kept)
 
@@ -521,9 +556,16 @@ SCORE_CHUNK = 64  # images decoded at a time while scoring: memory stays bounded
 
 
 def _score_one(
-    entry: dict[str, Any], planned: Plan, originals: Originals, scorers: _Scorers, kid_subset_size: int, seed: int
+    entry: dict[str, Any],
+    planned: Plan,
+    originals: Originals,
+    scorers: _Scorers,
+    kid_subset_size: int,
+    seed: int,
+    ranks: Ranks,
 ) -> None:
-    """Features and detections of originals and redraws in chunks of :data:`SCORE_CHUNK`, then the scores."""
+    """Features and detections of originals and redraws, each rank its share in chunks of :data:`SCORE_CHUNK`,
+    gathered on every rank; then the scores."""
     import numpy as np
 
     from reconstruct.fidelity import scores_from_features
@@ -534,21 +576,24 @@ def _score_one(
     ids = [example_id for example_id, _, _ in planned.kept]
     layouts = [layout for _, layout, _ in planned.kept]
     detector = scorers.detector
-    f_redraw, redraw_dets = [], []
-    for start in range(0, len(ids), SCORE_CHUNK):
-        chunk = list(zip(ids[start : start + SCORE_CHUNK], layouts[start : start + SCORE_CHUNK]))
+    mine: dict[str, tuple[Any, Any]] = {}  # id -> (redraw features, redraw detections)
+    share = ranks.share(list(zip(ids, layouts)))
+    for start in range(0, len(share), SCORE_CHUNK):
+        chunk = share[start : start + SCORE_CHUNK]
         scorers.add_originals([i for i, _ in chunk], originals)
         crops = [_redraw_crop(planned.folder, example_id, layout) for example_id, layout in chunk]
-        f_redraw.append(scorers.features(crops))
-        if detector is not None:
-            redraw_dets += detector.detect(crops)
+        dets = detector.detect(crops) if detector is not None else [None] * len(crops)
+        mine.update({i: (f, d) for (i, _), f, d in zip(chunk, scorers.features(crops), dets)})
+    found: dict[str, tuple[Any, ...]] = {}
+    for part in ranks.gather({i: (*mine[i], *scorers.original(i)) for i in mine}):
+        found.update(part)
     scores = scores_from_features(
-        np.stack([scorers.original_feats[i] for i in ids]),
-        np.concatenate(f_redraw),
+        np.stack([found[i][2] for i in ids]),
+        np.stack([found[i][0] for i in ids]),
         layouts,
         feature_manifest=scorers.features.manifest(),
-        redraw_detections=redraw_dets if detector is not None else None,
-        original_detections=[scorers.original_dets[i] for i in ids] if detector is not None else None,
+        redraw_detections=[found[i][1] for i in ids] if detector is not None else None,
+        original_detections=[found[i][3] for i in ids] if detector is not None else None,
         detector_manifest=detector.manifest() if hasattr(detector, "manifest") else None,
         kid_subset_size=kid_subset_size,
         seed=seed,

@@ -10,14 +10,14 @@ ids already in the store or in a rank file, whatever the number of processes.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pancap_retrieval.artifacts import atomic_write
 from pancap_retrieval.captioners.base import Captioner, CaptionRunStats, caption_dataset
 from pancap_retrieval.captions.store import CaptionRecord, CaptionStore
-from pancap_retrieval.loading import choose_device
+from pancap_retrieval.ranks import process_state
 
 
 def rank_store_path(path: str | Path, rank: int) -> Path:
@@ -28,13 +28,6 @@ def rank_store_path(path: str | Path, rank: int) -> Path:
     """
     path = Path(path)
     return path.with_name(f"{path.name}.rank{rank}")
-
-
-def process_state() -> Any:
-    """accelerate's ``PartialState`` (initialises torch.distributed under a launcher: NCCL on GPUs, gloo on CPU)."""
-    from accelerate import PartialState
-
-    return PartialState(cpu=choose_device().type != "cuda")
 
 
 def merge_rank_stores(store_path: str | Path, order: list[str]) -> int:
@@ -57,14 +50,7 @@ def merge_rank_stores(store_path: str | Path, order: list[str]) -> int:
             latest[record.example_id] = record
     position = {example_id: index for index, example_id in enumerate(order)}
     ordered = sorted(latest.values(), key=lambda r: (position.get(r.example_id, len(order)), r.example_id))
-    store_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = store_path.with_name(store_path.name + ".merging")
-    with temporary.open("w", encoding="utf-8") as handle:
-        for record in ordered:
-            handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, store_path)
+    atomic_write(store_path, "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in ordered))
     for path in rank_files:
         path.unlink()
     return len(ordered)
@@ -145,8 +131,6 @@ def run_captioning(
     accepted = inspect.signature(cls).parameters
     if "device" in accepted and options.get("device") is None and state.device.type == "cuda":
         options["device"] = str(state.device)
-    if "batch_size" in accepted and batch_size is not None:
-        options.setdefault("batch_size", batch_size)
     captioner = CAPTIONERS.build(name, **options)
     stats = caption_sharded(captioner, dataset, store_path, batch_size, retry_failed, progress, state)
     manifest = {**captioner.manifest(), "world_size": state.num_processes}
