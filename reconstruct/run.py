@@ -359,11 +359,7 @@ def reconstruct_run(
     all_options = {**(redrawer_options or {}), **options}
     wanted = _stage_key(redrawer, model, steps, all_options, seed, canvas_mode, captions, sources, scores, detector)
     ranks = Ranks.current()
-    if ranks.main:  # what killed ranks of an earlier run drew
-        for folder in (run_dir / "images").glob("*"):
-            merge_rank_layouts(folder)
-    ranks.barrier()
-    previous = read_json(run_dir / RESULTS_FILE) or {}
+    previous = _previous(run_dir, ranks)
     if wanted and previous.get("stage_key") == wanted and _files_present(run_dir, previous):
         with _stage(summary, "reconstruct (all reused)") as entry:
             entry["reused"] = sum(c.get("redrawn", 0) + c.get("reused", 0) for c in previous["captioners"].values())
@@ -401,6 +397,16 @@ def reconstruct_run(
     if ranks.main:
         _write_results(run_dir / RESULTS_FILE, results, previous)
     return results
+
+
+def _previous(run_dir: Path, ranks: Ranks) -> dict[str, Any]:
+    """What an earlier run left: its results (``{}`` when missing or broken), with the layout lines that ranks of a
+    killed distributed run drew merged in first."""
+    if ranks.main:
+        for folder in (run_dir / "images").glob("*"):
+            merge_rank_layouts(folder)
+    ranks.barrier()
+    return read_json(run_dir / RESULTS_FILE) or {}
 
 
 def reconstruct_spec(
