@@ -19,20 +19,25 @@ from pancap_retrieval.captions.groups import _BB
 
 _TAIL = r"(?:\s+(?:approximately|roughly|about|around))?\s*[:=]?\s*$"
 _BE = r"(?:\s+(?:is|are|was|were|at|of|as))*"
+_WHERE = r"(?:coordinates|location|position)"
 _FORMS: list[tuple[str, re.Pattern[str]]] = [
     (
         "of",
         re.compile(
-            rf"\b(?:the\s+)?{_BB}(?:\s+coordinates)?\s+(?:of|for)\s+(?P<entity>[^.;:!?\n\[\]()<>]{{1,60}}?)"
+            rf"\b(?:the\s+)?(?:{_BB}(?:\s+coordinates)?|{_WHERE})\s+(?:of|for)\s+(?P<entity>[^.;:!?\n\[\]()<>]{{1,60}}?)"
             r"\s*(?:\b(?:is|are|was|were)\b(?:\s+(?:at|of))?|[:=])\s*$",
             re.IGNORECASE,
         ),
     ),
-    ("possessive", re.compile(rf"(?<=\w)(?:'s|’s|'|’)\s*{_BB}(?:\s+coordinates)?{_BE}{_TAIL}", re.IGNORECASE)),
+    (
+        "possessive",
+        re.compile(rf"(?<=\w)(?:'s|’s|'|’)\s*(?:{_BB}(?:\s+coordinates)?|{_WHERE}){_BE}{_TAIL}", re.IGNORECASE),
+    ),
     (
         "pronoun",
         re.compile(
-            rf"(?:,\s*)?(?:\b(?:and|with|while)\s+)?\b(?:its|their|thier|his|her)\s+{_BB}(?:\s+coordinates)?{_BE}{_TAIL}"
+            rf"(?:,\s*)?(?:\b(?:and|with|while)\s+)?\b(?:its|their|thier|his|her|whose)\s+"
+            rf"(?:{_BB}(?:\s+coordinates)?|{_WHERE}){_BE}{_TAIL}"
             r"|\b(?:it|they|he|she)\s+(?:is|are|was|were)\s+(?:positioned|located|situated|placed|found|seen|visible)"
             rf"\s+(?:at|in|within){_TAIL}",
             re.IGNORECASE,
@@ -207,6 +212,7 @@ def _tidy(out: str) -> str:
     out = re.sub(r"([,;])(?:\s*[,;])+", r"\1", out)
     out = re.sub(r"[,;:]\s*([.!?])", r"\1", out)
     out = re.sub(r"(^|\n)[ \t]*[,.;:]+[ \t]*", r"\1", out)
+    out = re.sub(r"[ \t]+[-–—]+[ \t]*(?=\n|$)|[ \t]*:[ \t]*(?=\n|$)", "", out)
     out = re.sub(r"[ \t]{2,}", " ", out)
     out = re.sub(r" *\n *", "\n", out)
     return out.strip()

@@ -24,7 +24,8 @@ _TOKEN = re.compile(rf"(?P<space>\s+)|(?P<punct>[\[\],])|(?P<number>{_NUMBER}|(?
 _BOX_OPEN = re.compile(r"<box>\s*(?=\[)", re.IGNORECASE)
 _BOX_CLOSE = re.compile(r"\s*</box>", re.IGNORECASE)
 
-_BB = r"b(?:ou?n?d\w{0,4}[\s-]*box(?:es)?|box(?:es)?)"  # "bounding box" (and its common misspellings), "bbox"
+# "bounding box" (and its common misspellings), "bbox", and "(box:"
+_BB = r"(?:b(?:ou?n?d\w{0,4}[\s-]*box(?:es)?|box(?:es)?)|(?<=\()box(?=\s*[:=]))"
 # Cues strong enough to make a single [x1, y1, x2, y2] list a pixel box.
 PIXEL_CUE = re.compile(
     r"(?:\b(?:positioned|located|situated|placed|found|centered|centred|seen|visible|shown|standing|sitting|lying)"

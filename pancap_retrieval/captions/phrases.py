@@ -610,6 +610,7 @@ def _verdict(toks: list[Token], span: tuple[int, int], comma: bool) -> str:
 def plural_antecedent(text: str, masked: str, pos: int, sentences: int = 4) -> str:
     """What ``one``/``another`` at ``pos`` counts: the nearest plural noun phrase before it (``two glasses``)."""
     end = pos
+    nearest: str | None = None  # "a bird at [[..]] and another at [[..]]": without a plural, the last thing named
     for _ in range(sentences):
         start = sentence_start(masked, end)
         toks = tokens(masked, start, end)
@@ -622,10 +623,12 @@ def plural_antecedent(text: str, masked: str, pos: int, sentences: int = 4) -> s
             plural = head.endswith("s") and not head.endswith(("ss", "ous", "us", "is"))
             if plural and not is_place(words):
                 return _text(text, toks, span)
+            if nearest is None and not is_place(words) and head not in ONE_WORDS:
+                nearest = _text(text, toks, span)
         if start <= 0:
             break
         end = start - 1
-    return ""
+    return nearest or ""
 
 
 def _complement(text: str, toks: list[Token], span: tuple[int, int]) -> str:

@@ -65,6 +65,13 @@ def test_hand_labelled_heads_of_100_sapancap_entities(sapancap_captions):
         ('The side has the word "TRASKO" [[0.1, 0.1, 0.2, 0.2]] in blue.', ['the word "TRASKO"']),
         ("A ladder extends from the left-center to the right-center of the image [[0, 0, 1, 1]].", ["A ladder"]),
         ("dog <box>[[115, 334, 288, 903]]</box>, t-shirt <box>[[10, 10, 20, 20]]</box>", ["dog", "t-shirt"]),
+        ("The coordinates of the lamp are [[0.1, 0.2, 0.3, 0.4]].", ["the lamp"]),
+        ("The lamp's location is [[0.1, 0.2, 0.3, 0.4]].", ["The lamp"]),
+        ("A vase, whose bounding box is [[0.1, 0.2, 0.3, 0.4]], holds roses.", ["A vase"]),
+        ("A vase (box: [[0.1, 0.2, 0.3, 0.4]]) holds roses.", ["A vase"]),
+        ("There is a bird at [[0.1, 0.2, 0.3, 0.4]] and another at [[0.5, 0.2, 0.6, 0.3]].", ["a bird"] * 2),
+        ("- dog: [[0.1, 0.2, 0.3, 0.4]]\n- cat: [[0.5, 0.2, 0.7, 0.4]]", ["dog", "cat"]),
+        ("A girl holding a red balloon [[0.3, 0.1, 0.4, 0.3]] smiles.", ["a red balloon"]),
     ],
 )
 def test_phrasings(caption, phrases):
