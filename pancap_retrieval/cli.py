@@ -444,13 +444,36 @@ def score_group() -> None:
     """Caption-level metrics."""
 
 
+_CAPTION_FILES = (
+    "a captions file in any format pancap reads: our JSONL store ({example_id, caption, ...} per line), the "
+    "paper's answer files ({question_id, image, text} per line; one file or a folder of them), a JSON list of "
+    "{image_path, model_response|gt_response}, or a plain-text file (one caption, its id the file name). "
+    "Images are paired by example_id (an image path's file name without extension)"
+)
+
+
 @score_group.command("pancapscore")
-@click.option("--pred", required=True, type=click.Path(path_type=Path), help="predicted captions file")
-@click.option("--ref", required=True, type=click.Path(path_type=Path), help="reference captions file")
-@click.option("--judge", default="rule", show_default=True, help="rule | hf:MODEL_ID_OR_DIR")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--pred", required=True, type=click.Path(path_type=Path), help=f"predicted captions: {_CAPTION_FILES}")
+@click.option("--ref", required=True, type=click.Path(path_type=Path), help="reference captions, same formats")
+@click.option(
+    "--judge",
+    default="rule",
+    show_default=True,
+    help="rule (offline: tag and location only) | hf:MODEL_ID_OR_DIR (a causal LM extracts and answers items)",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="also write pancapscore.json and pancapscore.md here",
+)
 def score_pancapscore_command(pred: Path, ref: Path, judge: str, out: Path | None) -> None:
-    """PancapScore (tag, location, attribute, relation, global) of PRED against REF."""
+    """PancapScore (tag, location, attribute, relation, global) of PRED against REF.
+
+    Entities are matched one to one by tag and box (IoU >= 0.5); overall = tag + location + attribute +
+    relation + 0.1 x global, times 100. Example: pancap score pancapscore --pred preds.jsonl --ref
+    sapancap_test_gtcaption.json
+    """
     from pancap_retrieval.pancapscore import markdown_table, score_pancapscore
 
     result = score_pancapscore(pred, ref, judge=judge, out=out)

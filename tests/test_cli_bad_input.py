@@ -72,7 +72,15 @@ def test_a_store_line_that_is_not_a_record_is_named(tmp_path, line, what):
     assert f":2: {what}, not a JSON object" in stderr and "Traceback" not in stderr
 
 
+def case_scores_of_captions_with_no_common_image(tmp: Path) -> tuple[list[str], str]:
+    pred, ref = tmp / "pred.jsonl", tmp / "ref.jsonl"
+    pred.write_text(json.dumps({"example_id": "a", "caption": "a dog [[0.1, 0.1, 0.5, 0.5]]"}) + "\n")
+    ref.write_text(json.dumps({"example_id": "b", "caption": "a cat [[0.1, 0.1, 0.5, 0.5]]"}) + "\n")
+    return ["score", "pancapscore", "--pred", str(pred), "--ref", str(ref)], "no example id is in both"
+
+
 CASES = [
+    case_scores_of_captions_with_no_common_image,
     case_non_utf8_suite,
     case_batch_size_zero,
     case_threshold_not_a_number,

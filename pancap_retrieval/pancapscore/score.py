@@ -24,13 +24,13 @@ containment is by words, not substrings; the sentence encoder defaults to the of
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pancap_retrieval.artifacts import atomic_write, write_json
 from pancap_retrieval.captions.readers import read_captions
 from pancap_retrieval.captions.store import CaptionRecord
 from pancap_retrieval.errors import CaptionFileError
@@ -360,6 +360,12 @@ def score_pancapscore(
         raise ValueError(f"empty_ref must be 'skip' or 'zero', got {empty_ref!r}")
     started = time.perf_counter()
     pairing = _pair(pred, ref)
+    if not pairing.common:
+        raise CaptionFileError(
+            f"no example id is in both {pairing.pred_name} ({len(pairing.preds)} ids, e.g. "
+            f"{next(iter(pairing.preds), '-')!r}) and {pairing.ref_name} ({len(pairing.refs)} ids, e.g. "
+            f"{next(iter(pairing.refs), '-')!r}): both files must name the same images"
+        )
     kwargs = dict(judge_kwargs or {})
     if device and isinstance(judge, str) and judge.startswith("hf"):
         kwargs.setdefault("device", device)
@@ -471,10 +477,8 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 def write_result(result: dict[str, Any], out: Path) -> Path:
     """Write ``pancapscore.json`` and ``pancapscore.md`` into ``out``; returns the JSON path."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / RESULT_FILE
-    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / TABLE_FILE).write_text(markdown_table(result), encoding="utf-8")
+    path = write_json(out / RESULT_FILE, result)
+    atomic_write(out / TABLE_FILE, markdown_table(result))
     return path
 
 
