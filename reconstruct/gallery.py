@@ -9,9 +9,10 @@ served as is:
   keys. Per image: the original; per captioner its numbers (c2d/d2c retrieval rank of its caption, redraw cosine,
   boxes re-found in redraw), its layout (the caption's boxes drawn over the original, in the colours its caption
   text marks the same phrases with; left out when the caption has no box), the redraw, and the caption text;
-- ``thumbs/`` (JPEG, long side ``THUMB_SIDE``) and ``full/`` (the full-size file, hard-linked where the file system
-  allows, else copied) named by a key of their source's size and modification time, so a rerun makes only what is
-  new and a changed source gets a new name; ``media.json`` remembers the thumbnails' sizes;
+- ``thumbs/`` (JPEG, long side ``THUMB_SIDE``; a source no larger is its own thumbnail) and ``full/`` (the
+  full-size file, hard-linked where the file system allows, else copied), named by a key of their source's size and
+  modification time, so a rerun makes only what is new and a changed source gets a new name; ``media.json`` maps
+  each full-size file to its thumbnail and the thumbnail's size;
 - ``grid.png``: the first ``grid_images`` images as one picture (original, then layout and redraw per captioner),
   for a slide or a quick look without a browser.
 
