@@ -77,9 +77,11 @@ def test_faiss_top10_lists_are_kept_per_captioner(sample_run):
     assert all(len(ids) == 10 for ids in top["d2c"].values())
 
 
-def test_rows_report_the_truncation_rate_of_their_own_texts(sample_run):
+def test_rows_report_the_over_limit_rate_of_their_own_texts(sample_run):
     run_dir, _, _ = sample_run
     for row in json.loads((run_dir / "results.json").read_text())["rows"]:
         captions, descriptions = row["embedding"]["captions"], row["embedding"]["descriptions"]
         assert captions["n_texts"] == row["n"] and descriptions["n_texts"] == 20
-        assert captions["max_seq_length"] == 256 and 0.0 <= captions["truncation_rate"] <= 1.0
+        assert captions["max_seq_length"] == 256 and 0.0 <= captions["over_limit_rate"] <= 1.0
+        # texts past MiniLM's 256 word pieces are chunked by default, so nothing of them is cut
+        assert descriptions["over_limit_handling"] == "chunked" and descriptions["truncated_rate"] == 0.0

@@ -196,7 +196,12 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class EmbedStats:
-    """Counts of one or more embed calls; ``truncation_rate`` is the share of texts over ``max_seq_length``."""
+    """Counts of one or more embed calls.
+
+    ``over_limit_rate`` is the share of texts longer than the model reads (``max_seq_length`` word pieces), and
+    ``over_limit_handling`` says what was done with them: ``chunked`` (embedded in overlapping windows whose
+    vectors are averaged: nothing is cut) or ``truncated`` (only the first ``max_seq_length`` pieces are read).
+    """
 
     n_texts: int = 0
     n_long: int = 0
@@ -209,8 +214,13 @@ class EmbedStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def truncation_rate(self) -> float:
+    def over_limit_rate(self) -> float:
         return self.n_long / self.n_texts if self.n_texts else 0.0
+
+    @property
+    def truncated_rate(self) -> float:
+        """Share of texts of which a part was not read (0 in chunk mode)."""
+        return self.over_limit_rate if self.long_text == "truncate" else 0.0
 
     def add(self, other: EmbedStats) -> None:
         for name in ("n_texts", "n_long", "n_chunks", "cache_hits", "encoded_texts", "encode_calls"):
@@ -221,7 +231,9 @@ class EmbedStats:
         return {
             "n_texts": self.n_texts,
             "n_longer_than_max": self.n_long,
-            "truncation_rate": self.truncation_rate,
+            "over_limit_rate": self.over_limit_rate,
+            "over_limit_handling": "chunked" if self.long_text == "chunk" else "truncated",
+            "truncated_rate": self.truncated_rate,
             "long_text": self.long_text,
             "max_seq_length": self.max_seq_length,
             "n_chunks": self.n_chunks,

@@ -89,7 +89,7 @@ def test_chunk_mode_is_the_weighted_mean_of_window_vectors() -> None:
     short = Embedder("minilm", max_seq_length=24, overlap=4)
     vector = short.embed_passages([LONG, "A cat."])
     stats = short.last_stats.as_dict()
-    assert stats["n_texts"] == 2 and stats["n_longer_than_max"] == 1 and stats["truncation_rate"] == 0.5
+    assert stats["n_texts"] == 2 and stats["n_longer_than_max"] == 1 and stats["over_limit_rate"] == 0.5
     assert stats["n_chunks"] > 3 and stats["encode_calls"] == 1
     tokenizer = short.model.tokenizer
     encoded = tokenizer([LONG], add_special_tokens=False, return_offsets_mapping=True)
@@ -103,7 +103,7 @@ def test_truncate_mode_reports_the_same_rate_and_differs() -> None:
     chunked = Embedder("minilm", long_text="chunk", max_seq_length=24).embed_passages([LONG])
     trunc_model = Embedder("minilm", long_text="truncate", max_seq_length=24)
     truncated = trunc_model.embed_passages([LONG])
-    assert trunc_model.last_stats.truncation_rate == 1.0 and trunc_model.last_stats.n_chunks == 1
+    assert trunc_model.last_stats.truncated_rate == 1.0 and trunc_model.last_stats.n_chunks == 1
     head = trunc_model.model.encode([LONG[:40]], normalize_embeddings=True)
     assert truncated[0] @ chunked[0] < 0.99
     assert truncated[0] @ head[0] > truncated[0] @ chunked[0]
@@ -124,7 +124,7 @@ def test_disk_cache_is_reused_across_instances(tmp_path: Path) -> None:
     b = first.embed_passages(texts)
     assert len(calls) == 1  # the second call read every vector from disk
     assert first.last_stats.cache_hits == 3 and first.last_stats.encoded_texts == 0
-    assert first.last_stats.truncation_rate == pytest.approx(1 / 3)
+    assert first.last_stats.over_limit_rate == pytest.approx(1 / 3)
     np.testing.assert_array_equal(a, b)
 
     second = Embedder("minilm", cache_dir=tmp_path, max_seq_length=32)

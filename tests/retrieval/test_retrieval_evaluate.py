@@ -42,7 +42,7 @@ def test_half_copied_half_constant_captions_score_about_one_half(
     assert lo <= result["c2d"]["R@1"] <= hi
     assert result["text_prep"]["mode"] == "strip"
     assert result["embedder"]["embedder"] == "minilm"
-    assert result["embedder"]["stats"]["truncation_rate"] > 0  # panoptic captions exceed 256 word pieces
+    assert result["embedder"]["stats"]["over_limit_rate"] > 0  # panoptic captions exceed 256 word pieces
 
 
 def test_same_image_id_on_both_sides_is_a_hit_not_dropped(minilm: Embedder) -> None:
