@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from pancap_retrieval.captions.groups import _BB
+from pancap_retrieval.captions.phrases import CONJUNCTIONS, PREPOSITIONS
 
 _TAIL = r"(?:\s+(?:approximately|roughly|about|around))?\s*[:=]?\s*$"
 _BE = r"(?:\s+(?:is|are|was|were|at|of|as))*"
@@ -31,7 +32,9 @@ _FORMS: list[tuple[str, re.Pattern[str]]] = [
     ),
     (
         "possessive",
-        re.compile(rf"(?<=\w)(?:'s|’s|'|’)\s*(?:{_BB}(?:\s+coordinates)?|{_WHERE}){_BE}{_TAIL}", re.IGNORECASE),
+        re.compile(
+            rf"(?<=\w)(?:'s|’s|'|’)\s*(?:{_BB}(?:\s+coordinates)?|{_WHERE}){_BE}{_TAIL}", re.IGNORECASE
+        ),
     ),
     (
         "pronoun",
@@ -125,9 +128,7 @@ def find_cue(text: str, lo: int, start: int) -> Cue | None:
 
 # ---------------------------------------------------------------------------------------------- stripping
 
-_KEEP_COMMA_BEFORE = frozenset(
-    ["and", "or", "but", "nor", "yet", "so", "while", "whereas", "which", "who", "where", "when", "as", "with", "without", "near", "next", "beside", "behind", "above", "below", "under", "over", "in", "on", "at", "to", "from", "by", "along", "across", "around", "between", "among", "against", "toward", "towards", "then"]
-)
+_KEEP_COMMA_BEFORE = CONJUNCTIONS | PREPOSITIONS | {"next", "then"}
 _PAREN = re.compile(r"\s*\(([^()]*)\)")
 
 
@@ -187,7 +188,9 @@ def _parentheticals(text: str, removed: list[tuple[int, int]]) -> list[tuple[int
             cursor = b
         left.append(text[cursor : match.end(1)])
         rest = "".join(left)
-        if not re.search(r"\w", rest) or (re.search(r"box|coordinates|located|positioned", gone) and len(rest.split()) <= 6):
+        if not re.search(r"\w", rest) or (
+            re.search(r"box|coordinates|located|positioned", gone) and len(rest.split()) <= 6
+        ):
             out.append(match.span())
     return out
 

@@ -150,7 +150,9 @@ def _single_is_group(
     """A single ``[..]`` list of numbers is a group after a box cue or right after another group."""
     if not lists or stray or not any(lists[0]):
         return False
-    return bool(PIXEL_CUE.search(text, max(0, start - 80), start)) or _follows_group(text, start, previous_end)
+    return bool(PIXEL_CUE.search(text, max(0, start - 80), start)) or _follows_group(
+        text, start, previous_end
+    )
 
 
 __all__ = ["PIXEL_CUE", "RawGroup", "find_groups"]

@@ -107,7 +107,9 @@ def _read_group(
     body = text[raw.start : raw.end]
     finite = [v for numbers in raw.lists for v in map(float, numbers) if math.isfinite(v)]
     decimal = bool(re.search(r"[.eE]", body))
-    group_dialect = _group_dialect(finite, raw.kind, dialect, width is not None and height is not None, decimal)
+    group_dialect = _group_dialect(
+        finite, raw.kind, dialect, width is not None and height is not None, decimal
+    )
     boxes: list[Box] = []
     warnings: list[str] = []
     malformed = raw.stray + (0 if raw.lists else 1)
@@ -183,8 +185,12 @@ def parse_caption(
         spans += [*(cue.spans if cue else ()), (raw.start, raw.end)]
         if groups and re.fullmatch(r"[\s,;]*(?:(?:and|or|&)[\s,;]*)?", text[previous_end : raw.start], re.I):
             spans.append((previous_end, raw.start))
-        entity_index = _add_entity(entities, read, _name(text, masked, cue, raw) if read.boxes else "", warnings)
-        groups.append(BoxGroup(raw.start, raw.end, text[raw.start : raw.end], read.dialect, read.boxes, entity_index))
+        entity_index = _add_entity(
+            entities, read, _name(text, masked, cue, raw) if read.boxes else "", warnings
+        )
+        groups.append(
+            BoxGroup(raw.start, raw.end, text[raw.start : raw.end], read.dialect, read.boxes, entity_index)
+        )
         previous_end = raw.end
     seen_dialects = {read.dialect for read in reads if read.boxes}
     if (width is None or height is None) and "asmv2" in seen_dialects:

@@ -31,8 +31,8 @@ def _words(text: str) -> frozenset[str]:
 
 
 DETERMINERS = _words(
-    "a an the this that these those some several many few each every both another any no all either neither "
-    "my your his her its our their thier whose such"
+    "a an the this that these those some several many few each every both another any no all either "
+    "neither my your his her its our their thier whose such"
 )
 NUMERALS = _words(
     "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen twenty dozen"
@@ -45,21 +45,24 @@ PREPOSITIONS = _words(
 )
 # Prepositions whose object says where something is (a box after "in the top right corner" is not the corner's).
 LOCATIVE = _words(
-    "at in on to from within inside into onto over under beneath underneath below above behind beside between "
-    "among around near by along across toward towards upon atop throughout alongside outside"
+    "at in on to from within inside into onto over under beneath underneath below above behind beside "
+    "between among around near by along across toward towards upon atop throughout alongside outside"
 )
 CONJUNCTIONS = _words(
-    "and or but nor yet so while whereas although though because if than as where when which who whom what "
-    "whereby whether"
+    "and or but nor yet so while whereas although though because if than as where when which who whom "
+    "what whereby whether"
 )
-COPULAS = _words("is are was were be been being am appears appear seems seem looks look remains remain becomes become")
+COPULAS = _words(
+    "is are was were be been being am appears appear seems seem looks look remains remain becomes become"
+)
 AUXILIARIES = _words("has have had do does did can could may might must shall should will would")
 ADVERBS = _words(
-    "also very too quite rather just only still even almost nearly mostly mainly partly partially slightly "
-    "approximately roughly about somewhat fairly here there then now further furthermore additionally lastly "
-    "finally specifically moreover however not never always often sometimes perhaps possibly probably likely "
-    "clearly directly centrally vertically horizontally diagonally together apart away back up down out "
-    "forward upward upwards downward downwards inward outward overall respectively instead altogether"
+    "also very too quite rather just only still even almost nearly mostly mainly partly partially "
+    "slightly approximately roughly about somewhat fairly here there then now further furthermore "
+    "additionally lastly finally specifically moreover however not never always often sometimes perhaps "
+    "possibly probably likely clearly directly centrally vertically horizontally diagonally together "
+    "apart away back up down out forward upward upwards downward downwards inward outward overall "
+    "respectively instead altogether"
 )
 # -ly words that are nouns, not adverbs.
 LY_NOUNS = _words(
@@ -68,21 +71,21 @@ LY_NOUNS = _words(
 )
 # Verb forms that do not end a noun phrase (inflected forms common in image descriptions).
 VERB_FORMS = _words(
-    "used sits wears holds appears seems lies hangs rests depicts consists occupies spans extends stretches leans "
-    "emerges protrudes surrounds overlooks contains includes shows reveals captures stands walks runs swims "
-    "flows grows floats rises points moves sitting standing lying wearing holding showing depicting "
-    "containing including consisting featuring occupying spanning covering looking facing carrying riding "
-    "walking running playing hanging resting leaning reaching stretching extending surrounding supporting "
-    "displaying reading smiling posing flying floating growing perched located positioned situated placed "
-    "found seen shown depicted centered centred attached mounted made covered filled dressed adorned "
-    "decorated painted printed written labeled labelled marked lit extend appear seem sit hang grow occupy "
-    "contain include depict consist emerge protrude surround overlook lean float reach remain understood "
-    "known grown drawn worn held built hung torn broken taken given"
+    "used sits wears holds appears seems lies hangs rests depicts consists occupies spans extends "
+    "stretches leans emerges protrudes surrounds overlooks contains includes shows reveals captures "
+    "stands walks runs swims flows grows floats rises points moves sitting standing lying wearing holding "
+    "showing depicting containing including consisting featuring occupying spanning covering looking "
+    "facing carrying riding walking running playing hanging resting leaning reaching stretching extending "
+    "surrounding supporting displaying reading smiling posing flying floating growing perched located "
+    "positioned situated placed found seen shown depicted centered centred attached mounted made covered "
+    "filled dressed adorned decorated painted printed written labeled labelled marked lit extend appear "
+    "seem sit hang grow occupy contain include depict consist emerge protrude surround overlook lean "
+    "float reach remain understood known grown drawn worn held built hung torn broken taken given"
 )
 # Words that modify a noun but never head a phrase (predicative adjectives, comparisons, "most").
 NOT_HEADS = _words(
-    "partially invisible present prominent noticeable discernible evident apparent visible closest nearest "
-    "farthest furthest next most least more adjacent ahead away"
+    "partially invisible present prominent noticeable discernible evident apparent visible closest "
+    "nearest farthest furthest next most least more adjacent ahead away"
 )
 # Nouns in -ing (a word in -ing before a preposition or a determiner is otherwise read as a verb).
 ING_NOUNS = _words(
@@ -93,10 +96,10 @@ ING_NOUNS = _words(
 )
 # Heads of phrases that say where rather than what.
 PLACE_WORDS = _words(
-    "left right top bottom middle center centre side sides corner corners edge edges foreground background "
-    "midground half halves quadrant region front rear distance frame image picture photo photograph scene "
-    "view position location spot apex tip upper lower higher lowest highest leftmost rightmost topmost "
-    "bottommost further farther closer nearer inner outer"
+    "left right top bottom middle center centre side sides corner corners edge edges foreground "
+    "background midground half halves quadrant region front rear distance frame image picture photo "
+    "photograph scene view position location spot apex tip upper lower higher lowest highest leftmost "
+    "rightmost topmost bottommost further farther closer nearer inner outer"
 )
 FRAME_WORDS = _words("image picture photo photograph scene frame view shot")
 POSITION_ADJECTIVES = _words(
@@ -109,28 +112,30 @@ OCCUPY_VERBS = _words(
 META_HEADS = _words("image picture photo photograph scene view illustration drawing painting")
 # In "N1 of N2" the head is N2's when N1 is one of these (parts, groups, amounts).
 PARTITIVES = _words(
-    "instance instances example examples copy copies grouping part parts portion portions piece pieces pair pairs group groups cluster clusters bunch bunches set sets "
-    "row rows line lines column columns stack stacks pile piles collection number lot lots couple handful "
-    "series array variety range patch patches section sections segment segments strip strips slice slices "
-    "chunk chunks bit bits clump clumps mass expanse stretch swath crowd herd flock team kind kinds type "
-    "types sort sorts rest majority remainder most all some many several each both none any one two three "
-    "four five six seven eight nine ten few half layer layers"
+    "instance instances example examples copy copies grouping part parts portion portions piece pieces "
+    "pair pairs group groups cluster clusters bunch bunches set sets row rows line lines column columns "
+    "stack stacks pile piles collection number lot lots couple handful series array variety range patch "
+    "patches section sections segment segments strip strips slice slices chunk chunks bit bits clump "
+    "clumps mass expanse stretch swath crowd herd flock team kind kinds type types sort sorts rest "
+    "majority remainder most all some many several each both none any one two three four five six seven "
+    "eight nine ten few half layer layers"
 )
 _CLOSING_QUOTES = frozenset('"”')
 _OPENING_QUOTES = frozenset('"“')
 # Subjects that only announce the entity: "The most prominent element is a kart [[..]]" grounds the kart.
 ATTRIBUTE_HEADS = _words("color colour colors colours shape size pattern texture tone shade hue finish style")
 GENERIC_HEADS = _words(
-    "element elements entity entities object objects feature features thing things item items subject focus "
-    "component components image picture photo scene"
+    "element elements entity entities object objects feature features thing things item items subject "
+    "focus component components image picture photo scene"
 )
 ONE_WORDS = _words("one ones another other others")
 _OCCUPYING = _words("occupies occupying covers covering spans spanning fills filling takes taking")
 _ADJECTIVE_ENDINGS = ("ed", "ous", "ful", "ive", "ic", "al", "ish", "like", "less", "y")
 COMMON_ADJECTIVES = _words(
-    "slender slim curved straight shiny red orange yellow green blue purple pink brown black white grey gray silver golden gold beige dark light "
-    "bright pale deep small large big tall short long wide narrow thick thin old young new round square flat "
-    "smooth rough soft hard wooden metal plastic tiny huge vast little clear"
+    "slender slim curved straight shiny red orange yellow green blue purple pink brown black white grey "
+    "gray silver golden gold beige dark light bright pale deep small large big tall short long wide "
+    "narrow thick thin old young new round square flat smooth rough soft hard wooden metal plastic tiny "
+    "huge vast little clear"
 )
 
 _TOKEN = re.compile(r"\x00+|[^\W_](?:[\w'’\-.]*[^\W_])?['’]?|[,;:()\"“”]")
@@ -178,8 +183,12 @@ def tokens(masked: str, lo: int, hi: int) -> list[Token]:
 
 
 def _closed(low: str) -> bool:
-    return low in DETERMINERS or low in PREPOSITIONS or low in CONJUNCTIONS or low in COPULAS or (
-        low in AUXILIARIES or low in PRONOUNS or low in {"there", "here", "not", "to"}
+    return (
+        low in DETERMINERS
+        or low in PREPOSITIONS
+        or low in CONJUNCTIONS
+        or low in COPULAS
+        or (low in AUXILIARIES or low in PRONOUNS or low in {"there", "here", "not", "to"})
     )
 
 
@@ -230,7 +239,16 @@ def _adjective_like(low: str) -> bool:
 
 
 def _quantifier(token: Token) -> bool:
-    return token.low in NUMERALS or token.low in {"some", "many", "several", "each", "all", "both", "most", "none"}
+    return token.low in NUMERALS or token.low in {
+        "some",
+        "many",
+        "several",
+        "each",
+        "all",
+        "both",
+        "most",
+        "none",
+    }
 
 
 def _noun_after_article(toks: list[Token], k: int) -> bool:
@@ -271,7 +289,9 @@ def np_backward(toks: list[Token], i: int) -> tuple[int, int] | None:
     end = i
     if end >= 2 and toks[end - 1].is_number and can_be_head(toks[end - 2]):  # "Boy 1", "person 2"
         head = end - 2
-    elif (end >= 1 and (can_be_head(toks[end - 1]) and not _verb_ing(toks, end - 1))) or (end >= 1 and _noun_after_article(toks, end - 1)):
+    elif end >= 1 and (
+        (can_be_head(toks[end - 1]) and not _verb_ing(toks, end - 1)) or _noun_after_article(toks, end - 1)
+    ):
         head = end - 1
     else:
         return None
@@ -321,13 +341,24 @@ def _verb_s(toks: list[Token], j: int, last_head: int | None) -> bool:
     if j + 1 >= len(toks) or not toks[j + 1].is_word:
         return True
     following = toks[j + 1].low
-    return following in PREPOSITIONS or following in DETERMINERS or _adverb(following) or following in CONJUNCTIONS
+    return (
+        following in PREPOSITIONS
+        or following in DETERMINERS
+        or _adverb(following)
+        or following in CONJUNCTIONS
+    )
 
 
 def np_forward(toks: list[Token], k: int) -> tuple[int, int] | None:
     """The noun phrase starting at ``toks[k]``, or None."""
     j = k
-    if j < len(toks) and toks[j].is_word and _quantifier(toks[j]) and j + 1 < len(toks) and toks[j + 1].low == "of":
+    if (
+        j < len(toks)
+        and toks[j].is_word
+        and _quantifier(toks[j])
+        and j + 1 < len(toks)
+        and toks[j + 1].low == "of"
+    ):
         rest = np_forward(toks, j + 2 + (j + 2 < len(toks) and _determiner(toks[j + 2].low)))
         return (k, rest[1]) if rest else None
     if j < len(toks) and toks[j].is_word and _determiner(toks[j].low):
@@ -335,7 +366,9 @@ def np_forward(toks: list[Token], k: int) -> tuple[int, int] | None:
     last_head = None
     while j < len(toks) and j - k < 9:
         word = toks[j]
-        comma_between_adjectives = word.text == "," and last_head is not None and _adjective_like(toks[j - 1].low)
+        comma_between_adjectives = (
+            word.text == "," and last_head is not None and _adjective_like(toks[j - 1].low)
+        )
         if comma_between_adjectives and j + 1 < len(toks) and _modifier(toks[j + 1]):
             j += 1
             continue
@@ -368,9 +401,13 @@ def is_place(words: list[str]) -> bool:
         return False
     head = first[-1]
     parts = head.split("-")
-    if len(parts) > 1 and all(p in PLACE_WORDS or p in POSITION_ADJECTIVES or p in ("mid", "point") for p in parts):
+    if len(parts) > 1 and all(
+        p in PLACE_WORDS or p in POSITION_ADJECTIVES or p in ("mid", "point") for p in parts
+    ):
         return True
-    if head in PLACE_WORDS or (rest and rest[-1] in FRAME_WORDS and head not in PARTITIVES - PLACE_IF_POSITIONED):
+    if head in PLACE_WORDS or (
+        rest and rest[-1] in FRAME_WORDS and head not in PARTITIVES - PLACE_IF_POSITIONED
+    ):
         return True
     positioned = any(w in POSITION_ADJECTIVES for w in first[:-1])
     return head in PLACE_IF_POSITIONED and (positioned or (bool(rest) and rest[-1] in FRAME_WORDS))
@@ -423,7 +460,11 @@ def clause_subject(toks: list[Token], lo: int, hi: int) -> tuple[int, int] | Non
     k = lo
     while k < hi:
         token = toks[k]
-        if not token.is_word or (token.is_number and k == lo) or (_adverb(token.low) and token.low != "there"):
+        if (
+            not token.is_word
+            or (token.is_number and k == lo)
+            or (_adverb(token.low) and token.low != "there")
+        ):
             k += 1
             continue
         following = toks[k + 1].low if k + 1 < hi else ""
@@ -542,7 +583,9 @@ def name_before(text: str, masked: str, end: int) -> str:
             return _text(text, toks, span)
         if verdict == "subject":
             subject = clause_subject(toks, 0, span[0])
-            generic = subject is not None and head_noun(" ".join(phrase_words(toks, subject))) in GENERIC_HEADS
+            generic = (
+                subject is not None and head_noun(" ".join(phrase_words(toks, subject))) in GENERIC_HEADS
+            )
             return _text(text, toks, span if subject is None or generic else subject)
         if verdict == "place" and not fallback and i == len(toks):
             fallback = _complement(text, toks, span)
@@ -588,7 +631,11 @@ def _verdict(toks: list[Token], span: tuple[int, int], comma: bool) -> str:
     place = is_place(words[1:] if has_det else words)
     if place and (before in LOCATIVE or before in PREPOSITIONS or _adverb(before)):
         return "place"
-    if (before in LOCATIVE and comma) or before in ("without", "as") or (comma and _coordinated_object(toks, s)):
+    if (
+        (before in LOCATIVE and comma)
+        or before in ("without", "as")
+        or (comma and _coordinated_object(toks, s))
+    ):
         return "object"
     if before == "with" and head_noun(" ".join(words)) in ATTRIBUTE_HEADS:
         return "object"  # "an object with yellow color [[..]]": the colour is said of the object
@@ -610,7 +657,9 @@ def _verdict(toks: list[Token], span: tuple[int, int], comma: bool) -> str:
 def plural_antecedent(text: str, masked: str, pos: int, sentences: int = 4) -> str:
     """What ``one``/``another`` at ``pos`` counts: the nearest plural noun phrase before it (``two glasses``)."""
     end = pos
-    nearest: str | None = None  # "a bird at [[..]] and another at [[..]]": without a plural, the last thing named
+    nearest: str | None = (
+        None  # "a bird at [[..]] and another at [[..]]": without a plural, the last thing named
+    )
     for _ in range(sentences):
         start = sentence_start(masked, end)
         toks = tokens(masked, start, end)
@@ -688,4 +737,11 @@ def name_entity(text: str, masked: str, cue_start: int, group_end: int) -> str:
     return name or name_after(text, masked, group_end) or resolve_pronoun(text, masked, cue_start)
 
 
-__all__ += ["clause_subject", "name_after", "name_before", "name_entity", "plural_antecedent", "resolve_pronoun"]
+__all__ += [
+    "clause_subject",
+    "name_after",
+    "name_before",
+    "name_entity",
+    "plural_antecedent",
+    "resolve_pronoun",
+]

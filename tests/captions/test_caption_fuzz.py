@@ -19,14 +19,29 @@ from pancap_retrieval.captions.boxes import from_normalised
 
 WIDTH, HEIGHT = 640, 480
 # Prose words: none of them is part of a cue or joins boxes ("at", "and", "the", "is", "with", ...).
-WORDS = ("dog", "cat", "tree", "red", "blue", "sky", "car", "small", "big", "runs", "near", "under", "flower", "water")
+WORDS = (
+    "dog",
+    "cat",
+    "tree",
+    "red",
+    "blue",
+    "sky",
+    "car",
+    "small",
+    "big",
+    "runs",
+    "near",
+    "under",
+    "flower",
+    "water",
+)
 WORDS += ("grass", "two", "wooden", "shiny", "left")
 STEP = 0.001 * 2  # tolerance of a written coordinate: 3 decimals, or one pixel of 640 x 480
 
 ascii_word = st.sampled_from(WORDS)
-other_word = st.text(
-    alphabet=st.characters(categories=("Lu", "Ll", "Lo")), min_size=1, max_size=6
-).filter(lambda w: not w.isascii())
+other_word = st.text(alphabet=st.characters(categories=("Lu", "Ll", "Lo")), min_size=1, max_size=6).filter(
+    lambda w: not w.isascii()
+)
 word = ascii_word | other_word | ascii_word.map(lambda w: f"**{w}**")
 
 
@@ -40,8 +55,13 @@ def prose(draw) -> tuple[str, list[str]]:
 @st.composite
 def number_list(draw) -> tuple[str, list[str]]:
     """A bracketed list of numbers that is not a box: after a plain word, no cue before it."""
-    numbers = draw(st.lists(st.integers(0, 2100) | st.floats(0, 3000, allow_nan=False).map(lambda v: round(v, 2)),
-                            min_size=1, max_size=6))
+    numbers = draw(
+        st.lists(
+            st.integers(0, 2100) | st.floats(0, 3000, allow_nan=False).map(lambda v: round(v, 2)),
+            min_size=1,
+            max_size=6,
+        )
+    )
     lead = draw(ascii_word)
     written = ", ".join(str(n) for n in numbers)
     return f"{lead} [{written}]", [lead, written]
@@ -81,8 +101,12 @@ def _asmv2_read(values: list[int]) -> Box:
     pad_x, pad_y = (side - WIDTH) / 2, (side - HEIGHT) / 2
     x1, y1, x2, y2 = (v / 1000 * side for v in values)
     clamp = lambda v: min(1.0, max(0.0, v))  # noqa: E731
-    return Box(clamp((x1 - pad_x) / WIDTH), clamp((y1 - pad_y) / HEIGHT), clamp((x2 - pad_x) / WIDTH),
-               clamp((y2 - pad_y) / HEIGHT))
+    return Box(
+        clamp((x1 - pad_x) / WIDTH),
+        clamp((y1 - pad_y) / HEIGHT),
+        clamp((x2 - pad_x) / WIDTH),
+        clamp((y2 - pad_y) / HEIGHT),
+    )
 
 
 BROKEN = [
@@ -114,7 +138,9 @@ def caption(draw) -> tuple[str, list[str], list[Box], int, int]:
     boxes: list[Box] = []
     broken = lists = 0
     for _ in range(draw(st.integers(1, 10))):
-        kind = draw(st.sampled_from(["prose", "prose", "numbers", "box", "box", "broken", "possessive", "of"]))
+        kind = draw(
+            st.sampled_from(["prose", "prose", "numbers", "box", "box", "broken", "possessive", "of"])
+        )
         if kind == "prose" or not pieces:
             text, new = draw(prose())
             pieces.append(text)
@@ -141,7 +167,9 @@ def caption(draw) -> tuple[str, list[str], list[Box], int, int]:
                 pieces.append(before + written + after + " ")
             boxes.append(box)
     if draw(st.booleans()):
-        pieces.append(" and a truncated " + draw(st.sampled_from(["[[0.1, 0.2", "<box>[[12, 3", "[[0.3, 0.4, 0."])))
+        pieces.append(
+            " and a truncated " + draw(st.sampled_from(["[[0.1, 0.2", "<box>[[12, 3", "[[0.3, 0.4, 0."]))
+        )
         words += ["and", "a", "truncated"]
         broken += 1
     return "".join(pieces), words, boxes, broken, lists

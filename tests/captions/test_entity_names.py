@@ -47,8 +47,14 @@ def test_hand_labelled_heads_of_100_sapancap_entities(sapancap_captions):
     [
         ("The car's bounding box is [[0.1, 0.2, 0.5, 0.6]].", ["The car"]),
         ("The bounding box of the gravel is [[0.1, 0.2, 0.3, 0.4]].", ["the gravel"]),
-        ("The main flower is positioned at the left side of the image [[0.0, 0.3, 0.4, 0.9]].", ["The main flower"]),
-        ("The woman [[0.3, 0.2, 0.7, 0.8]] reads. Her bounding box is [[0.3, 0.2, 0.7, 0.9]].", ["The woman"] * 2),
+        (
+            "The main flower is positioned at the left side of the image [[0.0, 0.3, 0.4, 0.9]].",
+            ["The main flower"],
+        ),
+        (
+            "The woman [[0.3, 0.2, 0.7, 0.8]] reads. Her bounding box is [[0.3, 0.2, 0.7, 0.9]].",
+            ["The woman"] * 2,
+        ),
         ("A black van is parked. Its bounding box is [[0.1, 0.2, 0.3, 0.4]].", ["A black van"]),
         ("**Boy 1** ([[0.1, 0.1, 0.2, 0.2]]) runs.", ["Boy 1"]),
         ("The tire is red, with its bounding box at [[0.1, 0.1, 0.2, 0.2]].", ["The tire"]),
@@ -63,7 +69,10 @@ def test_hand_labelled_heads_of_100_sapancap_entities(sapancap_captions):
         ("The woman on the left, positioned at [[0.1, 0.1, 0.2, 0.2]], smiles.", ["The woman"]),
         ("One pitcher is large and located at [[0.5, 0.3, 0.8, 0.8]].", ["One pitcher"]),
         ('The side has the word "TRASKO" [[0.1, 0.1, 0.2, 0.2]] in blue.', ['the word "TRASKO"']),
-        ("A ladder extends from the left-center to the right-center of the image [[0, 0, 1, 1]].", ["A ladder"]),
+        (
+            "A ladder extends from the left-center to the right-center of the image [[0, 0, 1, 1]].",
+            ["A ladder"],
+        ),
         ("dog <box>[[115, 334, 288, 903]]</box>, t-shirt <box>[[10, 10, 20, 20]]</box>", ["dog", "t-shirt"]),
         ("The coordinates of the lamp are [[0.1, 0.2, 0.3, 0.4]].", ["the lamp"]),
         ("The lamp's location is [[0.1, 0.2, 0.3, 0.4]].", ["The lamp"]),
