@@ -85,3 +85,12 @@ def test_rows_report_the_over_limit_rate_of_their_own_texts(sample_run):
         assert captions["max_seq_length"] == 256 and 0.0 <= captions["over_limit_rate"] <= 1.0
         # texts past MiniLM's 256 word pieces are chunked by default, so nothing of them is cut
         assert descriptions["over_limit_handling"] == "chunked" and descriptions["truncated_rate"] == 0.0
+
+
+def test_retrieval_rows_are_those_recorded_before_the_rework(sample_run):
+    """The sample suite's retrieval rows equal, to the last digit, those of the code before the run folder, keys,
+    stores and registries were reworked (tests/golden, recorded from that commit)."""
+    run_dir, _, _ = sample_run
+    golden = json.loads((Path(__file__).parent / "golden" / "sample_retrieval_rows.json").read_text())["rows"]
+    rows = json.loads((run_dir / "results.json").read_text())["rows"]
+    assert {r["captioner"]: {"n": r["n"], "c2d": r["c2d"], "d2c": r["d2c"]} for r in rows} == golden
