@@ -437,13 +437,13 @@ def run_suite(suite: Suite, out: str | Path, options: RunOptions | None = None) 
     """
     out = Path(out)
     options = options or RunOptions()
-    validate_suite(suite, out)
-    dataset = load_data(suite.dataset)
+    dataset = load_data(suite.dataset)  # first: a missing dataset is the first thing to fix
     if len(dataset) == 0:
         raise PancapError(f"dataset {suite.dataset.name} has no example to evaluate")
     from pancap_retrieval.data import require_descriptions
 
     require_descriptions(dataset, suite.dataset)
+    validate_suite(suite, out)
     created = make_run_dir(out)
     try:
         with RunLock(out):
