@@ -126,7 +126,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tiny", action="store_true", help="tiny preset on CPU: a smoke run of the same code"
     )
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (50; tiny: 2)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (50; tiny: 4, one of them grounded)")
     parser.add_argument(
         "--batches", default=None, help="batch sizes of the 'ours' rows, comma-separated (1,16,32; tiny: 1,2)"
     )
@@ -169,7 +169,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         compile_mode = "default"
     return Plan(
         preset="tiny" if args.tiny else "sd-1.4",
-        steps=args.steps or (2 if args.tiny else 50),
+        steps=args.steps or (4 if args.tiny else 50),
         batches=_batches(args.batches or ("1,2" if args.tiny else "1,16,32")),
         eager_batch=args.eager_batch or (2 if args.tiny else 32),
         size=args.size or (32 if args.tiny else 512),

@@ -39,6 +39,7 @@ def test_tiny_check_targets_prints_targets_equivalence_and_writes_each_step(tmp_
     printed = json.loads(capsys.readouterr().out)
     assert printed == results and _native(results)
     assert printed["targets"] == bench.TARGETS and printed["targets_judged_on"] == "tiny on cpu"
+    assert printed["steps"] == 4  # one of them grounded: the fuser path is compared with eager too
     assert set(printed["meets_targets"]) == set(bench.TARGETS)
     assert all(type(v) is bool for v in printed["meets_targets"].values())
     equivalence = printed["equivalence"]
