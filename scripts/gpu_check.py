@@ -583,6 +583,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log = Log(args.out)
     for name, fn in STEPS:
         missing = [need for need in NEEDS.get(name, ()) if need not in check.paths]
+        if log.records and not log.records[0]["ok"]:
+            missing = ["usable environment"]
         if missing:
             log.write({"step": name, "ok": False, "seconds": 0.0, "error": f"skipped: no {', '.join(missing)}"})
             continue
@@ -604,4 +606,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main()["ok"] else 1)

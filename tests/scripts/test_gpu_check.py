@@ -75,6 +75,22 @@ def test_tiny_check_runs_every_step_and_writes_log_and_summary(tmp_path, gpu_che
     }
 
 
+def test_a_full_size_check_without_a_gpu_stops_after_saying_so(tmp_path, gpu_check):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    script = ROOT / "scripts" / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script), "--out", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 1
+    lines = read_lines(tmp_path / "gpu_check.jsonl")
+    assert lines[0]["step"] == "environment" and lines[0]["error"] == "no CUDA device: run with --tiny on a CPU"
+    assert lines[0]["device"] == "cpu"  # what it found is logged with the error
+    assert {line["error"] for line in lines[1:]} == {"skipped: no usable environment"}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["ok"] is False and summary["failed"] == [name for name, _ in gpu_check.STEPS]
+
+
 def test_log_writes_numpy_and_torch_values_as_json_native(tmp_path, gpu_check):
     import torch
 
