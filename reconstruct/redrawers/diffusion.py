@@ -257,6 +257,8 @@ class GLIGENRedrawer(Redrawer):
             if cfg:
                 uncond, cond = noise.chunk(2)
                 noise = uncond + self.guidance_scale * (cond - uncond)
+            elif self.compiled:
+                noise = noise.clone()  # a CUDA graph's output is overwritten by its next replay; schedulers keep it
             latents = pipe.scheduler.step(noise, t_host, latents, **extra).prev_sample
         return latents
 
