@@ -67,8 +67,9 @@ MINILM_CONFIG = {
 }
 MINILM_MAX_SEQ_LENGTH = 256
 
-# What each size runs. The GPU figures are sized to fit the budget; ``reserve_s`` is what each subprocess step
-# leaves for the steps after it.
+# What each size runs. The GPU figures are sized to fit the budget; ``reserve`` is the share of the budget that each
+# subprocess step leaves for the steps after it (so a larger --budget-s gives every step more time).
+RESERVE = {"pancap_run": 0.35, "leaderboard": 0.32, "gallery": 0.3, "bench_redraw": 0.15}
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
         "llava_preset": "llava-1.5-13b",
@@ -80,7 +81,6 @@ SIZES: dict[str, dict[str, Any]] = {
         "caption_batch": 64,
         "redraw_batch": 32,
         "budget_s": 360,
-        "reserve_s": {"pancap_run": 150, "leaderboard": 140, "gallery": 130, "bench_redraw": 70},
         "bench_redraw": ["--batches", "16", "--eager-batch", "16", "--steps", "20", "--check-targets"],
         "bench_captioning": ["--images", "16", "--batch-size", "16", "--original-images", "1", "--new-tokens", "16"],
     },
@@ -93,8 +93,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "new_tokens": 8,
         "caption_batch": 4,
         "redraw_batch": 4,
-        "budget_s": 600,
-        "reserve_s": {"pancap_run": 60, "leaderboard": 50, "gallery": 45, "bench_redraw": 25},
+        "budget_s": 900,
         "bench_redraw": ["--tiny", "--batches", "1,2", "--eager-batch", "2", "--check-targets"],
         "bench_captioning": [
             "--tiny", "--images", "2", "--batch-size", "2", "--original-images", "1", "--new-tokens", "4",
@@ -120,6 +119,7 @@ class Check:
     out: Path
     work: Path
     deadline: float
+    budget: float
     stand_ins: dict[str, bool]
     env: dict[str, str] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
@@ -127,7 +127,7 @@ class Check:
 
     def remaining(self, step: str) -> float:
         """Seconds this step may run: what is left of the budget, less what the later steps need."""
-        return self.deadline - time.monotonic() - self.size["reserve_s"].get(step, 0)
+        return self.deadline - time.monotonic() - RESERVE.get(step, 0.0) * self.budget
 
 
 class Log:
@@ -552,7 +552,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="log, summary and benchmark JSON go here")
     parser.add_argument("--work", type=Path, default=None, help="checkpoints and the run folder (default: temp)")
     parser.add_argument("--keep-work", action="store_true", help="keep the work folder (default: deleted)")
-    parser.add_argument("--budget-s", type=float, default=None, help="wall-clock budget (GPU 360; tiny 600)")
+    parser.add_argument("--budget-s", type=float, default=None, help="wall-clock budget in seconds (GPU 360; tiny 900)")
     parser.add_argument(
         "--stand-ins",
         choices=("auto", "always", "never"),
@@ -573,6 +573,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out=args.out,
         work=work_folder(args.work, args.tiny),
         deadline=started + budget,
+        budget=budget,
         stand_ins=choose_stand_ins(args.stand_ins or ("always" if args.tiny else "auto")),
     )
     check.env.update({"PANCAP_CACHE_DIR": str(check.work / "cache"), "HF_DATASETS_CACHE": str(check.work / "hf")})

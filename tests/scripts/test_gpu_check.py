@@ -139,7 +139,7 @@ def test_a_failing_step_is_logged_and_the_next_one_runs(tmp_path, gpu_check):
 
 def _check(gpu_check, tmp_path):
     return gpu_check.Check(
-        size=gpu_check.SIZES["tiny"], tiny=True, out=tmp_path, work=tmp_path, deadline=0.0, stand_ins={}
+        size=gpu_check.SIZES["tiny"], tiny=True, out=tmp_path, work=tmp_path, deadline=0.0, budget=1.0, stand_ins={}
     )
 
 
