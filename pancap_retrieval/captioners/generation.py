@@ -13,6 +13,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pancap_retrieval.captioners.decoding import (
+    CACHE_LENGTH_MULTIPLE,
+    PrefixKV,
+    StopAtLengths,
+    TeacherForcing,
+    batch_bucket,
+    batch_for_memory,
+    collate_prefixed,
+    compile_cache_dir,
+    round_up,
+    write_prefixes,
+)
 from pancap_retrieval.errors import ModelLoadError
 from pancap_retrieval.loading import choose_device, choose_dtype, resolve_model
 
@@ -99,7 +111,8 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def auto_batch_size(model: Any, tokens_per_sequence: int, device: Any, ceiling: int = 64) -> int:
-    """A first batch size from free GPU memory and the KV cache one sequence needs; 4 on CPU.
+    """The largest batch whose KV cache for ``tokens_per_sequence`` tokens fits the GPU's free memory
+    (:func:`~pancap_retrieval.captioners.decoding.batch_for_memory`); 4 on CPU.
 
     The OOM back-off in :class:`Generator` corrects an estimate that is too high.
     """
@@ -108,15 +121,8 @@ def auto_batch_size(model: Any, tokens_per_sequence: int, device: Any, ceiling: 
     if getattr(device, "type", "cpu") != "cuda":
         return min(4, ceiling)
     free, _ = torch.cuda.mem_get_info(device)
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    layers = getattr(config, "num_hidden_layers", 32)
-    heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", 32)
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     item = next(model.parameters()).element_size()
-    kv = 2 * layers * heads * head_dim * item * tokens_per_sequence
-    activations = 4 * config.hidden_size * item * tokens_per_sequence + 8 * config.vocab_size * 4
-    size = int(free * 0.7 // max(1, kv + activations))
-    return max(1, min(ceiling, 2 ** max(0, size.bit_length() - 1)))
+    return batch_for_memory(model.config, free, tokens_per_sequence, item, ceiling)
 
 
 def collate_left(
@@ -165,6 +171,8 @@ class GenerationStats:
     generated_tokens: int = 0
     calls: int = 0
     seconds: float = 0.0
+    prefix_seconds: float = 0.0
+    prefixes: int = 0
     history: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,23 +183,44 @@ class GenerationStats:
             "generated_tokens": self.generated_tokens,
             "generate_calls": self.calls,
             "seconds": round(self.seconds, 3),
+            "shared_prefixes": self.prefixes,
+            "prefix_seconds": round(self.prefix_seconds, 3),
         }
 
 
 @dataclass
 class Generation:
-    """One greedy continuation: its token ids (eos and padding removed), text, and whether it hit the length limit."""
+    """One greedy continuation: its token ids (eos and padding removed), text, whether it hit the length limit, and
+    the logits of each step when they were asked for (``record_logits`` / ``forced_ids``)."""
 
     token_ids: list[int]
     text: str
     truncated: bool
+    logits: Any = None
+
+
+# Item keys that steer one row's decoding rather than feed the model.
+ROW_CONTROLS = ("stop_length", "forced_ids", "record_logits")
 
 
 class Generator:
-    """Greedy, batched generation for a loaded model, with left padding and OOM back-off.
+    """Greedy, batched generation for a loaded model, with left padding, shared prompt prefixes and OOM back-off.
 
-    ``static_cache`` uses transformers' static KV cache (compiled with CUDA graphs on a GPU); prompts are then
-    padded to a multiple of ``pad_to_multiple_of`` so that few shapes are compiled.
+    ``static_cache`` uses transformers' static KV cache (compiled with CUDA graphs on a GPU). To compile once: prompts
+    are padded to a multiple of ``pad_to_multiple_of``, a batch to a power of two (:func:`batch_bucket`), the cache
+    length to a multiple of 256 that only grows, one cache is reused from batch to batch (fixed addresses for CUDA
+    graphs), and compiled kernels persist under pancap's cache dir (:func:`compile_cache_dir`).
+
+    An item may carry a ``"prefix"`` (a :class:`PrefixKV` from :meth:`prefill`, the key/values of its first ids):
+    only the rest of its prompt is prefilled. Row controls: ``"stop_length"`` (EOS after that many tokens,
+    :class:`StopAtLengths`), ``"forced_ids"`` (teacher forcing, :class:`TeacherForcing`), ``"record_logits"``.
+
+    Finished rows are not refilled with waiting work. transformers' continuous batching (``generate_batch``,
+    ``ContinuousBatchingManager``, paged attention) takes token id lists only: no pixel values or input embeddings
+    reach the model, and its block sharing hashes token ids, which are one placeholder id for every image, so it
+    cannot serve LLaVA inputs. Refilling rows of a static-cache batch needs per-row cache positions, which
+    transformers' ``StaticCache`` does not have (it writes every row at one column): a decoding loop of our own, not
+    a small change. A batch therefore runs until its longest row; benchmarks report the useful tokens/s.
     """
 
     def __init__(
@@ -204,7 +233,10 @@ class Generator:
         static_cache: bool | None = None,
         pad_to_multiple_of: int | None = None,
         suppress_token_ids: Sequence[int] = (),
+        tokens_per_sequence: int | None = None,
     ) -> None:
+        """``tokens_per_sequence``: the most KV-cache tokens one row holds (prompt, shared prefix and new tokens);
+        sizes the batch to the free GPU memory when ``batch_size`` is not given (default 1024 + new tokens)."""
         self.model = model
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
@@ -223,8 +255,12 @@ class Generator:
         self.eos_token_ids = {
             int(e) for e in (eos if isinstance(eos, list | tuple) else [eos]) if e is not None
         }
-        self.batch_size = batch_size or auto_batch_size(model, 1024 + max_new_tokens, self.device)
+        tokens = tokens_per_sequence or 1024 + max_new_tokens
+        self.batch_size = batch_size or auto_batch_size(model, tokens, self.device)
         self.stats = GenerationStats(batch_size=self.batch_size, smallest_batch_size=self.batch_size)
+        self._cache: Any = None
+        self._cache_key: tuple[int, int] | None = None
+        self._cache_length = 0
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -236,19 +272,35 @@ class Generator:
             "device": str(self.device),
         }
 
+    @property
+    def compiles(self) -> bool:
+        """Whether transformers compiles the decoding step: static cache on a GPU, or on any device when the model's
+        compile config says so."""
+        config = getattr(self.model.generation_config, "compile_config", None)
+        anywhere = bool(getattr(config, "_compile_all_devices", False))
+        return self.static_cache and (self.device.type == "cuda" or anywhere)
+
     def generate(self, items: Sequence[dict[str, Any]]) -> list[Generation]:
         """Greedy continuations of per-example inputs (processor outputs with batch dim 1), in input order.
 
         Inputs are sorted by length so batches carry little padding; a batch that runs out of memory is halved and
         retried, and the smaller size is kept for the rest of the run.
         """
+        return self._in_batches(items, self._generate_batch)
+
+    def prefill(self, items: Sequence[dict[str, Any]]) -> list[PrefixKV]:
+        """The key/values of prompt prefixes (model inputs with batch dim 1, images included), batched with the same
+        OOM back-off: an item whose ``"prefix"`` is one of these is generated from there (:meth:`generate`)."""
+        return self._in_batches(items, self._prefill_batch)
+
+    def _in_batches(self, items: Sequence[dict[str, Any]], run: Callable[[list[Any]], list[Any]]) -> list[Any]:
         order = sorted(range(len(items)), key=lambda i: int(items[i]["input_ids"].shape[-1]))
-        results: dict[int, Generation] = {}
+        results: dict[int, Any] = {}
         start = 0
         while start < len(order):
             chunk = order[start : start + self.batch_size]
             try:
-                outputs = self._generate_batch([items[i] for i in chunk])
+                outputs = run([items[i] for i in chunk])
             except Exception as exc:
                 if not is_oom(exc) or self.batch_size == 1:
                     raise
@@ -267,20 +319,100 @@ class Generator:
 
         import torch
 
+        self._cache = self._cache_key = None
         gc.collect()
         torch.cuda.empty_cache()  # a no-op where CUDA was never initialised
+
+    def _on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        inputs = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        dtype = next(self.model.parameters()).dtype
+        for key in ("pixel_values", "pixel_values_videos"):
+            if key in inputs and inputs[key].is_floating_point():
+                inputs[key] = inputs[key].to(dtype)
+        return inputs
+
+    def _prefill_batch(self, items: Sequence[dict[str, Any]]) -> list[PrefixKV]:
+        import time
+
+        import torch
+        from transformers import DynamicCache
+
+        inputs = self._on_device(collate_left(items, self.pad_token_id))
+        mask = inputs["attention_mask"]
+        began = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model(
+                **inputs,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                cache=DynamicCache(config=self.model.config),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        self.stats.prefix_seconds += time.perf_counter() - began
+        self.stats.prefixes += len(items)
+        layers = [(layer.keys, layer.values) for layer in out.cache.layers]
+        width = mask.shape[-1]
+        return [
+            PrefixKV([(k[row : row + 1, :, width - n :], v[row : row + 1, :, width - n :]) for k, v in layers])
+            for row, n in enumerate(mask.sum(-1).tolist())
+        ]
+
+    def _new_cache(self, rows: int, width: int) -> Any:
+        """A dynamic cache, or the static cache reused (reset) while its shape fits: one set of compiled shapes."""
+        from transformers import DynamicCache, StaticCache
+
+        if not self.static_cache:
+            return DynamicCache(config=self.model.config)
+        self._cache_length = max(self._cache_length, round_up(width + self.max_new_tokens, CACHE_LENGTH_MULTIPLE))
+        if self._cache_key == (rows, self._cache_length):
+            self._cache.reset()
+        else:
+            self._cache = None
+            self._cache = StaticCache(config=self.model.config, max_cache_len=self._cache_length)
+            self._cache_key = (rows, self._cache_length)
+        return self._cache
 
     def _generate_batch(self, items: Sequence[dict[str, Any]]) -> list[Generation]:
         import time
 
         import torch
 
-        batch = collate_left(items, self.pad_token_id, self.pad_to_multiple_of)
-        inputs = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-        dtype = next(self.model.parameters()).dtype
-        for key in ("pixel_values", "pixel_values_videos"):
-            if key in inputs and inputs[key].is_floating_point():
-                inputs[key] = inputs[key].to(dtype)
+        rows = len(items)
+        if self.static_cache:  # padded with copies of the last row to a batch-size bucket
+            items = [*items, *[items[-1]] * (batch_bucket(rows, self.batch_size) - rows)]
+        controls = [{k: item[k] for k in ROW_CONTROLS if k in item} for item in items]
+        model_items = [{k: v for k, v in item.items() if k not in (*ROW_CONTROLS, "prefix")} for item in items]
+        prefixes = [item.get("prefix") for item in items]
+        if any(p is None for p in prefixes) and any(p is not None for p in prefixes):
+            raise ValueError("a batch mixes items with and without a shared prefix")
+        if prefixes[0] is not None:
+            batch, prefix_width = collate_prefixed(model_items, prefixes, self.pad_token_id, self.pad_to_multiple_of)
+        else:
+            batch = collate_left(model_items, self.pad_token_id, self.pad_to_multiple_of)
+        inputs = self._on_device(batch)
+        width = int(inputs["input_ids"].shape[-1])
+        options, forcing = self._options(controls, width)
+        if self.compiles:
+            compile_cache_dir()
+        began = time.perf_counter()
+        with torch.inference_mode():
+            cache = self._new_cache(len(items), width)
+            if prefixes[0] is not None:
+                write_prefixes(cache, prefixes, prefix_width)
+            sequences = self.model.generate(**inputs, cache=cache, **options)
+        self.stats.seconds += time.perf_counter() - began
+        self.stats.calls += 1
+        outputs = self._decode(sequences[:rows], inputs["input_ids"][:rows])
+        for row, output in enumerate(outputs):
+            output.logits = forcing.recorded(row) if forcing is not None else None
+        return outputs
+
+    def _options(self, controls: list[dict[str, Any]], width: int) -> tuple[dict[str, Any], Any]:
+        """``generate``'s options for one batch, and its teacher-forcing processor when a row asks for one."""
+        from transformers import LogitsProcessorList
+
         options: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "min_new_tokens": self.min_new_tokens or None,
@@ -292,17 +424,24 @@ class Generator:
         }
         if self.suppress_token_ids:
             options["suppress_tokens"] = self.suppress_token_ids
-        if self.static_cache:
-            options["cache_implementation"] = "static"
-        else:
+        if not self.static_cache:
             options["disable_compile"] = True
-        began = time.perf_counter()
-        with torch.inference_mode():
-            sequences = self.model.generate(**inputs, **options)
-        self.stats.seconds += time.perf_counter() - began
-        self.stats.calls += 1
+        processors = LogitsProcessorList()
+        eos = sorted(self.eos_token_ids)
+        if any("stop_length" in c for c in controls):
+            processors.append(StopAtLengths([c.get("stop_length") for c in controls], width, eos[0]))
+        forcing = None
+        if any("forced_ids" in c or c.get("record_logits") for c in controls):
+            forcing = TeacherForcing([c.get("forced_ids") for c in controls], width, eos)
+            processors.append(forcing)
+        if processors:
+            options["logits_processor"] = processors
+        return options, forcing
+
+    def _decode(self, sequences: Any, prompt: Any) -> list[Generation]:
+        import torch
+
         # Decoder-only models return prompt + continuation; models generating from embeddings return only the latter.
-        prompt = inputs["input_ids"]
         width = prompt.shape[-1]
         echoes = sequences.shape[-1] >= width and torch.equal(sequences[:, :width].to(prompt.device), prompt)
         new = (sequences[:, width:] if echoes else sequences).tolist()

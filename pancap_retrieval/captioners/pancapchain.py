@@ -17,12 +17,13 @@ next stage is prompted with the valid items, re-written in ASMv2 form. Each stag
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pancap_retrieval.captioners.base import Captioner, Example
 from pancap_retrieval.captioners.convert import VICUNA_SYSTEM, llava_input_ids, vicuna_prompt
-from pancap_retrieval.captioners.generation import caption_generator, load_checkpoint, map_safely
+from pancap_retrieval.captioners.generation import Generation, caption_generator, load_checkpoint, map_safely
 from pancap_retrieval.captions.boxes import format_box_group
 from pancap_retrieval.captions.model import Entity, format_entities, parse_caption
 from pancap_retrieval.captions.store import CaptionRecord
@@ -38,6 +39,8 @@ STAGE_PROMPTS: dict[str, str] = {
     "{previous}",
 }
 CONVERSATION = "vicuna_v1"
+# Row controls for one stage of one example: (stage, example index) -> item keys (see ``run_chain``).
+Options = Callable[[str, int], dict[str, Any]] | None
 
 
 def box_list(text: str, width: int, height: int) -> tuple[str, int]:
@@ -119,6 +122,14 @@ def require_converted(model: str | None, captioner: str, source_hint: str) -> st
     return str(model)
 
 
+def _ids_item(ids: list[int], **extra: Any) -> dict[str, Any]:
+    """One row of model inputs: ``input_ids`` and its all-ones ``attention_mask`` (batch dim 1), plus ``extra``."""
+    import torch
+
+    input_ids = torch.tensor([ids], dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), **extra}
+
+
 class PancapChainCaptioner(Captioner):
     """The four-stage PancapChain chain on a converted LLaVA checkpoint (``pancap convert llava``)."""
 
@@ -138,8 +149,10 @@ class PancapChainCaptioner(Captioner):
         min_new_tokens: int = 0,
         static_cache: bool | None = None,
         loaded: tuple[Any, Any] | None = None,
+        share_prefix: bool = True,
     ) -> None:
-        """``model``: a converted checkpoint dir (or hub id); ``loaded``: an already loaded (model, processor)."""
+        """``model``: a converted checkpoint dir (or hub id); ``loaded``: an already loaded (model, processor);
+        ``share_prefix``: compute each image's system prompt and image tokens once for the four stages."""
         checked = None if loaded is not None else require_converted(model, self.name, self.source_hint)
         self.model_id, self.model, self.processor = load_checkpoint(
             checked, "LlavaForConditionalGeneration", device, dtype, loaded
@@ -151,6 +164,11 @@ class PancapChainCaptioner(Captioner):
         self.n_image_tokens = (vision.image_size // vision.patch_size) ** 2 + (
             config.vision_feature_select_strategy != "default"
         )
+        self.share_prefix = share_prefix
+        prefix_length = len(self._split_ids("")[0])
+        # What one row holds at most: the stored prefix, the stage-4 prompt (template and the stage 2 and 3
+        # answers) and its answer.
+        tokens = prefix_length * (2 if share_prefix else 1) + 128 + 3 * max_new_tokens
         self.generator = caption_generator(
             self.model,
             self.tokenizer,
@@ -159,6 +177,7 @@ class PancapChainCaptioner(Captioner):
             min_new_tokens=min_new_tokens,
             batch_size=batch_size,
             static_cache=static_cache,
+            tokens_per_sequence=tokens,
         )
         self.default_batch_size = self.generator.batch_size
 
@@ -172,59 +191,90 @@ class PancapChainCaptioner(Captioner):
             "prompts": dict(STAGE_PROMPTS),
             "box_dialect": "asmv2",
             "image_padding": bool(getattr(self.processor.image_processor, "do_pad", False)),
+            "shared_prefix": self.share_prefix,
             "generation": {**self.generator.settings(), **self.generator.stats.to_dict()},
         }
 
-    def encode(self, question: str, pixel_values: Any) -> dict[str, Any]:
-        """Model inputs for one image and question, tokenized as LLaVA does: the text around ``<image>`` separately,
-        the image token repeated once per image feature."""
-        import torch
+    def _split_ids(self, question: str) -> tuple[list[int], list[int]]:
+        """The prompt ids of ``question``, tokenized as LLaVA does (the text around ``<image>`` separately, the image
+        token once per image feature), split after the image tokens: the prefix every stage of an image shares, and
+        the rest."""
+        ids = llava_input_ids(self.tokenizer, vicuna_prompt(question))
+        cut = ids.index(self.image_token_id)
+        return ids[:cut] + [self.image_token_id] * self.n_image_tokens, ids[cut + 1 :]
 
-        ids = []
-        for token in llava_input_ids(self.tokenizer, vicuna_prompt(question)):
-            ids += [token] * (self.n_image_tokens if token == self.image_token_id else 1)
-        input_ids = torch.tensor([ids], dtype=torch.long)
-        return {
-            "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
-            "pixel_values": pixel_values,
-        }
+    def encode(self, question: str, pixel_values: Any) -> dict[str, Any]:
+        """Model inputs for one image and question: the vicuna_v1 prompt's ids and the image's pixels."""
+        prefix, rest = self._split_ids(question)
+        return _ids_item(prefix + rest, pixel_values=pixel_values)
 
     def _pixels(self, example: Example) -> Any:
         out = self.processor.image_processor(images=[example.image], return_tensors="pt")
         return out["pixel_values"]
 
-    def _run_stage(self, stage: str, pixels: dict[int, Any], inputs: dict[int, str]) -> dict[int, Any]:
+    def _prefixes(self, pixels: dict[int, Any]) -> dict[int, Any]:
+        """Each image's shared prefix (system prompt and image tokens) prefilled once: the vision tower runs here."""
+        prefix_ids, _ = self._split_ids("")
+        order = sorted(pixels)
+        return dict(
+            zip(order, self.generator.prefill([_ids_item(prefix_ids, pixel_values=pixels[i]) for i in order]))
+        )
+
+    def _run_stage(
+        self,
+        stage: str,
+        pixels: dict[int, Any],
+        inputs: dict[int, str],
+        prefixes: dict[int, Any],
+        options: Options,
+    ) -> dict[int, Generation]:
         order = sorted(inputs)
-        items = [self.encode(STAGE_PROMPTS[stage].format(previous=inputs[i]), pixels[i]) for i in order]
+        items = []
+        for i in order:
+            prefix, rest = self._split_ids(STAGE_PROMPTS[stage].format(previous=inputs[i]))
+            if prefixes:
+                item = _ids_item(prefix + rest, prefix=prefixes[i])
+            else:
+                item = _ids_item(prefix + rest, pixel_values=pixels[i])
+            items.append({**item, **(options(stage, i) if options else {})})
         return dict(zip(order, self.generator.generate(items)))
 
     def caption_batch(self, examples: list[Example]) -> list[CaptionRecord]:
+        return self.run_chain(examples)[0]
+
+    def run_chain(
+        self, examples: list[Example], options: Options = None
+    ) -> tuple[list[CaptionRecord], dict[str, dict[int, Generation]]]:
+        """The four stages on a batch of examples: one record per example, and each stage's generations by example
+        index. ``options(stage, index)`` adds row controls to that example's stage (``stop_length``, ``forced_ids``,
+        ``record_logits``: see :class:`~pancap_retrieval.captioners.generation.Generator`), for benchmarks."""
         pixels, errors = map_safely(examples, self._pixels)
+        prefixes = self._prefixes(pixels) if self.share_prefix and pixels else {}
         stages: dict[int, dict[str, Any]] = {i: {} for i in pixels}
         meta: dict[int, dict[str, Any]] = {i: {"truncated": [], "broken_boxes": {}} for i in pixels}
         entities: dict[int, list[Entity]] = {}
+        generations: dict[str, dict[int, Generation]] = {}
 
-        def note(stage: str, results: dict[int, Any]) -> None:
-            for i, result in results.items():
+        def run(stage: str, prompts: dict[int, str]) -> None:
+            generations[stage] = self._run_stage(stage, pixels, prompts, prefixes, options)
+            for i, result in generations[stage].items():
                 stages[i][stage] = result.text
                 if result.truncated:
                     meta[i]["truncated"].append(stage)
 
-        results = self._run_stage("stage1", pixels, {i: "" for i in pixels})
-        note("stage1", results)
+        run("stage1", {i: "" for i in pixels})
         prompts = {}
         for i in pixels:
             example = examples[i]
             prompts[i], broken = box_list(stages[i]["stage1"], example.width, example.height)
             meta[i]["broken_boxes"]["stage1"] = broken
-        note("stage2", self._run_stage("stage2", pixels, prompts))
+        run("stage2", prompts)
         for i in pixels:
             example = examples[i]
             entities[i], broken = tag_entities(stages[i]["stage2"], example.width, example.height)
             meta[i]["broken_boxes"]["stage2"] = broken
             prompts[i] = format_entities(entities[i], "asmv2", example.width, example.height)
-        note("stage3", self._run_stage("stage3", pixels, prompts))
+        run("stage3", prompts)
         for i in pixels:
             example = examples[i]
             extra: list[Entity] = []
@@ -233,8 +283,17 @@ class PancapChainCaptioner(Captioner):
                 meta[i]["broken_boxes"]["stage3"] = broken
             entities[i] = merge_entities(entities[i], extra)
             prompts[i] = format_entities(entities[i], "asmv2", example.width, example.height)
-        note("stage4", self._run_stage("stage4", pixels, prompts))
+        run("stage4", prompts)
+        return self._records(examples, errors, stages, meta, entities), generations
 
+    def _records(
+        self,
+        examples: list[Example],
+        errors: dict[int, str],
+        stages: dict[int, dict[str, Any]],
+        meta: dict[int, dict[str, Any]],
+        entities: dict[int, list[Entity]],
+    ) -> list[CaptionRecord]:
         records = []
         for i, example in enumerate(examples):
             if i in errors:
