@@ -126,42 +126,64 @@ class StopAtLengths:
 
 class TeacherForcing:
     """Feeds each row a given token sequence (then EOS) whatever the model prefers, and records the logits the model
-    gave at each of those steps; a row with no sequence (``None``) decodes freely and is recorded until its EOS.
-
-    Two decoding paths fed the same tokens this way can be compared step by step (:func:`compare_logits`).
+    gave at each of those steps; a row with no sequence (``None``) decodes freely and, when ``record`` says so, is
+    recorded until its EOS. Two decoding paths fed the same tokens this way can be compared step by step
+    (:func:`compare_logits`). Logits stay on the device until :meth:`recorded` (no synchronisation per step).
     """
 
     def __init__(
-        self, targets: Sequence[list[int] | None], prompt_width: int, eos_token_ids: Sequence[int]
+        self,
+        targets: Sequence[list[int] | None],
+        record: Sequence[bool],
+        prompt_width: int,
+        eos_token_ids: Sequence[int],
     ) -> None:
         self.targets = list(targets)
+        self.record = [bool(r) or t is not None for r, t in zip(record, self.targets)]
         self.prompt_width = prompt_width
         self.eos_token_ids = sorted(eos_token_ids)
-        self.logits: list[list[Any]] = [[] for _ in self.targets]
-        self.done = [False] * len(self.targets)
+        self.scores: list[Any] = []
+        self.active: list[Any] = []
+        self._tokens: Any = None
+
+    def _start(self, device: Any) -> None:
+        import torch
+
+        lengths = [len(t) if t is not None else -1 for t in self.targets]
+        self._tokens = torch.full((len(self.targets), max([*lengths, 0]) + 1), self.eos_token_ids[0])
+        for row, target in enumerate(self.targets):
+            if target:
+                self._tokens[row, : len(target)] = torch.tensor(target)
+        self._tokens = self._tokens.to(device)
+        self._lengths = torch.tensor(lengths, device=device)
+        self._forced = self._lengths >= 0
+        self._record = torch.tensor(self.record, device=device)
+        self._eos = torch.tensor(self.eos_token_ids, device=device)
+        self._done = torch.zeros(len(self.targets), dtype=torch.bool, device=device)
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
+        if self._tokens is None:
+            self._start(scores.device)
         step = input_ids.shape[-1] - self.prompt_width
-        scores = scores.clone()
-        for row, target in enumerate(self.targets):
-            if step > 0 and int(input_ids[row, -1]) in self.eos_token_ids:
-                self.done[row] = True
-            if self.done[row] or (target is not None and step > len(target)):
-                continue
-            self.logits[row].append(scores[row].to(device="cpu", dtype=torch.float32, copy=True))
-            if target is not None:
-                forced = target[step] if step < len(target) else self.eos_token_ids[0]
-                scores[row] = -math.inf
-                scores[row, forced] = 0.0
-        return scores
+        if step > 0:
+            self._done |= torch.isin(input_ids[:, -1], self._eos)
+        self.active.append(self._record & ~self._done & (~self._forced | (step <= self._lengths)))
+        self.scores.append(scores.to(torch.float32, copy=True))
+        token = self._tokens[:, min(step, self._tokens.shape[1] - 1)]
+        forced = torch.full_like(scores, -math.inf).scatter_(1, token[:, None], 0.0)
+        return torch.where(self._forced[:, None], forced, scores)
 
     def recorded(self, row: int) -> Any:
         """The logits of ``row``, ``[steps, vocab]`` in fp32 on the CPU (None when nothing was recorded)."""
         import torch
 
-        return torch.stack(self.logits[row]) if self.logits[row] else None
+        if not self.scores:
+            return None
+        active = torch.stack([a[row] for a in self.active])
+        logits = torch.stack([s[row] for s in self.scores])[active].cpu()
+        return logits if len(logits) else None
 
 
 def compare_logits(reference: Sequence[Any], candidate: Sequence[Any], dtype: Any) -> dict[str, Any]:
@@ -263,10 +285,14 @@ def batch_for_memory(
 
 def compile_cache_dir() -> Path:
     """Where compiled kernels persist between runs, so a later process skips most of the compile warm-up:
-    ``$TORCHINDUCTOR_CACHE_DIR`` when set, else ``compile/inductor`` under pancap's cache dir (which this sets as
-    ``TORCHINDUCTOR_CACHE_DIR``; inductor reads it when it first compiles)."""
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    ``$TORCHINDUCTOR_CACHE_DIR`` when a user set it, else ``compile/inductor`` under pancap's cache dir, set here as
+    ``TORCHINDUCTOR_CACHE_DIR`` (inductor reads it whenever it looks for a compiled graph). Inductor itself writes
+    its temp-dir default into the variable once it has looked, so that value counts as unset."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir as inductor_default
+
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen and os.path.abspath(chosen) != os.path.abspath(inductor_default()):
+        return Path(chosen)
     from pancap_retrieval.pipeline import default_cache_dir
 
     path = default_cache_dir() / "compile" / "inductor"

@@ -2,8 +2,10 @@
 
 Every model path takes a hub id or a local directory and goes through ``from_pretrained``. Generation is greedy
 and batched across images with left padding; on a GPU it runs in bf16 with SDPA attention and, when asked, with a
-static KV cache (which transformers compiles on CUDA). A batch that runs out of memory is halved and retried; the
-smallest batch size that worked is recorded.
+static KV cache (which transformers compiles on CUDA). A prompt prefix that several prompts share (an image and the
+system prompt, in every stage of a chain) can be prefilled once and its key/values reused
+(:mod:`pancap_retrieval.captioners.decoding`). The first batch size is the largest whose KV cache fits the free GPU
+memory; a batch that runs out of memory is halved and retried; the smallest batch size that worked is recorded.
 """
 
 from __future__ import annotations
@@ -208,8 +210,8 @@ class Generator:
 
     ``static_cache`` uses transformers' static KV cache (compiled with CUDA graphs on a GPU). To compile once: prompts
     are padded to a multiple of ``pad_to_multiple_of``, a batch to a power of two (:func:`batch_bucket`), the cache
-    length to a multiple of 256 that only grows, one cache is reused from batch to batch (fixed addresses for CUDA
-    graphs), and compiled kernels persist under pancap's cache dir (:func:`compile_cache_dir`).
+    length to a multiple of 256, a cache is reused from batch to batch while its shape stays (fixed addresses for
+    CUDA graphs), and compiled kernels persist under pancap's cache dir (:func:`compile_cache_dir`).
 
     An item may carry a ``"prefix"`` (a :class:`PrefixKV` from :meth:`prefill`, the key/values of its first ids):
     only the rest of its prompt is prefilled. Row controls: ``"stop_length"`` (EOS after that many tokens,
@@ -260,7 +262,6 @@ class Generator:
         self.stats = GenerationStats(batch_size=self.batch_size, smallest_batch_size=self.batch_size)
         self._cache: Any = None
         self._cache_key: tuple[int, int] | None = None
-        self._cache_length = 0
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -360,18 +361,20 @@ class Generator:
         ]
 
     def _new_cache(self, rows: int, width: int) -> Any:
-        """A dynamic cache, or the static cache reused (reset) while its shape fits: one set of compiled shapes."""
+        """A dynamic cache, or a static one of ``rows`` x the prompt and new tokens rounded up to a multiple of
+        256: the previous one reset when its shape is the same (fixed addresses for CUDA graphs), else a new one.
+        Not a cache as long as the longest seen: every decoding step reads the whole cache."""
         from transformers import DynamicCache, StaticCache
 
         if not self.static_cache:
             return DynamicCache(config=self.model.config)
-        self._cache_length = max(self._cache_length, round_up(width + self.max_new_tokens, CACHE_LENGTH_MULTIPLE))
-        if self._cache_key == (rows, self._cache_length):
+        key = (rows, round_up(width + self.max_new_tokens, CACHE_LENGTH_MULTIPLE))
+        if self._cache_key == key:
             self._cache.reset()
         else:
-            self._cache = None
-            self._cache = StaticCache(config=self.model.config, max_cache_len=self._cache_length)
-            self._cache_key = (rows, self._cache_length)
+            self._cache = None  # freed before the next one is allocated
+            self._cache = StaticCache(config=self.model.config, max_cache_len=key[1])
+            self._cache_key = key
         return self._cache
 
     def _generate_batch(self, items: Sequence[dict[str, Any]]) -> list[Generation]:
@@ -432,7 +435,9 @@ class Generator:
             processors.append(StopAtLengths([c.get("stop_length") for c in controls], width, eos[0]))
         forcing = None
         if any("forced_ids" in c or c.get("record_logits") for c in controls):
-            forcing = TeacherForcing([c.get("forced_ids") for c in controls], width, eos)
+            forcing = TeacherForcing(
+                [c.get("forced_ids") for c in controls], [c.get("record_logits", False) for c in controls], width, eos
+            )
             processors.append(forcing)
         if processors:
             options["logits_processor"] = processors

@@ -138,3 +138,7 @@ def test_compiled_kernels_are_kept_under_the_pancap_cache_dir(tmp_path, monkeypa
     assert cache_dir() == str(path)  # what inductor will use
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert compile_cache_dir() == tmp_path / "mine"  # a user's choice stands
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # what inductor writes there by itself
+    assert compile_cache_dir() == path
