@@ -494,7 +494,7 @@ def setup_fields(plan: Plan) -> dict[str, Any]:
         "steps": plan.steps,
         "guidance_scale": plan.guidance_scale,
         "device": torch.cuda.get_device_name() if plan.device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "diffusers": diffusers.__version__,
         "peak_tflops": plan.peak_tflops,
         "compile_mode": plan.compile_mode,

@@ -18,9 +18,9 @@ models are then replaced by random-weight stand-ins of the same architectures, b
 same code: MiniLM's BERT configuration through sentence-transformers (a saved folder used as the embedder), and an
 InceptionV3 (torchvision's, ``weights=None``; without torchvision, the FID network re-initialised) saved as
 TorchScript and named by ``PANCAP_FID_INCEPTION``. The log says which components were stand-ins. ``--tiny`` runs the
-identical sequence on a CPU with tiny models and a few images (the stand-ins always), in under two minutes.
+identical sequence on a CPU with tiny models and a few images (the stand-ins always).
 
-    python scripts/gpu_check.py --out gpu_check            # GPU, full size, about 6 minutes
+    python scripts/gpu_check.py --out gpu_check            # GPU, full size, within --budget-s (360 s)
     python scripts/gpu_check.py --tiny --out /tmp/check    # CPU, every step of the GPU sequence
 """
 
@@ -123,7 +123,6 @@ class Check:
     stand_ins: dict[str, bool]
     env: dict[str, str] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)
 
     def remaining(self, step: str) -> float:
         """Seconds this step may run: what is left of the budget, less what the later steps need."""
@@ -211,11 +210,11 @@ def step_environment(check: Check) -> dict[str, Any]:
 
     from pancap_retrieval.results import package_versions
 
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() and not check.tiny  # the tiny sequence stays on the CPU
     figures = {
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "cuda": torch.version.cuda,
         "python": sys.version.split()[0],
         "versions": package_versions(),
@@ -405,10 +404,10 @@ def step_pancap_run(check: Check) -> dict[str, Any]:
     suite = check.work / "gpu_check.yaml"
     suite.write_text(yaml.safe_dump(suite_config(check), sort_keys=False))
     run_dir = check.work / "run"
-    check.paths["run"] = run_dir
     args = ["-m", "pancap_retrieval.cli", "run", str(suite), "--out", str(run_dir)]
     run_cli(check, "pancap_run", args, check.remaining("pancap_run"))
     results = json.loads((run_dir / "results.json").read_text())
+    check.paths["run"] = run_dir
     if (run_dir / "leaderboard.md").is_file():
         shutil.copyfile(run_dir / "leaderboard.md", check.out / "leaderboard.md")
     return {"suite": suite_config(check), **run_figures(results)}
@@ -523,7 +522,12 @@ STEPS: list[tuple[str, Callable[[Check], dict[str, Any]]]] = [
     ("bench_redraw", step_bench_redraw),
     ("bench_captioning", step_bench_captioning),
 ]
-NEEDS = {"pancap_run": ("pancapchain", "gligen", "images", "embedder"), "leaderboard": ("run",), "gallery": ("run",)}
+NEEDS = {
+    "embedder_stand_in": ("images",),
+    "pancap_run": ("pancapchain", "gligen", "images", "embedder"),
+    "leaderboard": ("run",),
+    "gallery": ("run",),
+}
 
 
 def choose_stand_ins(mode: str) -> dict[str, bool]:
