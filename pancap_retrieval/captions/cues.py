@@ -141,7 +141,7 @@ def strip_spans(text: str, spans: list[tuple[int, int]]) -> str:
     """
     removed = _merge(spans)
     removed = _merge(removed + _parentheticals(text, removed))
-    removed = _merge(removed + _aside_commas(text, removed))
+    removed = _merge(removed + _aside_commas(text, removed) + _dangling(text, removed))
     pieces, cursor = [], 0
     for a, b in removed:
         pieces.append(text[cursor:a])
@@ -195,6 +195,17 @@ def _parentheticals(text: str, removed: list[tuple[int, int]]) -> list[tuple[int
     return out
 
 
+def _dangling(text: str, removed: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The colon or dash of ``- dog: [[..]]`` and ``**Cat** - located at [[..]]`` when the box ended the line."""
+    out = []
+    for a, b in removed:
+        if re.match(r"[ \t]*(?:\n|$)", text[b:]):
+            lead = re.search(r"(?:[ \t]+[-–—]+|[ \t]*:)[ \t]*$", text[max(0, a - 8) : a])
+            if lead:
+                out.append((a - len(lead.group(0)), a))
+    return out
+
+
 def _aside_commas(text: str, removed: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The second comma of ``X, positioned at [[..]], stands``: dropped unless a conjunction or preposition follows."""
     out = []
@@ -215,7 +226,6 @@ def _tidy(out: str) -> str:
     out = re.sub(r"([,;])(?:\s*[,;])+", r"\1", out)
     out = re.sub(r"[,;:]\s*([.!?])", r"\1", out)
     out = re.sub(r"(^|\n)[ \t]*[,.;:]+[ \t]*", r"\1", out)
-    out = re.sub(r"[ \t]+[-–—]+[ \t]*(?=\n|$)|[ \t]*:[ \t]*(?=\n|$)", "", out)
     out = re.sub(r"[ \t]{2,}", " ", out)
     out = re.sub(r" *\n *", "\n", out)
     return out.strip()
