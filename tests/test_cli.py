@@ -133,6 +133,7 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PANCAP_CACHE_DIR", str(tmp_path / "cache"))
 
 
+@pytest.mark.slow
 def test_half_right_half_constant_captions_score_about_half(tmp_path, cache):
     """Half the captions are their image's description, half one identical unrelated sentence: R@1 in [0.5, 0.55]."""
     from pancap_retrieval.data import load_dataset

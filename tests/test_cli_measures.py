@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from pancap_retrieval.cli import cli
@@ -17,6 +18,7 @@ def invoke(*args: str):
     return result
 
 
+@pytest.mark.slow
 def test_reconstruct_a_captions_file_and_write_its_gallery(tmp_path):
     from pancap_retrieval.data import load_dataset
 

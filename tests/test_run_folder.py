@@ -96,6 +96,7 @@ def test_a_run_killed_at_every_stage_resumes_to_the_results_of_an_uninterrupted_
     assert comparable(killed) == comparable(tmp_path / "whole")
 
 
+@pytest.mark.slow
 def test_a_rerun_of_a_finished_suite_loads_no_model_and_says_what_it_reused(tmp_path, env):
     suite = suite_file(tmp_path)
     out = tmp_path / "run"
@@ -107,6 +108,7 @@ def test_a_rerun_of_a_finished_suite_loads_no_model_and_says_what_it_reused(tmp_
     assert "reused" in again.stdout and "caption detector" in again.stdout
 
 
+@pytest.mark.slow
 def test_an_option_change_stops_with_what_differs_and_overwrite_replaces(tmp_path, env):
     out = tmp_path / "run"
     args = ["caption", "--captioner", "detector", "--dataset", "sample", "--limit", "3", "--out", str(out)]
@@ -126,6 +128,7 @@ def test_an_option_change_stops_with_what_differs_and_overwrite_replaces(tmp_pat
     assert json.loads(same.stdout)["skipped_done"] == 3
 
 
+@pytest.mark.slow
 def test_a_changed_caption_is_redrawn_and_scored_again(tmp_path, env):
     out = tmp_path / "run"
     first = tmp_path / "a.jsonl"
@@ -145,6 +148,7 @@ def test_a_changed_caption_is_redrawn_and_scored_again(tmp_path, env):
     assert set(recon["captioners"]["a"]["per_image"]) == {"skimage-astronaut", "skimage-camera"}
 
 
+@pytest.mark.slow
 def test_import_refuses_to_replace_another_store_and_keeps_its_manifest(tmp_path, env):
     out = tmp_path / "run"
     big, small = tmp_path / "big.jsonl", tmp_path / "small.jsonl"
@@ -166,6 +170,7 @@ def test_import_refuses_to_replace_another_store_and_keeps_its_manifest(tmp_path
     assert "| mine |" in retrieved.stdout
 
 
+@pytest.mark.slow
 def test_failed_records_are_retried_when_asked(tmp_path, env):
     folder = tmp_path / "photos"
     folder.mkdir()

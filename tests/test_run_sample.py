@@ -30,6 +30,7 @@ def sample_run(tmp_path_factory):
     return root / "run", result.output, first
 
 
+@pytest.mark.slow
 def test_reference_row_is_perfect_and_every_captioner_is_in_the_table(sample_run):
     run_dir, output, _ = sample_run
     results = json.loads((run_dir / "results.json").read_text())

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from pancap_retrieval.captioners.distributed import merge_rank_stores, rank_store_path
 from pancap_retrieval.captions.store import CaptionRecord, CaptionStore
 
@@ -39,6 +41,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_caption_their_shards_and_merge(tiny_llava, tmp_path):
     worker = tmp_path / "worker.py"
     worker.write_text(textwrap.dedent(WORKER))

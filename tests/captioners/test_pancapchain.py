@@ -38,6 +38,7 @@ def _examples(photos):
     return [Example(name, image, image.width, image.height) for name, image in photos.items()]
 
 
+@pytest.mark.slow
 def test_four_stages_are_stored_and_batching_does_not_change_outputs(tiny_llava, photos, tmp_path):
     dataset = dataset_from_images(photos)
     captioner = get_captioner("pancapchain", model=str(tiny_llava), batch_size=3, max_new_tokens=12)

@@ -94,6 +94,7 @@ def test_shared_prefix_gives_the_outputs_of_four_separate_conversations(
     assert [one_by_one.caption_batch([e])[0].stages for e in examples[:3]] == expected
 
 
+@pytest.mark.slow
 def test_shared_prefix_on_a_wider_model_batched_with_the_static_cache(wide_llava, examples):
     expected = _separate(wide_llava, examples[:3], max_new_tokens=10)
     assert all(len(set(s["stage4"])) > 4 for s in expected)  # varied text, not one repeated token
@@ -103,6 +104,7 @@ def test_shared_prefix_on_a_wider_model_batched_with_the_static_cache(wide_llava
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.slow
 def test_teacher_forced_logits_of_the_shared_path_follow_plain_generate(wide_llava, examples, dtype):
     plain = _chain(wide_llava, batch_size=3, static_cache=False, share_prefix=False, dtype=dtype)
     _, reference = plain.run_chain(examples[:3], lambda stage, i: {"record_logits": True})
@@ -121,6 +123,7 @@ def test_teacher_forced_logits_of_the_shared_path_follow_plain_generate(wide_lla
         assert result["max_diff_over_spread"] < 1e-4
 
 
+@pytest.mark.slow
 def test_teacher_forcing_catches_a_prefix_layout_that_attends_to_padding(tiny_llava, examples, monkeypatch):
     plain = _chain(tiny_llava, batch_size=4, static_cache=False, share_prefix=False)
     _, reference = plain.run_chain(examples, lambda stage, i: {"record_logits": True})
@@ -143,6 +146,7 @@ def test_teacher_forcing_catches_a_prefix_layout_that_attends_to_padding(tiny_ll
 
 
 @pytest.mark.parametrize("static", [False, True], ids=["dynamic-cache", "static-cache"])
+@pytest.mark.slow
 def test_rows_stop_exactly_at_their_drawn_lengths(tiny_llava, examples, static):
     lengths = {
         "stage1": [3, 0, 9, 5],

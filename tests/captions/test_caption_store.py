@@ -36,6 +36,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_killed_writer_resumes_without_loss_or_duplicates(tmp_path):
     script = tmp_path / "writer.py"
     script.write_text(WRITER)

@@ -12,6 +12,7 @@ from pancap_retrieval.pancapscore import TagSimilarity, score_pancapscore
 from pancap_retrieval.pancapscore.judges import HFJudge, get_judge
 
 
+@pytest.mark.slow
 def test_hf_judge_runs_end_to_end_and_counts_garbage(tiny_chat_lm, tmp_path):
     refs = read_captions(caption_file("test"))[:2]
     preds = [CaptionRecord(r.example_id, r.caption.replace("[[", "[[0.0", 1)) for r in refs]

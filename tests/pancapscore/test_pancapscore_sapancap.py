@@ -48,6 +48,7 @@ def _shift(text: str, offset: float) -> str:
     return format_caption(parsed, "norm", ndigits=6)
 
 
+@pytest.mark.slow
 def test_reference_against_itself_scores_one_on_all_630(captions, similarity):
     for split, expected in (("val", 499), ("test", 130)):
         result = score_pancapscore(captions[split], captions[split], "rule", similarity=similarity)

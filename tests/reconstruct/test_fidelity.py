@@ -118,6 +118,7 @@ def test_content_crop_removes_the_letterbox(photos):
     assert crop.size == (64, 32)
 
 
+@pytest.mark.slow
 def test_redraws_equal_to_originals_score_perfectly(features, photos):
     from pancap_retrieval.detection import Detector
 
@@ -137,6 +138,7 @@ def test_redraws_equal_to_originals_score_perfectly(features, photos):
     assert scores["adherence"]["original"]["mIoU"] > 0.95
 
 
+@pytest.mark.slow
 def test_one_pair_is_reported_not_crashed(features, photos):
     layout = layout_from_caption(CAPTIONS["coffee"], "coffee")
     scores = fidelity_scores([photos["coffee"]], [photos["chelsea"]], [layout], features=features)

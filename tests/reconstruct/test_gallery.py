@@ -40,6 +40,7 @@ def run_dir(tmp_path_factory, photos) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_run_writes_images_layouts_and_scores(run_dir):
     results = json.loads((run_dir / "reconstruction.json").read_text())
     assert results["redrawer"]["name"] == "sketch"
@@ -85,6 +86,7 @@ def test_rerun_reuses_what_is_on_disk(run_dir, photos, tmp_path):
     assert list(kept["captioners"]) == ["good"] and kept["seed"] == 1
 
 
+@pytest.mark.slow
 def test_gligen_run_end_to_end(tmp_path, photos, tiny_gligen_dir):
     captions = {"good": [CaptionRecord(k, v) for k, v in GOOD.items()]}
     # keyword options as a suite passes them: steps, then the rest for the redrawer

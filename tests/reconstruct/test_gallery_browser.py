@@ -200,6 +200,7 @@ LOAD_EVERY_IMAGE = """
 """
 
 
+@pytest.mark.slow
 def test_two_thousand_images_load_and_the_arrow_keys_turn_the_pages(tmp_path, browser):
     ids = synthetic_run(tmp_path, N_IMAGES, ("reference", "detector"), ranked=("reference", "detector"))
     index = write_gallery(tmp_path, progress=False)

@@ -11,6 +11,7 @@ from reconstruct.redrawers import get_redrawer
 CAPTION = "A dog [[0.1, 0.1, 0.5, 0.6]] and a cat [[0.5, 0.5, 0.9, 0.9]] play in a park."
 
 
+@pytest.mark.slow
 def test_gpu_settings_draw_the_cpu_images(tiny_gligen_dir):
     options = {"model": str(tiny_gligen_dir), "device": "cpu", "steps": 3, "canvas_size": 32}
     plain = get_redrawer("gligen", **options)

@@ -66,6 +66,7 @@ def gligen(tiny_gligen_dir):
     return get_redrawer("gligen", model=str(tiny_gligen_dir), device="cpu", steps=2, canvas_size=32)
 
 
+@pytest.mark.slow
 def test_tiny_gligen_loads_through_from_pretrained_and_is_deterministic(gligen):
     from diffusers import StableDiffusionGLIGENPipeline
 
@@ -142,6 +143,7 @@ def test_gligen_survives_the_limits(gligen):
     assert image.size == (32, 32)
 
 
+@pytest.mark.slow
 def test_text2image_loads_any_pipeline_by_folder(tiny_sd_dir):
     redrawer = get_redrawer("text2image", model=str(tiny_sd_dir), device="cpu", steps=2, canvas_size=32)
     assert type(redrawer.pipe).__name__ == "StableDiffusionPipeline"
@@ -158,6 +160,7 @@ def test_text2image_loads_any_pipeline_by_folder(tiny_sd_dir):
     assert all(np.array_equal(_pixels(a), _pixels(b)) for a, b in zip(first, again))
 
 
+@pytest.mark.slow
 def test_text2image_draws_with_pixart_sigma_the_papers_redrawer(tiny_pixart_sigma_dir):
     redrawer = get_redrawer("text2image", model=str(tiny_pixart_sigma_dir), device="cpu", steps=2)
     assert type(redrawer.pipe).__name__ == "PixArtSigmaPipeline"

@@ -23,6 +23,7 @@ def images(sapancap_captions: list[dict]) -> dict[str, str]:
     return {item["image_path"]: item["gt_response"] for item in sapancap_captions[:24]}
 
 
+@pytest.mark.slow
 def test_half_copied_half_constant_captions_score_about_one_half(
     images: dict[str, str], minilm: Embedder
 ) -> None:
