@@ -149,6 +149,18 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     return path
 
 
+def write_if_changed(path: str | Path, data: str | bytes) -> Path:
+    """Write ``data`` atomically unless ``path`` already holds exactly it, so a rerun leaves finished files alone."""
+    path = Path(path)
+    data = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        if path.read_bytes() == data:
+            return path
+    except OSError:
+        pass
+    return atomic_write(path, data)
+
+
 def write_json(path: str | Path, data: Any) -> Path:
     """Write JSON atomically; numpy/torch values are converted, NaN is written as null."""
     text = json.dumps(_nan_to_none(to_jsonable(data)), indent=2, ensure_ascii=False, allow_nan=False)

@@ -426,7 +426,11 @@ def reconstruct_command(redrawer, model, dataset, split, limit, captions, seed, 
 @cli.command("gallery")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def gallery(run_dir: Path) -> None:
-    """Write RUN_DIR/gallery/index.html and a PNG grid: originals, layouts and redraws side by side."""
+    """Write RUN_DIR/gallery/: a self-contained paged gallery of originals, layouts, redraws and captions.
+
+    gallery/index.html lists every image with its numbers (retrieval ranks, redraw cosine, boxes re-found), sorts
+    by any of them and links to pages of 50 images; thumbnails are made once per source file.
+    """
     from reconstruct.gallery import write_gallery
 
     if not (run_dir / "reconstruction.json").is_file():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pancap_retrieval.artifacts import atomic_write
+from pancap_retrieval.artifacts import write_if_changed
 from pancap_retrieval.results import read_results
 
 DIRECTIONS = ("c2d", "d2c")
@@ -218,17 +218,6 @@ def confidence_level(results_list: list[dict[str, Any]]) -> str:
             if isinstance(confidence, (int, float)):
                 return f"{100 * confidence:g}%"
     return "95%"
-
-
-def write_if_changed(path: Path, data: str | bytes) -> Path:
-    """Write ``data`` atomically unless ``path`` already holds exactly it, so a rerun leaves finished files alone."""
-    data = data.encode("utf-8") if isinstance(data, str) else data
-    try:
-        if path.read_bytes() == data:
-            return path
-    except OSError:
-        pass
-    return atomic_write(path, data)
 
 
 def write_leaderboard(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Path]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pancap_retrieval.artifacts import file_name, key, read_json, write_json
+from pancap_retrieval.artifacts import file_name, key, read_json, write_if_changed, write_json
 from pancap_retrieval.errors import PancapError
 from pancap_retrieval.leaderboard import (
     BOXES_REFOUND_IN_REDRAW,
@@ -45,7 +45,6 @@ from pancap_retrieval.leaderboard import (
     Cell,
     confidence_level,
     table,
-    write_if_changed,
 )
 from reconstruct.drawing import hex_colour, ink, palette
 from reconstruct.run import RESULTS_FILE, read_layouts
