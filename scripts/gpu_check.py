@@ -82,7 +82,9 @@ SIZES: dict[str, dict[str, Any]] = {
         "redraw_batch": 32,
         "budget_s": 360,
         "bench_redraw": ["--batches", "16", "--eager-batch", "16", "--steps", "20", "--check-targets"],
-        "bench_captioning": ["--images", "16", "--batch-size", "16", "--original-images", "1", "--new-tokens", "16"],
+        "bench_captioning": [
+            "--images", "16", "--batch-size", "16", "--original-images", "1", "--new-tokens", "16", "--check-targets",
+        ],
     },
     "tiny": {
         "llava_preset": "tiny",
@@ -97,6 +99,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "bench_redraw": ["--tiny", "--batches", "1,2", "--eager-batch", "2", "--check-targets"],
         "bench_captioning": [
             "--tiny", "--images", "2", "--batch-size", "2", "--original-images", "1", "--new-tokens", "4",
+            "--check-targets",
         ],
     },
 }  # fmt: skip
@@ -482,28 +485,23 @@ def bench_redraw_figures(lines: Path) -> dict[str, Any]:
 
 
 def step_bench_captioning(check: Check) -> dict[str, Any]:
-    script = ROOT / "scripts" / "bench_captioning.py"
-    args = [str(script), *check.size["bench_captioning"]]
-    flags = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=ROOT)
-    if "--check-targets" in flags.stdout:
-        args.append("--check-targets")
-    done = run_cli(check, "bench_captioning", args, check.remaining("bench_captioning"))
-    report = last_json_object(done.stdout)
-    write_json(check.out / "bench_captioning.json", report)
-    keys = ("speedup_vs_original", "decode", "ours", "identical_to_plain", "equivalence", "meets_targets")
-    return {key: report[key] for key in keys if key in report}
+    lines = check.out / "bench_captioning.jsonl"
+    args = [str(ROOT / "scripts" / "bench_captioning.py"), *check.size["bench_captioning"], "--out", str(lines)]
+    try:
+        run_cli(check, "bench_captioning", args, check.remaining("bench_captioning"))
+    except StepFailed as exc:
+        raise StepFailed(str(exc), bench_captioning_figures(lines)) from None
+    return bench_captioning_figures(lines)
 
 
-def last_json_object(text: str) -> dict[str, Any]:
-    """The last JSON object printed at the start of a line (a benchmark's report after any other output)."""
-    starts = [i for i, line in enumerate(text.splitlines()) if line.startswith("{")]
-    lines = text.splitlines()
-    for start in reversed(starts):
-        try:
-            return json.loads("\n".join(lines[start:]))
-        except json.JSONDecodeError:
-            continue
-    raise StepFailed("no JSON report in the output")
+def bench_captioning_figures(lines: Path) -> dict[str, Any]:
+    """What bench_captioning.py wrote so far, one entry per finished step (its setup and summary left out)."""
+    records = list(JsonlStore(lines).read()) if lines.is_file() else []
+    figures: dict[str, Any] = {}
+    for record in records:
+        if record.get("step") not in ("setup", "summary"):
+            figures.update({k: v for k, v in record.items() if k != "step"})
+    return figures
 
 
 # ---------------------------------------------------------------- the check
