@@ -222,6 +222,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="compile ours' static-cache decoding on a CPU too (transformers compiles only on accelerators)",
     )
     parser.add_argument(
+        "--compile-backend",
+        choices=("inductor", "eager"),
+        default="inductor",
+        help="torch.compile backend of ours (eager: trace only, a quick check of the compiled path)",
+    )
+    parser.add_argument(
         "--lengths", choices=("fixed", "sapancap"), default="fixed", help="add the ragged run"
     )
     parser.add_argument(
@@ -301,12 +307,14 @@ def baselines(bench: Bench) -> tuple[list[Any], list[Any], float]:
 
 
 def compile_for_any_device(bench: Bench) -> bool:
-    """Whether ours is compiled: on a GPU with the static cache, or on any device with ``--compile-any-device``."""
+    """Whether ours is compiled: on a GPU with the static cache (transformers' default: inductor, CUDA graphs), or on
+    any device with ``--compile-any-device``; ``--compile-backend eager`` traces without generating kernels."""
     compiled = not bench.args.no_static and (bench.device.type == "cuda" or bench.args.compile_any_device)
-    if compiled and bench.device.type != "cuda":
+    if compiled and (bench.device.type != "cuda" or bench.args.compile_backend != "inductor"):
         from transformers import CompileConfig
 
-        config = CompileConfig(mode="default")
+        inductor = bench.args.compile_backend == "inductor"
+        config = CompileConfig(backend=bench.args.compile_backend, mode="default" if inductor else None)
         config._compile_all_devices = True  # transformers' switch for compiling off accelerators
         bench.model.generation_config.compile_config = config
     return compiled
@@ -332,6 +340,7 @@ def ours(bench: Bench, original_rate: float) -> tuple[Any, list[Any], float]:
             "images": images,
             "static_cache": captioner.generator.static_cache,
             "compiled": compiled,
+            "compile_backend": bench.args.compile_backend if compiled else None,
             "shared_prefix": captioner.share_prefix,
             "warmup_seconds": round(warmup, 3),
             "compile_cache_dir": str(cache) if cache else None,

@@ -65,6 +65,29 @@ def test_batch_for_memory_is_the_largest_that_fits():
     )
 
 
+def test_the_first_batch_size_comes_from_the_gpus_free_memory(monkeypatch):
+    from pancap_retrieval.captioners.generation import auto_batch_size
+
+    model = SimpleNamespace(
+        config=VICUNA_13B, parameters=lambda: iter([torch.zeros(1, dtype=torch.bfloat16)])
+    )
+    asked = []
+
+    def free_memory(device=None):
+        asked.append(device)
+        return 60 * GIB, 80 * GIB
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", free_memory)  # an 80 GB GPU with 60 GB free
+    gpu = torch.device("cuda", 0)
+    assert (
+        auto_batch_size(model, 1500, gpu, ceiling=256)
+        == batch_for_memory(VICUNA_13B, 60 * GIB, 1500, 2, 256)
+        == 32
+    )
+    assert asked == [gpu]
+    assert auto_batch_size(model, 1500, torch.device("cpu")) == 4 and len(asked) == 1  # no GPU asked on a CPU
+
+
 def test_batch_buckets_are_powers_of_two_up_to_the_batch_size():
     assert [batch_bucket(n, 64) for n in (1, 2, 3, 5, 33, 64)] == [1, 2, 4, 8, 64, 64]
     assert {batch_bucket(n, 24) for n in range(1, 25)} == {1, 2, 4, 8, 16, 24}

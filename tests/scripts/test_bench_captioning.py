@@ -49,6 +49,7 @@ def test_recorder_writes_numpy_and_torch_scalars_as_json(bench, tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_drawn_lengths_follow_the_sapancap_captions(bench):
     from pancap_retrieval.testing import synthetic_tokenizer
 
@@ -64,9 +65,12 @@ def test_drawn_lengths_follow_the_sapancap_captions(bench):
 
 
 @pytest.mark.slow
-def test_tiny_check_targets_with_sapancap_lengths(bench, tmp_path, capsys):
+def test_tiny_check_targets_with_sapancap_lengths(bench, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PANCAP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # restored afterwards, whatever the run sets
     lines = tmp_path / "bench.jsonl"
     args = ["--tiny", "--check-targets", "--lengths", "sapancap", "--images", "3", "--batch-size", "auto"]
+    args += ["--compile-any-device", "--compile-backend", "eager"]  # the GPU's compiled path, traced on a CPU
     results = bench.main([*args, "--original-images", "1", "--new-tokens", "6", "--out", str(lines)])
     printed = json.loads(capsys.readouterr().out)
     assert printed == results and _native(results)
@@ -74,6 +78,7 @@ def test_tiny_check_targets_with_sapancap_lengths(bench, tmp_path, capsys):
         results["batch_size"] == 3 and results["ours"]["batch_size_used"] == 3
     )  # auto: 4 on a CPU, at most 3
     assert results["ours"]["shared_prefix"] is True and results["ours"]["warmup_seconds"] > 0
+    assert results["ours"]["compiled"] is True and results["ours"]["compile_cache_dir"] is not None
     equivalence = results["equivalence"]
     assert (
         equivalence["equivalent"] is True and equivalence["steps"] == 3 * 4 * 6
