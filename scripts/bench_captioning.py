@@ -25,6 +25,7 @@ tiny architecture on CPU in fp32. Steps, each written to ``--out`` as one JSON l
 
 Every stage is forced to ``--new-tokens`` tokens in the fixed-length runs (``min_new_tokens == max_new_tokens``).
 The batch is the largest whose KV cache fits the GPU (``--batch-size auto``, the default on a GPU), else given.
+``--dtype fp32 --layers 2`` runs the full width with fewer layers in fp32, where greedy identity is meaningful.
 
     python scripts/bench_captioning.py --out bench_captioning.jsonl      # GPU, full size
     python scripts/bench_captioning.py --tiny --check-targets --lengths sapancap   # CPU, tiny size
@@ -215,6 +216,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int, default=None, help="tokens per stage (128; tiny: 16)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (GPU: bf16; CPU: fp32)")
+    parser.add_argument("--layers", type=int, default=None, help="language-model layers (the architecture's)")
     parser.add_argument("--no-static", action="store_true", help="ours without the static cache / compile")
     parser.add_argument(
         "--compile-any-device",
@@ -250,6 +252,10 @@ def setup(args: argparse.Namespace) -> Bench:
     device = choose_device(args.device or ("cpu" if args.tiny else None))
     dtype = choose_dtype(device, args.dtype)
     preset = "tiny" if args.tiny else "llava-1.5-13b"
+    if args.layers:  # full width, fewer layers: fp32 identity at a GPU's width in little time
+        text = {**LLAVA_PRESETS[preset]["text"], "num_hidden_layers": args.layers}
+        LLAVA_PRESETS[f"{preset}-{args.layers}-layers"] = {**LLAVA_PRESETS[preset], "text": text}
+        preset = f"{preset}-{args.layers}-layers"
     images = args.images or (8 if args.tiny else 64)
     new_tokens = args.new_tokens or (16 if args.tiny else 128)
     (model, processor), build_seconds = timed(

@@ -161,3 +161,24 @@ def test_rows_stop_exactly_at_their_drawn_lengths(tiny_llava, examples, static):
         assert [len(g.token_ids) for g in got] == [min(n, 12) for n in drawn]
         assert [g.truncated for g in got] == [n >= 12 for n in drawn]
     assert records[3].caption == generations["stage4"][3].text
+
+
+def test_out_of_memory_in_the_shared_prefill_halves_the_batch(
+    tiny_llava, examples, separate_tiny, monkeypatch
+):
+    captioner = _chain(tiny_llava, batch_size=3, static_cache=False)
+    real = captioner.model.forward
+
+    def small_memory(*args, **kwargs):
+        if kwargs["input_ids"].shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(captioner.model, "forward", small_memory)
+    assert [r.stages for r in captioner.caption_batch(examples[:3])] == separate_tiny
+    stats = captioner.generator.stats
+    assert (stats.oom_backoffs, stats.smallest_batch_size, stats.prefixes) == (
+        1,
+        1,
+        3,
+    )  # 3 -> 1 at the prefill

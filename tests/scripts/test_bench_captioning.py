@@ -71,6 +71,7 @@ def test_tiny_check_targets_with_sapancap_lengths(bench, tmp_path, capsys, monke
     lines = tmp_path / "bench.jsonl"
     args = ["--tiny", "--check-targets", "--lengths", "sapancap", "--images", "3", "--batch-size", "auto"]
     args += ["--compile-any-device", "--compile-backend", "eager"]  # the GPU's compiled path, traced on a CPU
+    args += ["--layers", "1"]
     results = bench.main([*args, "--original-images", "1", "--new-tokens", "6", "--out", str(lines)])
     printed = json.loads(capsys.readouterr().out)
     assert printed == results and _native(results)
