@@ -293,6 +293,8 @@ def compose_caption(
 
     for entity in entities:
         box_text = format_box_group([entity.box], dialect, width, height)
+        if dialect == "pixel":  # a bare number list is text; pixel boxes are read after a box cue
+            box_text = f"(bounding box: {box_text})"
         where = location_phrase(entity.horizontal, entity.vertical)
         depth = f", in the {entity.depth}" if entity.depth else ""
         sentences = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pancap_retrieval.data.records import COLUMNS
+from pancap_retrieval.data.records import COLUMNS, open_image
 from pancap_retrieval.data.sapancap import ENV_DIR, load_sapancap, missing_images, read_ground_truth
 from pancap_retrieval.errors import DatasetError
 
@@ -38,7 +38,7 @@ def test_loads_present_images_and_counts_missing(sa1b):
     assert dataset["example_id"] == expected
     assert (dataset[0]["width"], dataset[0]["height"]) == (512, 512)  # the astronaut
     assert (dataset[1]["width"], dataset[1]["height"]) == (600, 400)  # the coffee cup
-    assert dataset[0]["image"].size == (512, 512)
+    assert open_image(dataset[0]).size == (512, 512)
     assert set(dataset["split"]) == {"test"}
     assert dataset[0]["description"] == read_ground_truth("test")[0][2]
     assert "3 of 5 images found" in dataset.info.description and "2 skipped" in dataset.info.description
