@@ -82,7 +82,7 @@ def test_exact_caption_of_two_hand_made_detections():
     pixel_text, _ = compose_caption(detections, ImageAnalysis.of(red_blue()), 200, 100, dialect="pixel")
     assert (
         "The cat (bounding box: [0, 0, 100, 100]) is large" in pixel_text
-        and "The dog [100, 0, 200, 100] is large" in pixel_text
+        and "The dog (bounding box: [100, 0, 200, 100]) is large" in pixel_text
     )
 
 
