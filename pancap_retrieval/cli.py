@@ -175,6 +175,8 @@ def captions_parse(file: Path, dialect: str, width: int | None, height: int | No
     from pancap_retrieval.captions import parse_caption
     from pancap_retrieval.captions.readers import read_captions
 
+    if dialect == "pixel" and (width is None or height is None):
+        raise click.UsageError("pixel boxes are read against the image size: give --width and --height")
     total_boxes = total_malformed = 0
     for record in read_captions(file):
         if record.caption is None:
