@@ -264,8 +264,8 @@ def setup(args: argparse.Namespace) -> Bench:
     bench = Bench(args, model, processor, photos(images), new_tokens, 0, device, dtype, record)
     from_memory = None
     if args.batch_size == "auto" or (args.batch_size is None and device.type == "cuda"):
-        prefix = bench.chain(1, False)._split_ids("")[0]
-        from_memory = auto_batch_size(model, 2 * len(prefix) + 128 + 3 * new_tokens, device, ceiling=images)
+        tokens = bench.chain(1, True).tokens_per_row  # what one row of ours holds at most
+        from_memory = auto_batch_size(model, tokens, device, ceiling=images)
     bench.batch = from_memory or int(args.batch_size or images)
     record.add(
         "setup",

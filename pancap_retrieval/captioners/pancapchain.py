@@ -168,7 +168,7 @@ class PancapChainCaptioner(Captioner):
         prefix_length = len(self._split_ids("")[0])
         # What one row holds at most: the stored prefix, the stage-4 prompt (template and the stage 2 and 3
         # answers) and its answer.
-        tokens = prefix_length * (2 if share_prefix else 1) + 128 + 3 * max_new_tokens
+        self.tokens_per_row = prefix_length * (2 if share_prefix else 1) + 128 + 3 * max_new_tokens
         self.generator = caption_generator(
             self.model,
             self.tokenizer,
@@ -177,7 +177,7 @@ class PancapChainCaptioner(Captioner):
             min_new_tokens=min_new_tokens,
             batch_size=batch_size,
             static_cache=static_cache,
-            tokens_per_sequence=tokens,
+            tokens_per_sequence=self.tokens_per_row,
         )
         self.default_batch_size = self.generator.batch_size
 
