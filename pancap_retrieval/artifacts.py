@@ -300,6 +300,27 @@ class JsonlStore:
             raise write_error(self.path, exc) from None
 
 
+class StepLog:
+    """The steps of a script (a benchmark, a check) as JSON lines: one fsynced line appended as each step finishes,
+    every value made JSON-native first, so a crash or a time-out keeps every finished step. Without a path the
+    records are only kept in memory."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.records: list[dict[str, Any]] = []
+        self._store = None
+        if self.path is not None:
+            atomic_write(self.path, "")  # a run starts the file anew
+            self._store = JsonlStore(self.path)
+
+    def write(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        record = to_jsonable(dict(record))
+        if self._store is not None:
+            self._store.append(record)
+        self.records.append(record)
+        return record
+
+
 # ---------------------------------------------------------------- caches across runs
 
 

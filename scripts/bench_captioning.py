@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pancap_retrieval.artifacts import JsonlStore, to_jsonable  # noqa: E402
+from pancap_retrieval.artifacts import StepLog, to_jsonable  # noqa: E402
 
 # Issue 13's targets on an H100/H200 (4 stages x 64 tokens, 64 images).
 TARGETS = {
@@ -67,17 +67,12 @@ class Recorder:
 
     def __init__(self, path: Path | None) -> None:
         self.results: dict[str, Any] = {}
-        self.store = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("")  # a run starts the file anew
-            self.store = JsonlStore(path)
+        self.log = StepLog(path)
 
     def add(self, step: str, **fields: Any) -> None:
-        fields = to_jsonable(fields)
+        fields = self.log.write({"step": step, **fields})
+        del fields["step"]
         self.results.update(fields)
-        if self.store is not None:
-            self.store.append({"step": step, **fields})
         print(f"[bench_captioning] {step} done", file=sys.stderr, flush=True)
 
 
@@ -494,8 +489,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.check_targets or (bench.device.type == "cuda" and not args.tiny):
         judge(bench, {"batch1": batch1, "batched": batched, "ragged": ratio})
     report = to_jsonable(bench.record.results)
-    if bench.record.store is not None:
-        bench.record.store.append({"step": "summary", **report})
+    bench.record.log.write({"step": "summary", **report})
     print(json.dumps(report, indent=2))
     return report
 

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pancap_retrieval.artifacts import JsonlStore, to_jsonable  # noqa: E402
+from pancap_retrieval.artifacts import StepLog, to_jsonable  # noqa: E402
 
 # The targets for the 'ours' rows on the GPU; PSNR against the eager half-precision images stands for
 # "identical in content within half-precision tolerance".
@@ -76,20 +76,15 @@ class Recorder:
 
     def __init__(self, path: Path | None) -> None:
         self.results: dict[str, Any] = {"rows": []}
-        self.store = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("")  # a run starts the file anew
-            self.store = JsonlStore(path)
+        self.log = StepLog(path)
 
     def add(self, step: str, **fields: Any) -> None:
-        fields = to_jsonable(fields)
+        fields = self.log.write({"step": step, **fields})
+        del fields["step"]
         if step == "row":
             self.results["rows"].append(fields["row"])
         else:
             self.results.update(fields)
-        if self.store is not None:
-            self.store.append({"step": step, **fields})
 
     def text(self) -> str:
         return json.dumps(to_jsonable(self.results), indent=2)

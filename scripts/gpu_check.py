@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pancap_retrieval.artifacts import JsonlStore, to_jsonable, write_json  # noqa: E402
+from pancap_retrieval.artifacts import JsonlStore, StepLog, write_json  # noqa: E402
 
 LOG_FILE = "gpu_check.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -132,24 +132,7 @@ class Check:
         return self.deadline - time.monotonic() - RESERVE.get(step, 0.0) * self.budget
 
 
-class Log:
-    """The JSON-lines log: one fsynced line per finished step; every value made JSON-native first."""
-
-    def __init__(self, out: Path) -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        self.path = out / LOG_FILE
-        self.path.write_text("")
-        self.store = JsonlStore(self.path)
-        self.records: list[dict[str, Any]] = []
-
-    def write(self, record: dict[str, Any]) -> dict[str, Any]:
-        record = to_jsonable(record)
-        self.store.append(record)
-        self.records.append(record)
-        return record
-
-
-def run_step(log: Log, name: str, fn: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
+def run_step(log: StepLog, name: str, fn: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
     """Run one step, log its line as soon as it ends (ok or not), and go on whatever happened."""
     started = time.monotonic()
     record: dict[str, Any] = {"step": name}
@@ -583,7 +566,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     check.env.update({"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
     if args.tiny:
         check.env["CUDA_VISIBLE_DEVICES"] = ""  # the tiny sequence runs on the CPU even where a GPU is
-    log = Log(args.out)
+    log = StepLog(args.out / LOG_FILE)
     for name, fn in STEPS:
         missing = [need for need in NEEDS.get(name, ()) if need not in check.paths]
         if log.records and not log.records[0]["ok"]:

@@ -95,7 +95,7 @@ def test_a_full_size_check_without_a_gpu_stops_after_saying_so(tmp_path, gpu_che
 def test_log_writes_numpy_and_torch_values_as_json_native(tmp_path, gpu_check):
     import torch
 
-    log = gpu_check.Log(tmp_path)
+    log = gpu_check.StepLog(tmp_path / gpu_check.LOG_FILE)
     record = log.write(
         {
             "step": "x",
