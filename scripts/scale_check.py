@@ -428,9 +428,13 @@ def linearity(sizes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
+    """The machine, its load, and the folder the measured pancap code is imported from."""
     import psutil
 
+    import pancap_retrieval
+
     return {
+        "pancap_code": str(Path(pancap_retrieval.__file__).resolve().parents[1]),
         "cpu_count": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
