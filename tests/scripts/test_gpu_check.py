@@ -119,7 +119,7 @@ def test_log_writes_numpy_and_torch_values_as_json_native(tmp_path, gpu_check):
 
 
 def test_a_failing_step_is_logged_and_the_next_one_runs(tmp_path, gpu_check):
-    log = gpu_check.Log(tmp_path)
+    log = gpu_check.StepLog(tmp_path / gpu_check.LOG_FILE)
 
     def broken():
         raise RuntimeError("CUDA error: out of memory\nmore lines")
