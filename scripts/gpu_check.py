@@ -566,6 +566,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     check.env.update({"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
     if args.tiny:
         check.env["CUDA_VISIBLE_DEVICES"] = ""  # the tiny sequence runs on the CPU even where a GPU is
+        # tiny models are thousands of small ops: one thread each, or OpenMP's spinning threads cost more than the op
+        check.env.setdefault("OMP_NUM_THREADS", "1")
     log = StepLog(args.out / LOG_FILE)
     for name, fn in STEPS:
         missing = [need for need in NEEDS.get(name, ()) if need not in check.paths]
