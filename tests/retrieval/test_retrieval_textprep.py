@@ -29,7 +29,7 @@ def test_strip_removes_boxes() -> None:
 
 
 def test_unknown_mode_and_bad_input() -> None:
-    with pytest.raises(RetrievalError, match="text_prep must be strip, keep or rewrite:hf:MODEL, not .summarise."):
+    with pytest.raises(RetrievalError, match=r"text_prep must be strip, keep or rewrite:hf:MODEL, not .summarise."):
         prepare_texts(CAPTIONS, "summarise")
     with pytest.raises(RetrievalError, match="list of captions"):
         prepare_texts("one caption", "keep")
