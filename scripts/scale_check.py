@@ -478,6 +478,34 @@ def scale_check(sizes: list[int], workdir: Path, rerun: bool, seed: int, interva
     return result
 
 
+def markdown_table(result: dict[str, Any]) -> str:
+    """The first runs of every size as a Markdown table: seconds per stage, then the whole run and the rerun."""
+    sizes = [s for s in result["sizes"] if s["first"].get("stages")]
+    growth = result.get("linearity", {}).get("stages", {})
+    head = ["stage", *[f"N = {s['n']:,}" for s in sizes], "ms per image", "exponent (wall / CPU)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def row(name: str, cells: list[str]) -> None:
+        fit = growth.get(name, {})
+        per_image = " → ".join(f"{v:.0f}" for v in fit.get("ms_per_image", [])) or "-"
+        pair = (fit.get("exponent"), fit.get("cpu_exponent"))
+        exponents = " / ".join("-" if v is None else f"{v:.2f}" for v in pair) if fit else "-"
+        lines.append("| " + " | ".join([name, *cells, per_image, exponents]) + " |")
+
+    for stage in [r["stage"] for r in sizes[0]["first"]["stages"]] if sizes else []:
+        cells = [next((f"{r['seconds']:.1f} s" for r in s["first"]["stages"] if r["stage"] == stage), "-")
+                 for s in sizes]  # fmt: skip
+        row(stage, cells)
+    row("whole run", [f"{s['first']['seconds']:.0f} s" for s in sizes])
+    lines.append("| " + " | ".join(["CPU seconds", *[f"{s['first']['cpu_seconds']:.0f}" for s in sizes], "", ""]) + " |")
+    lines.append("| " + " | ".join(["images/s", *[f"{s['first']['images_per_s']:.2f}" for s in sizes], "", ""]) + " |")
+    lines.append("| " + " | ".join(["peak RSS", *[f"{s['first']['peak_rss_mb']:,.0f} MB" for s in sizes], "", ""]) + " |")
+    reruns = [f"{s['rerun']['seconds']:.1f} s ({100 * s['rerun_over_first']:.1f}%)" if "rerun_over_first" in s else "-"
+              for s in sizes]  # fmt: skip
+    lines.append("| " + " | ".join(["rerun (share of the first run)", *reruns, "", ""]) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=parse_sizes, default=[500], help="images, or sizes like 500,2000,5000")
@@ -487,7 +515,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the variants and descriptions")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between RSS samples")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--table", type=Path, default=None, help="only print a saved JSON as a Markdown table")
     args = parser.parse_args()
+    if args.table is not None:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pancap-scale-"))
     if workdir.exists() and any(workdir.iterdir()):
         parser.error(f"--workdir {workdir} is not empty: give a new or empty folder")

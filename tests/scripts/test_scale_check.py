@@ -69,6 +69,22 @@ def test_exponent_reads_linear_quadratic_and_constant(scale_check):
     assert scale_check.exponent([500], [1.0]) is None
 
 
+def test_table_of_sizes(scale_check):
+    def first(n: int) -> dict:
+        stages = [{"stage": "caption detector", "seconds": 0.1 * n, "cpu_seconds": 0.2 * n, "peak_rss_mb": 400.0}]
+        return {"seconds": 10 + 0.1 * n, "cpu_seconds": 0.2 * n, "images_per_s": n / (10 + 0.1 * n),
+                "peak_rss_mb": 1000.0 + n, "stages": stages}  # fmt: skip
+
+    sizes = [{"n": n, "first": first(n), "rerun": {"seconds": 2.0}, "rerun_over_first": 2.0 / (10 + 0.1 * n)}
+             for n in (500, 2000)]  # fmt: skip
+    table = scale_check.markdown_table({"sizes": sizes, "linearity": scale_check.linearity(sizes)})
+    lines = table.splitlines()
+    assert lines[0] == "| stage | N = 500 | N = 2,000 | ms per image | exponent (wall / CPU) |"
+    assert lines[2] == "| caption detector | 50.0 s | 200.0 s | 100 → 100 | 1.00 / 1.00 |"
+    assert "| peak RSS | 1,500 MB | 3,000 MB |  |  |" in lines
+    assert "| rerun (share of the first run) | 2.0 s (3.3%) | 2.0 s (1.0%) |  |  |" in lines
+
+
 def test_stage_windows_back_to_back_or_recorded(scale_check):
     stages = [{"stage": "a", "seconds": 2.0}, {"stage": "b", "seconds": 3.0}]
     windows, method = scale_check.stage_windows(stages, 100.0)
