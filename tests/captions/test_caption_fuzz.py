@@ -90,8 +90,8 @@ def box_text(draw) -> tuple[str, Box, bool]:
         values = from_normalised(box, "asmv2", WIDTH, HEIGHT)
         written = "<box>[[" + ", ".join(str(v) for v in values) + "]]</box>"
         return written, _asmv2_read(values), False
-    if dialect == "pixel":
-        values = from_normalised(box, "pixel", WIDTH, HEIGHT)
+    values = from_normalised(box, "pixel", WIDTH, HEIGHT)
+    if dialect == "pixel" and max(values) > 1:  # [0, 0, 0, 1] in pixels is also a valid fraction box: ambiguous
         read = Box(values[0] / WIDTH, values[1] / HEIGHT, values[2] / WIDTH, values[3] / HEIGHT)
         return "[" + ", ".join(str(v) for v in values) + "]", read, True
     return _norm_text(box, dialect), box, False
@@ -181,7 +181,8 @@ def _words(text: str) -> list[str]:
 
 
 @pytest.mark.slow
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same 2,000 captions on every run, so CI is reproducible (run with --hypothesis-seed to explore)
+@settings(max_examples=2000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(caption())
 def test_generated_captions(generated):
     text, words, boxes, broken, lists = generated
