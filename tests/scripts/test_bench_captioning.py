@@ -3,39 +3,19 @@ ragged SA-Pancap lengths, and its JSON lines."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location(
-        "script_bench_captioning", ROOT / "scripts" / "bench_captioning.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("bench_captioning")
 
 
-def _native(value) -> bool:
-    """True when ``value`` is made of what ``json`` writes by itself: no numpy or torch scalar, no array."""
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _native(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_native(v) for v in value)
-    return value is None or type(value) in (bool, int, str, float)
-
-
-def test_recorder_writes_numpy_and_torch_scalars_as_json(bench, tmp_path):
+def test_recorder_writes_numpy_and_torch_scalars_as_json(bench, tmp_path, json_native):
     path = tmp_path / "steps.jsonl"
     path.write_text('{"step": "old"}\n')
     recorder = bench.Recorder(path)
@@ -43,7 +23,7 @@ def test_recorder_writes_numpy_and_torch_scalars_as_json(bench, tmp_path):
         "ours", ours={"ok": np.bool_(True), "rate": np.float32(2.5), "n": torch.tensor(3), "v": np.arange(2)}
     )
     assert recorder.results == {"ours": {"ok": True, "rate": 2.5, "n": 3, "v": [0, 1]}}
-    assert _native(recorder.results)
+    assert json_native(recorder.results)
     assert [json.loads(line) for line in path.read_text().splitlines()] == [
         {"step": "ours", **recorder.results}
     ]
@@ -65,7 +45,7 @@ def test_drawn_lengths_follow_the_sapancap_captions(bench):
 
 
 @pytest.mark.slow
-def test_tiny_check_targets_with_sapancap_lengths(bench, tmp_path, capsys, monkeypatch):
+def test_tiny_check_targets_with_sapancap_lengths(bench, tmp_path, capsys, monkeypatch, json_native):
     monkeypatch.setenv("PANCAP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # restored afterwards, whatever the run sets
     lines = tmp_path / "bench.jsonl"
@@ -74,7 +54,7 @@ def test_tiny_check_targets_with_sapancap_lengths(bench, tmp_path, capsys, monke
     args += ["--layers", "1"]
     results = bench.main([*args, "--original-images", "1", "--new-tokens", "6", "--out", str(lines)])
     printed = json.loads(capsys.readouterr().out)
-    assert printed == results and _native(results)
+    assert printed == results and json_native(results)
     assert (
         results["batch_size"] == 3 and results["ours"]["batch_size_used"] == 3
     )  # auto: 4 on a CPU, at most 3

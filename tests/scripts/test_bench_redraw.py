@@ -2,42 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("script_bench_redraw", ROOT / "scripts" / "bench_redraw.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def _native(value) -> bool:
-    """True when ``value`` is made of what ``json`` writes by itself: no numpy bool, integer or array, no tensor."""
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _native(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_native(v) for v in value)
-    return value is None or type(value) in (bool, int, str) or isinstance(value, float)
+def bench(load_script):
+    return load_script("bench_redraw")
 
 
 @pytest.mark.slow
-def test_tiny_check_targets_prints_targets_equivalence_and_writes_each_step(tmp_path, bench, capsys):
+def test_tiny_check_targets_prints_targets_equivalence_and_writes_each_step(tmp_path, bench, capsys, json_native):
     lines = tmp_path / "bench.jsonl"
     lines.write_text('{"step": "row", "row": {"name": "from an earlier run"}}\n')
     results = bench.main(["--tiny", "--check-targets", "--profile", "--out", str(lines)])
     printed = json.loads(capsys.readouterr().out)
-    assert printed == results and _native(results)
+    assert printed == results and json_native(results)
     assert printed["targets"] == bench.TARGETS and printed["targets_judged_on"] == "tiny on cpu"
     assert printed["steps"] == 4  # one of them grounded: the fuser path is compared with eager too
     assert set(printed["meets_targets"]) == set(bench.TARGETS)
@@ -66,7 +48,7 @@ def test_without_check_targets_a_cpu_run_judges_no_target(bench):
     assert out["equivalence"]["psnr_db_vs_eager_by_batch"] == {"1": 31.5, "8": 29.0}
 
 
-def test_targets_judged_on_numpy_figures_are_plain_bools(bench, tmp_path):
+def test_targets_judged_on_numpy_figures_are_plain_bools(bench, tmp_path, json_native):
     """The GPU run died at its last line on a numpy bool in meets_targets: that must be impossible."""
     out = bench.summarise(_plan(bench, check_targets=True), _rows(np.float64))
     assert out["meets_targets"] == {
@@ -79,7 +61,7 @@ def test_targets_judged_on_numpy_figures_are_plain_bools(bench, tmp_path):
     json.dumps(out)
     record = bench.Recorder(tmp_path / "lines.jsonl")
     record.add("summary", **out, extra={"numpy_bool": np.bool_(True), "half": np.float16(0.5)})
-    assert _native(record.results)
+    assert json_native(record.results)
     assert json.loads(record.text())["extra"] == {"numpy_bool": True, "half": 0.5}
     (line,) = (json.loads(x) for x in (tmp_path / "lines.jsonl").read_text().splitlines())
     assert line["step"] == "summary" and line["meets_targets"]["min_psnr_db_vs_eager"] is False

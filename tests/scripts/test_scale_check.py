@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import random
 import subprocess
@@ -16,11 +15,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "scale_check.py"
 
 
 @pytest.fixture(scope="module")
-def scale_check():
-    spec = importlib.util.spec_from_file_location("scale_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def scale_check(load_script):
+    return load_script("scale_check")
 
 
 def test_descriptions_are_docci_length_distinct_and_some_longer_than_minilm(scale_check):
