@@ -32,7 +32,24 @@ def _one_line(text: str) -> str:
 _OVERWRITE = click.option(
     "--overwrite", is_flag=True, help="replace what the run folder holds when it was made with other inputs"
 )
-_RETRY = click.option("--retry-failed", is_flag=True, help="try again the images whose captioning failed before")
+_RETRY = click.option(
+    "--retry-failed", is_flag=True, help="try again the images whose captioning failed before"
+)
+_SPLIT = click.option(
+    "--split",
+    default=None,
+    help="split (default: the dataset's own: test for docci, sample, sapancap; train for imagefolder)",
+)
+_LIMIT = click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N images")
+_RUN_OUT = click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="run folder (made if missing)",
+)
+_SEED = click.option(
+    "--seed", type=int, default=0, show_default=True, help="seed of everything random (bootstrap, redraws)"
+)
 
 
 @click.group(cls=PancapGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,8 +147,8 @@ def data_group() -> None:
 
 @data_group.command("show")
 @click.argument("dataset")
-@click.option("--split", default=None, help="split (default: the dataset's own)")
-@click.option("--limit", type=click.IntRange(min=1), default=5, show_default=True)
+@_SPLIT
+@click.option("--limit", type=click.IntRange(min=1), default=5, show_default=True, help="rows to show")
 def data_show(dataset: str, split: str | None, limit: int) -> None:
     """Print the first rows of DATASET (a name or name:ARG) as JSON lines."""
     from pancap_retrieval.data import load_dataset
@@ -144,7 +161,13 @@ def data_show(dataset: str, split: str | None, limit: int) -> None:
 
 @data_group.command("download")
 @click.argument("dataset", type=click.Choice(["docci"]))
-@click.option("--to", "to", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--to",
+    "to",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="folder to download into (a rerun resumes and checks what is there)",
+)
 @click.option("--base-url", default=None, help="mirror of the official release files")
 def data_download(dataset: str, to: Path, base_url: str | None) -> None:
     """Fetch the official DOCCI release (resumable, checked) and unpack it into the local layout."""
@@ -166,7 +189,11 @@ def captions_group() -> None:
 @captions_group.command("parse")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
-    "--dialect", type=click.Choice(["auto", "asmv2", "norm", "pixel"]), default="auto", show_default=True
+    "--dialect",
+    type=click.Choice(["auto", "asmv2", "norm", "pixel"]),
+    default="auto",
+    show_default=True,
+    help="box notation: asmv2 (integers in [0, 1000) of the padded square), norm (fractions), pixel (needs --width/--height), auto (told from each box)",
 )
 @click.option("--width", type=int, default=None, help="image width, for pixel and asmv2 boxes")
 @click.option("--height", type=int, default=None, help="image height, for pixel and asmv2 boxes")
@@ -195,8 +222,8 @@ def captions_parse(file: Path, dialect: str, width: int | None, height: int | No
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--captioner", required=True, help="the name the captions appear under")
 @click.option("--dataset", required=True, help=f"the dataset the captions belong to; {DATASET_SPEC_HELP}")
-@click.option("--split", default=None)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="run folder")
+@_SPLIT
+@_RUN_OUT
 @_OVERWRITE
 def captions_import(
     file: Path, captioner: str, dataset: str, split: str | None, out: Path, overwrite: bool
@@ -222,10 +249,15 @@ def captions_import(
 @click.option("--captioner", required=True, help="registry name (`pancap list captioners`)")
 @click.option("--model", default=None, help="hub id or local directory of the weights")
 @click.option("--dataset", required=True, help=DATASET_SPEC_HELP)
-@click.option("--split", default=None)
-@click.option("--limit", type=click.IntRange(min=1), default=None)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="run folder")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@_SPLIT
+@_LIMIT
+@_RUN_OUT
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="images per batch (default: the captioner's own)",
+)
 @_RETRY
 @_OVERWRITE
 @click.option(
@@ -280,7 +312,12 @@ def convert_group() -> None:
 @click.argument("src")
 @click.option("--lora", default=None, help="a peft LoRA (PancapChain) to merge into SRC")
 @click.option("--vision-tower", default=None, help="CLIP vision tower id or dir (default: from SRC's config)")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="folder for the transformers checkpoint",
+)
 def convert_llava_command(src: str, lora: str | None, vision_tower: str | None, out: Path) -> None:
     """Turn an original-format LLaVA checkpoint (ASMv2, ShareGPT4V, PancapChain) into LlavaForConditionalGeneration."""
     from pancap_retrieval.captioners.convert import convert_llava
@@ -294,8 +331,8 @@ def convert_llava_command(src: str, lora: str | None, vision_tower: str | None, 
 
 @cli.command("retrieve")
 @click.option("--dataset", required=True, help=DATASET_SPEC_HELP)
-@click.option("--split", default=None)
-@click.option("--limit", type=click.IntRange(min=1), default=None)
+@_SPLIT
+@_LIMIT
 @click.option(
     "--captions",
     "captions",
@@ -303,12 +340,20 @@ def convert_llava_command(src: str, lora: str | None, vision_tower: str | None, 
     required=True,
     help="a captions file, or a captioner name whose store is in --out (repeatable)",
 )
-@click.option("--embedder", default="minilm", show_default=True)
-@click.option("--long-text", type=click.Choice(["chunk", "truncate"]), default="chunk", show_default=True)
-@click.option("--backend", default="faiss", show_default=True)
+@click.option(
+    "--embedder", default="minilm", show_default=True, help="text embedder (`pancap list embedders`)"
+)
+@click.option(
+    "--long-text",
+    type=click.Choice(["chunk", "truncate"]),
+    default="chunk",
+    show_default=True,
+    help="texts over the embedder's window: averaged 256-piece windows (chunk) or the first window only (truncate)",
+)
+@click.option("--backend", default="faiss", show_default=True, help="search backend (`pancap list backends`)")
 @click.option("--text-prep", default="strip", show_default=True, help="strip | keep | rewrite:hf:MODEL")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@_SEED
+@_RUN_OUT
 def retrieve(dataset, split, limit, captions, embedder, long_text, backend, text_prep, seed, out) -> None:
     """Text-to-text retrieval of captions against the dataset's descriptions, both ways.
 
@@ -397,14 +442,27 @@ def leaderboard(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 @click.option("--redrawer", default="sketch", show_default=True, help="sketch | gligen | text2image")
 @click.option("--model", default=None, help="hub id or local directory of the pipeline")
 @click.option("--dataset", required=True, help=DATASET_SPEC_HELP)
-@click.option("--split", default=None)
-@click.option("--limit", type=click.IntRange(min=1), default=None)
-@click.option("--captions", "captions", multiple=True, required=True, help="captions file or captioner name")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=None)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@_SPLIT
+@_LIMIT
+@click.option(
+    "--captions",
+    "captions",
+    multiple=True,
+    required=True,
+    help="a captions file, or a captioner name whose store is in --out (repeatable)",
+)
+@_SEED
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="denoising steps (default: gligen 50, text2image 20; sketch has none)",
+)
+@_RUN_OUT
 @_OVERWRITE
-def reconstruct_command(redrawer, model, dataset, split, limit, captions, seed, steps, out, overwrite) -> None:
+def reconstruct_command(
+    redrawer, model, dataset, split, limit, captions, seed, steps, out, overwrite
+) -> None:
     """Redraw each image from its caption and score the redraw against the original.
 
     Redraws and scores already in --out that were made from the same captions, redrawer, options and seed are
@@ -422,7 +480,9 @@ def reconstruct_command(redrawer, model, dataset, split, limit, captions, seed, 
             f"{name}: redrawn {entry['redrawn']}, reused {entry['reused']}, "
             f"skipped {sum(entry['skipped'].values())}"
         )
-    click.echo(f"results: {Path(out) / 'reconstruction.json'}; gallery: {Path(out) / 'gallery' / 'index.html'}")
+    click.echo(
+        f"results: {Path(out) / 'reconstruction.json'}; gallery: {Path(out) / 'gallery' / 'index.html'}"
+    )
 
 
 @cli.command("gallery")
@@ -459,8 +519,12 @@ _CAPTION_FILES = (
 
 
 @score_group.command("pancapscore")
-@click.option("--pred", required=True, type=click.Path(path_type=Path), help=f"predicted captions: {_CAPTION_FILES}")
-@click.option("--ref", required=True, type=click.Path(path_type=Path), help="reference captions, same formats")
+@click.option(
+    "--pred", required=True, type=click.Path(path_type=Path), help=f"predicted captions: {_CAPTION_FILES}"
+)
+@click.option(
+    "--ref", required=True, type=click.Path(path_type=Path), help="reference captions, same formats"
+)
 @click.option(
     "--judge",
     default="rule",

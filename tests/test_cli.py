@@ -39,6 +39,30 @@ def test_help_and_lists_import_no_torch():
     assert result.exit_code == 0 and "pancap run eval_suites/sample.yaml" in result.output
 
 
+def _commands(group, path=()):
+    import click
+
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def test_every_command_and_option_has_help_text():
+    import click
+
+    missing = []
+    for path, command in _commands(cli):
+        if not (command.help or "").strip():
+            missing.append(" ".join(path))
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name != "help" and not (param.help or "").strip():
+                missing.append(f"{' '.join(path)} {param.opts[0]}")
+    assert not missing, f"no help text: {missing}"
+    assert "test for docci" in invoke("caption", "--help").output
+
+
 def test_list_datasets_and_captioners():
     datasets = invoke("list", "datasets").output
     for name in ("sample", "docci", "imagefolder", "sapancap"):
