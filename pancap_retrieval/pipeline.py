@@ -536,6 +536,7 @@ def _retrieve(
         long_text=embedder_spec.long_text,
         batch_size=embedder_spec.batch_size,
         cache_dir=default_cache_dir(),
+        show_progress=True,
     )
     rows = []
     for name, records in captions.items():

@@ -195,12 +195,17 @@ def plan(
     signature: str,
     seed: int,
     canvas_mode: str,
+    progress: bool = False,
 ) -> Plan:
-    """Layouts of one captioner's captions, and which redraws on disk are still valid for them."""
+    """Layouts of one captioner's captions, and which redraws on disk are still valid for them. With
+    ``progress`` a bar counts the records when this takes over 2 s (the first captioner reads every original)."""
+    from tqdm.auto import tqdm
+
     result = Plan(captioner, run_dir / "images" / file_name(captioner))
     done = read_layouts(result.folder / "layouts.jsonl")
     seen: set[str] = set()
-    for record in records:
+    bar = tqdm(records, desc=f"layouts {captioner}", unit="img", delay=2, disable=not progress)
+    for record in bar:
         example_id = record.example_id
         if example_id in seen:
             continue
@@ -383,14 +388,24 @@ def reconstruct_run(
     for captioner, records in captions.items():
         with _stage(summary, f"redraw {captioner}") as entry:
             plans[captioner] = plan(
-                captioner, records, run_dir, originals, drawer.layout_options(), signature, seed, canvas_mode
+                captioner,
+                records,
+                run_dir,
+                originals,
+                drawer.layout_options(),
+                signature,
+                seed,
+                canvas_mode,
+                progress and ranks.main,
             )
             seconds = redraw(plans[captioner], drawer, batch, progress, ranks)
             results["captioners"][captioner] = _entry(plans[captioner], seconds)
             entry.update(done=len(plans[captioner].todo), reused=results["captioners"][captioner]["reused"])
             entry["skipped"] = sum(plans[captioner].skipped.values())
     if scores:
-        score(run_dir, results, plans, originals, detector, device, kid_subset_size, seed, previous, summary, ranks)
+        score(
+            run_dir, results, plans, originals, detector, device, kid_subset_size, seed, previous, summary, ranks, progress
+        )
     if originals.bad:
         results["unreadable_images"] = dict(list(originals.bad.items())[:50])
     results["stage_key"] = wanted
@@ -539,6 +554,7 @@ def score(
     previous: Mapping[str, Any],
     summary: Any = None,
     ranks: Ranks | None = None,
+    progress: bool = False,
 ) -> None:
     """Fidelity scores per captioner, reused when the same redraws were scored before with the same scorers."""
     ranks = ranks or Ranks()
@@ -553,7 +569,7 @@ def score(
                 entry.update(scores=old["scores"], per_image=old.get("per_image", {}), score_key=score_key)
                 stage["reused"] = len(planned.kept)
                 continue
-            _score_one(entry, planned, originals, scorers, kid_subset_size, seed, ranks)
+            _score_one(entry, planned, originals, scorers, kid_subset_size, seed, ranks, progress)
             entry["score_key"] = score_key
             stage["done"] = len(planned.kept)
 
@@ -569,10 +585,12 @@ def _score_one(
     kid_subset_size: int,
     seed: int,
     ranks: Ranks,
+    progress: bool = False,
 ) -> None:
     """Features and detections of originals and redraws, each rank its share in chunks of :data:`SCORE_CHUNK`,
-    gathered on every rank; then the scores."""
+    gathered on every rank; then the scores. With ``progress`` rank 0 shows a bar of its share."""
     import numpy as np
+    from tqdm.auto import tqdm
 
     from reconstruct.fidelity import scores_from_features
 
@@ -584,12 +602,15 @@ def _score_one(
     detector = scorers.detector
     mine: dict[str, tuple[Any, Any]] = {}  # id -> (redraw features, redraw detections)
     share = ranks.share(list(zip(ids, layouts)))
+    bar = tqdm(total=len(share), desc=f"score {planned.captioner}", unit="img", disable=not (progress and ranks.main))
     for start in range(0, len(share), SCORE_CHUNK):
         chunk = share[start : start + SCORE_CHUNK]
         scorers.add_originals([i for i, _ in chunk], originals)
         crops = [_redraw_crop(planned.folder, example_id, layout) for example_id, layout in chunk]
         dets = detector.detect(crops) if detector is not None else [None] * len(crops)
         mine.update({i: (f, d) for (i, _), f, d in zip(chunk, scorers.features(crops), dets)})
+        bar.update(len(chunk))
+    bar.close()
     found: dict[str, tuple[Any, ...]] = {}
     for part in ranks.gather({i: (*mine[i], *scorers.original(i)) for i in mine}):
         found.update(part)

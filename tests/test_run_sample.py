@@ -70,6 +70,17 @@ def test_rerun_skips_finished_stages(sample_run):
     assert len(lines) == 20
 
 
+@pytest.mark.slow
+def test_every_long_step_has_a_labelled_bar(sample_run):
+    import re
+
+    _, output, _ = sample_run
+    labels = set(re.findall(r"^([a-z][a-z ()0-9]+): +\d+%\|", output.replace("\r", "\n"), flags=re.M))
+    for stage in ("caption", "redraw", "score"):
+        assert {f"{stage} reference", f"{stage} detector"} <= labels, labels
+    assert "gallery thumbnails" in labels
+
+
 def test_faiss_top10_lists_are_kept_per_captioner(sample_run):
     run_dir, _, _ = sample_run
     top = json.loads((run_dir / "retrieval" / "reference.top10.json").read_text())

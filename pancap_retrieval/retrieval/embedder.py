@@ -112,6 +112,7 @@ EMBEDDERS = Registry(
         for spec in _SPECS
     },
 )
+ENCODE_SLICE_BATCHES = 16  # batches per model.encode call: the progress bar moves once per slice
 _ALIASES = {"all-MiniLM-L6-v2": "minilm", "NV-Embed-v2": "nv-embed-v2"}
 for _spec in _SPECS:
     _ALIASES.setdefault(_spec.hub_id, _spec.name)
@@ -356,16 +357,17 @@ class Embedder:
                     return int(value)
         return int(self.model.max_seq_length)
 
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_queries(self, texts: Sequence[str], label: str = "queries") -> np.ndarray:
         """Embeddings of queries (with the model's query prefix), shape (len(texts), dim)."""
-        return self.embed(texts, prefix=self.query_prefix)
+        return self.embed(texts, prefix=self.query_prefix, label=label)
 
-    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_passages(self, texts: Sequence[str], label: str = "passages") -> np.ndarray:
         """Embeddings of passages (with the model's passage prefix), shape (len(texts), dim)."""
-        return self.embed(texts, prefix=self.passage_prefix)
+        return self.embed(texts, prefix=self.passage_prefix, label=label)
 
-    def embed(self, texts: Sequence[str], prefix: str = "") -> np.ndarray:
-        """Embeddings of ``prefix + text`` for each text; cached ones are read, not encoded."""
+    def embed(self, texts: Sequence[str], prefix: str = "", label: str = "texts") -> np.ndarray:
+        """Embeddings of ``prefix + text`` for each text; cached ones are read, not encoded. With
+        ``show_progress`` a bar named ``embed LABEL`` counts the texts encoded (shown after 2 s)."""
         if isinstance(texts, str):
             raise RetrievalError("embed takes a list of texts, not one string")
         texts = list(texts)
@@ -398,7 +400,7 @@ class Embedder:
                 todo.setdefault(key, text)
         stats.cache_hits = sum(1 for key in keys if key in cached)
         if todo:
-            new_vectors, new_tokens, n_chunks, n_calls = self._encode(list(todo.values()), prefix)
+            new_vectors, new_tokens, n_chunks, n_calls = self._encode(list(todo.values()), prefix, label)
             stats.n_chunks = n_chunks
             stats.encoded_texts = len(todo)
             stats.encode_calls = n_calls
@@ -434,7 +436,7 @@ class Embedder:
         encoded = tokenizer(texts, add_special_tokens=False, verbose=False, **kwargs)
         return encoded, n_special, n_prefix
 
-    def _encode(self, texts: list[str], prefix: str) -> tuple[list[np.ndarray], list[int], int, int]:
+    def _encode(self, texts: list[str], prefix: str, label: str) -> tuple[list[np.ndarray], list[int], int, int]:
         """Encodes texts (chunking long ones); returns vectors, token counts, number of chunks and encode calls."""
         max_len = self.max_seq_length
         encoded, n_special, n_prefix = self._tokenize(texts, prefix)
@@ -458,7 +460,7 @@ class Embedder:
                 pieces.append(piece)
                 owners.append(i)
                 weights.append(size)
-        chunk_vectors, calls = self._encode_batched([prefix + piece for piece in pieces])
+        chunk_vectors, calls = self._encode_batched([prefix + piece for piece in pieces], label)
         chunk_vectors = l2_normalise(chunk_vectors)
         dim = chunk_vectors.shape[1]
         sums = np.zeros((len(texts), dim), dtype=np.float64)
@@ -466,25 +468,29 @@ class Embedder:
         out = l2_normalise(sums)
         return list(out), counts, len(pieces), calls
 
-    def _encode_batched(self, inputs: list[str]) -> tuple[np.ndarray, int]:
-        """One ``model.encode`` over all inputs; on a CUDA out-of-memory error the batch size is halved."""
+    def _encode_batched(self, inputs: list[str], label: str = "texts") -> tuple[np.ndarray, int]:
+        """``model.encode`` over slices of :data:`ENCODE_SLICE_BATCHES` batches, so that a bar can count them;
+        on a CUDA out-of-memory error the batch size is halved and the slice encoded again. Vectors, calls."""
+        from tqdm.auto import tqdm
+
         model = self.model
         if self.spec is not None and self.spec.append_eos:
             eos = model.tokenizer.eos_token or ""
             inputs = [text + eos for text in inputs]
         batch_size = self.batch_size or (256 if str(self.device).startswith("cuda") else 64)
-        calls = 0
-        while True:
+        calls, parts, start = 0, [], 0
+        bar = tqdm(total=len(inputs), desc=f"embed {label}", unit="text", delay=2, disable=not self.show_progress)
+        while start < len(inputs) or not parts:
+            piece = inputs[start : start + batch_size * ENCODE_SLICE_BATCHES]
             calls += 1
             try:
                 vectors = model.encode(
-                    inputs,
+                    piece,
                     batch_size=batch_size,
                     convert_to_numpy=True,
                     normalize_embeddings=False,
-                    show_progress_bar=self.show_progress,
+                    show_progress_bar=False,
                 )
-                return np.asarray(vectors, dtype=np.float32), calls
             except RuntimeError as exc:
                 if "out of memory" not in str(exc).lower() or batch_size == 1:
                     raise
@@ -493,6 +499,12 @@ class Embedder:
                 torch.cuda.empty_cache()
                 batch_size = max(1, batch_size // 2)
                 self.batch_size = batch_size
+                continue
+            parts.append(np.asarray(vectors, dtype=np.float32))
+            start += len(piece)
+            bar.update(len(piece))
+        bar.close()
+        return np.concatenate(parts), calls
 
     def manifest(self) -> dict[str, Any]:
         """What identifies these embeddings in a run manifest."""

@@ -338,15 +338,17 @@ def _embed(
         embedder if isinstance(embedder, Embedder) else Embedder(embedder, device=device, cache_dir=cache_dir)
     )
     symmetric = model.query_prefix == model.passage_prefix
-    cap_q = model.embed_queries(prepared)
+    cap_q = model.embed_queries(prepared, label="captions")
     caption_stats = model.last_stats.as_dict()  # long-text figures of these captions, cached ones included
-    desc_p = model.embed_passages(gallery_texts)
+    desc_p = model.embed_passages(gallery_texts, label="descriptions")
     description_stats = model.last_stats.as_dict()
-    cap_p = cap_q if symmetric else model.embed_passages(prepared)
+    cap_p = cap_q if symmetric else model.embed_passages(prepared, label="captions")
     row_of = {image_id: row for row, image_id in enumerate(gallery_ids)}
     paired_rows = np.array([row_of[image_id] for image_id in query_ids], dtype=np.int64)
     desc_q = (
-        desc_p[paired_rows] if symmetric else model.embed_queries([gallery_texts[r] for r in paired_rows])
+        desc_p[paired_rows]
+        if symmetric
+        else model.embed_queries([gallery_texts[r] for r in paired_rows], label="descriptions")
     )
     vectors = {"cap_q": cap_q, "cap_p": cap_p, "desc_p": desc_p, "desc_q": desc_q, "paired_rows": paired_rows}
     return vectors, {"captions": caption_stats, "descriptions": description_stats}, model

@@ -155,3 +155,31 @@ def test_importing_the_package_loads_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_long_lists_are_encoded_in_slices_and_an_out_of_memory_slice_again_at_half_the_batch(
+    minilm: Embedder, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pancap_retrieval.retrieval.embedder as embedder_module
+
+    texts = [f"A photo of {n} red apples on a wooden table." for n in range(11)]
+    whole = minilm.embed_passages(texts)
+    sliced = Embedder("minilm", batch_size=2, show_progress=True)
+    monkeypatch.setattr(embedder_module, "ENCODE_SLICE_BATCHES", 2)
+    real_encode = sliced.model.encode
+    calls: list[tuple[int, int]] = []
+
+    def encode(inputs, batch_size, **kwargs):
+        calls.append((len(inputs), batch_size))
+        if len(calls) == 2:  # the second slice runs out of GPU memory once
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_encode(inputs, batch_size=batch_size, **kwargs)
+
+    sliced.model.encode = encode
+    vectors = sliced.embed_passages(texts, label="descriptions")
+    assert calls == [(4, 2), (4, 2), (2, 1), (2, 1), (2, 1), (1, 1)]
+    assert sliced.last_stats.encode_calls == 6 and sliced.batch_size == 1
+    np.testing.assert_allclose(vectors, whole, atol=1e-5)
+    sliced.model.encode = lambda inputs, **kwargs: (_ for _ in ()).throw(RuntimeError("CUDA error: device-side assert"))
+    with pytest.raises(RuntimeError, match="device-side"):
+        sliced.embed_passages(["A text not seen before."])
