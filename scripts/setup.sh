@@ -22,9 +22,12 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   gpu=1
 fi
 
-# pip install, printing what it installed and its errors rather than every line it reads
+# pip install, printing each requirement as pip takes it up, the install step, what it installed and its errors,
+# rather than every line it reads
 pip_install() {
-  "$py" -m pip install --progress-bar off "$@" 2>&1 | { grep -E "^(Successfully installed|ERROR)" || true; }
+  "$py" -m pip install --progress-bar off "$@" 2>&1 \
+    | { grep --line-buffered -E "^(Collecting|Installing collected packages|Successfully installed|ERROR)" || true; } \
+    | sed -u -E "s/^Collecting ([^ ]+).*/setup:   collecting \1/; s/^Installing collected packages: .*/setup:   installing the collected packages/"
 }
 
 if ! "$py" -c "import torch" 2>/dev/null; then
