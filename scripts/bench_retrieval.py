@@ -117,19 +117,65 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", help="comma-separated GALLERYxQUERIES (default: CPU sizes, + 1M on GPU)")
     parser.add_argument("--quick", action="store_true", help=f"only {QUICK_SIZES}")
-    parser.add_argument("--backends", default=",".join(BACKENDS))
-    parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--numpy-budget-gb", type=float, default=6.0)
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated, of " + ", ".join(BACKENDS))
+    parser.add_argument("--dim", type=int, default=384, help="vector dimension (MiniLM's by default)")
+    parser.add_argument("--k", type=int, default=10, help="neighbours per query")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random vectors")
+    parser.add_argument("--numpy-budget-gb", type=float, default=6.0, help="skip numpy where its matrices need more")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def measure_size(args: argparse.Namespace, backends: list[str], ng: int, nq: int, tmp: Path) -> dict[str, Any]:
+    """Every backend on one gallery x queries size, each in its own process; then how their top-k lists agree."""
+    entry: dict[str, Any] = {"gallery": ng, "queries": nq, "backends": {}}
+    ids: dict[str, np.ndarray] = {}
+    for backend in backends:
+        need_gb = ng * nq * 12 / 2**30
+        if backend == "numpy" and need_gb > args.numpy_budget_gb:
+            entry["backends"][backend] = {
+                "skipped": f"needs {need_gb:.1f} GB for the full score and argsort matrices "
+                f"> budget {args.numpy_budget_gb} GB"
+            }
+            continue
+        out = tmp / f"{backend}-{ng}-{nq}.npy"
+        entry["backends"][backend] = run_worker(args, backend, ng, nq, out)
+        if out.exists():
+            ids[backend] = np.load(out)
+        raw = out.with_suffix(".raw.npy")
+        if raw.exists() and out.exists():
+            entry["numpy_raw_rows_identical"] = float(np.mean(np.all(np.load(raw) == ids[backend], axis=1)))
+        print(f"{ng}x{nq} {backend}: {entry['backends'][backend]}", file=sys.stderr)
+    entry.update(agreement(ids, entry["backends"]))
+    return entry
+
+
+def agreement(ids: dict[str, np.ndarray], timed: dict[str, Any]) -> dict[str, Any]:
+    """Whether the backends' top-k lists are identical (all, and per pair of rows), and their time ratios."""
+    out: dict[str, Any] = {}
+    names = sorted(ids)
+    if len(names) > 1:
+        out["top_k_identical"] = all(np.array_equal(ids[names[0]], ids[b]) for b in names[1:])
+        out["rows_identical_fraction"] = {
+            f"{a}~{b}": float(np.mean(np.all(ids[a] == ids[b], axis=1)))
+            for i, a in enumerate(names)
+            for b in names[i + 1 :]
+        }
+    faiss_seconds = timed.get("faiss", {}).get("seconds")
+    if faiss_seconds and "seconds" in timed.get("numpy", {}):
+        out["numpy_over_faiss_speedup"] = round(timed["numpy"]["seconds"] / faiss_seconds, 2)
+    if faiss_seconds and "seconds" in timed.get("torch", {}):
+        out["torch_over_faiss_time_ratio"] = round(timed["torch"]["seconds"] / faiss_seconds, 2)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.worker:
         ((ng, nq),) = parse_sizes(args.sizes)
         print(json.dumps(worker(args.worker, ng, nq, args.dim, args.k, args.seed, Path(args.out))))
@@ -155,45 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory() as tmp:
         for ng, nq in parse_sizes(sizes_text):
-            entry: dict[str, Any] = {"gallery": ng, "queries": nq, "backends": {}}
-            ids: dict[str, np.ndarray] = {}
-            for backend in backends:
-                need_gb = ng * nq * 12 / 2**30
-                if backend == "numpy" and need_gb > args.numpy_budget_gb:
-                    entry["backends"][backend] = {
-                        "skipped": f"needs {need_gb:.1f} GB for the full score and argsort matrices "
-                        f"> budget {args.numpy_budget_gb} GB"
-                    }
-                    continue
-                out = Path(tmp) / f"{backend}-{ng}-{nq}.npy"
-                entry["backends"][backend] = run_worker(args, backend, ng, nq, out)
-                if out.exists():
-                    ids[backend] = np.load(out)
-                raw = out.with_suffix(".raw.npy")
-                if raw.exists() and out.exists():
-                    raw_ids = np.load(raw)
-                    entry["numpy_raw_rows_identical"] = float(
-                        np.mean(np.all(raw_ids == ids[backend], axis=1))
-                    )
-                print(f"{ng}x{nq} {backend}: {entry['backends'][backend]}", file=sys.stderr)
-            names = sorted(ids)
-            if len(names) > 1:
-                entry["top_k_identical"] = all(np.array_equal(ids[names[0]], ids[b]) for b in names[1:])
-                entry["rows_identical_fraction"] = {
-                    f"{a}~{b}": float(np.mean(np.all(ids[a] == ids[b], axis=1)))
-                    for i, a in enumerate(names)
-                    for b in names[i + 1 :]
-                }
-            timed = entry["backends"]
-            if "seconds" in timed.get("faiss", {}) and "seconds" in timed.get("numpy", {}):
-                entry["numpy_over_faiss_speedup"] = round(
-                    timed["numpy"]["seconds"] / timed["faiss"]["seconds"], 2
-                )
-            if "seconds" in timed.get("faiss", {}) and "seconds" in timed.get("torch", {}):
-                entry["torch_over_faiss_time_ratio"] = round(
-                    timed["torch"]["seconds"] / timed["faiss"]["seconds"], 2
-                )
-            report["results"].append(entry)
+            report["results"].append(measure_size(args, backends, ng, nq, Path(tmp)))
     target = next((r for r in report["results"] if (r["gallery"], r["queries"]) == (20000, 20000)), None)
     if target is not None and "numpy_over_faiss_speedup" in target:
         report["target_20k_x_20k"] = {
