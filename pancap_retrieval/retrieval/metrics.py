@@ -67,22 +67,39 @@ def positive_ranks(
     s_pos = canonical_scores(q, g[pos])
     ranks = np.empty(q.shape[0], dtype=np.int64)
     step = chunk_rows(g.shape[0], 16, chunk_bytes)  # float32 block + float64 temporaries
+    # near ties are rescored in float64 in slices: each holds a float32 and a float64 copy of both rows
+    pair_step = chunk_rows(q.shape[1], 2 * (4 + 8), chunk_bytes)
     scorer = _Scorer(g, device)
     for start in range(0, q.shape[0], step):
         stop = min(start + step, q.shape[0])
         above, rows, cols = scorer.counts(q[start:stop], s_pos[start:stop], tol)
-        rows_abs = rows + start
-        canon = canonical_scores(q[rows_abs], g[cols])
-        target = s_pos[rows_abs]
-        other = cols != pos[rows_abs]
-        before = canon > target
-        if tie_rule == "pessimistic":
-            before |= (canon == target) & other
-        else:
-            before |= (canon == target) & (cols < pos[rows_abs])
-        extra = np.bincount(rows, weights=before, minlength=stop - start).astype(np.int64)
+        extra = np.zeros(stop - start, dtype=np.int64)
+        for first in range(0, len(rows), pair_step):
+            tied_rows, tied_cols = rows[first : first + pair_step], cols[first : first + pair_step]
+            before = _ranked_before(q, g, pos, s_pos, tied_rows + start, tied_cols, tie_rule)
+            extra += np.bincount(tied_rows, weights=before, minlength=stop - start).astype(np.int64)
         ranks[start:stop] = 1 + above + extra
     return ranks
+
+
+def _ranked_before(
+    q: np.ndarray,
+    g: np.ndarray,
+    pos: np.ndarray,
+    s_pos: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    tie_rule: TieRule,
+) -> np.ndarray:
+    """Whether gallery row ``cols[i]``, within float32 error of query ``rows[i]``'s positive, ranks before it."""
+    canon = canonical_scores(q[rows], g[cols])
+    target = s_pos[rows]
+    before = canon > target
+    if tie_rule == "pessimistic":
+        before |= (canon == target) & (cols != pos[rows])
+    else:
+        before |= (canon == target) & (cols < pos[rows])
+    return before
 
 
 class _Scorer:

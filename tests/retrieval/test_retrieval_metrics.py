@@ -44,6 +44,21 @@ def test_constant_scorer_gets_the_worst_rank_not_the_best() -> None:
     assert metrics["median_rank"] == 50.0
 
 
+def test_memory_stays_within_the_chunk_when_every_score_is_a_near_tie() -> None:
+    import tracemalloc
+
+    n, dim = 600, 256  # 360,000 near ties: rescoring them all at once would take about 400 MB here
+    same = np.ones((n, dim), dtype=np.float32) / 16
+    tracemalloc.start()
+    try:
+        ranks = positive_ranks(same, same, (np.arange(n) + 1) % n, chunk_bytes=1 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ranks.tolist() == [n] * n
+    assert peak < 16 << 20, f"peak {peak >> 20} MB"
+
+
 @pytest.mark.parametrize("rule", ["pessimistic", "index"])
 def test_ranks_match_brute_force_with_ties(small_integer_vectors, rule: str) -> None:
     queries, gallery, positives = small_integer_vectors
