@@ -134,3 +134,11 @@ def test_small_run_reports_stages_memory_and_a_fast_rerun(tmp_path):
     assert all(row.get("done", 0) == 0 for row in rerun["stages"])  # everything reused
     assert rerun["seconds"] < 0.5 * first["seconds"] and size["rerun_over_first"] < 0.5
     assert size["rerun_same_results"] is True
+
+
+def test_readme_table_is_the_one_printed_from_the_measured_json(scale_check):
+    root = SCRIPT.parents[1]
+    measured = json.loads((root / "scripts" / "measured" / "scale_check.json").read_text())
+    assert [size["n"] for size in measured["sizes"]] == [500, 2000, 5000]
+    assert all(size["first"]["returncode"] == 0 and size["rerun_same_results"] for size in measured["sizes"])
+    assert scale_check.markdown_table(measured) in (root / "README.md").read_text()
