@@ -40,6 +40,14 @@ _SPLIT = click.option(
     default=None,
     help="split (default: the dataset's own: test for docci, sample, sapancap; train for imagefolder)",
 )
+_DATASET = click.option("--dataset", required=True, help=DATASET_SPEC_HELP)
+_CAPTIONS = click.option(
+    "--captions",
+    "captions",
+    multiple=True,
+    required=True,
+    help="a captions file, or a captioner name whose store is in --out (repeatable)",
+)
 _LIMIT = click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N images")
 _RUN_OUT = click.option(
     "--out",
@@ -248,7 +256,7 @@ def captions_import(
 @cli.command("caption")
 @click.option("--captioner", required=True, help="registry name (`pancap list captioners`)")
 @click.option("--model", default=None, help="hub id or local directory of the weights")
-@click.option("--dataset", required=True, help=DATASET_SPEC_HELP)
+@_DATASET
 @_SPLIT
 @_LIMIT
 @_RUN_OUT
@@ -330,16 +338,10 @@ def convert_llava_command(src: str, lora: str | None, vision_tower: str | None, 
 
 
 @cli.command("retrieve")
-@click.option("--dataset", required=True, help=DATASET_SPEC_HELP)
+@_DATASET
 @_SPLIT
 @_LIMIT
-@click.option(
-    "--captions",
-    "captions",
-    multiple=True,
-    required=True,
-    help="a captions file, or a captioner name whose store is in --out (repeatable)",
-)
+@_CAPTIONS
 @click.option(
     "--embedder", default="minilm", show_default=True, help="text embedder (`pancap list embedders`)"
 )
@@ -441,16 +443,10 @@ def leaderboard(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 @cli.command("reconstruct")
 @click.option("--redrawer", default="sketch", show_default=True, help="sketch | gligen | text2image")
 @click.option("--model", default=None, help="hub id or local directory of the pipeline")
-@click.option("--dataset", required=True, help=DATASET_SPEC_HELP)
+@_DATASET
 @_SPLIT
 @_LIMIT
-@click.option(
-    "--captions",
-    "captions",
-    multiple=True,
-    required=True,
-    help="a captions file, or a captioner name whose store is in --out (repeatable)",
-)
+@_CAPTIONS
 @_SEED
 @click.option(
     "--steps",
