@@ -478,31 +478,38 @@ def scale_check(sizes: list[int], workdir: Path, rerun: bool, seed: int, interva
     return result
 
 
+def _table_line(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     """The first runs of every size as a Markdown table: seconds per stage, then the whole run and the rerun."""
     sizes = [s for s in result["sizes"] if s["first"].get("stages")]
     growth = result.get("linearity", {}).get("stages", {})
     head = ["stage", *[f"N = {s['n']:,}" for s in sizes], "ms per image", "exponent (wall / CPU)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [_table_line(head), "|" + "---|" * len(head)]
 
     def row(name: str, cells: list[str]) -> None:
         fit = growth.get(name, {})
         per_image = " → ".join(f"{v:.0f}" for v in fit.get("ms_per_image", [])) or "-"
         pair = (fit.get("exponent"), fit.get("cpu_exponent"))
         exponents = " / ".join("-" if v is None else f"{v:.2f}" for v in pair) if fit else "-"
-        lines.append("| " + " | ".join([name, *cells, per_image, exponents]) + " |")
+        lines.append(_table_line([name, *cells, per_image, exponents]))
 
     for stage in [r["stage"] for r in sizes[0]["first"]["stages"]] if sizes else []:
         cells = [next((f"{r['seconds']:.1f} s" for r in s["first"]["stages"] if r["stage"] == stage), "-")
                  for s in sizes]  # fmt: skip
         row(stage, cells)
     row("whole run", [f"{s['first']['seconds']:.0f} s" for s in sizes])
-    lines.append("| " + " | ".join(["CPU seconds", *[f"{s['first']['cpu_seconds']:.0f}" for s in sizes], "", ""]) + " |")
-    lines.append("| " + " | ".join(["images/s", *[f"{s['first']['images_per_s']:.2f}" for s in sizes], "", ""]) + " |")
-    lines.append("| " + " | ".join(["peak RSS", *[f"{s['first']['peak_rss_mb']:,.0f} MB" for s in sizes], "", ""]) + " |")
     reruns = [f"{s['rerun']['seconds']:.1f} s ({100 * s['rerun_over_first']:.1f}%)" if "rerun_over_first" in s else "-"
               for s in sizes]  # fmt: skip
-    lines.append("| " + " | ".join(["rerun (share of the first run)", *reruns, "", ""]) + " |")
+    totals = {
+        "CPU seconds": [f"{s['first']['cpu_seconds']:.0f}" for s in sizes],
+        "images/s": [f"{s['first']['images_per_s']:.2f}" for s in sizes],
+        "peak RSS": [f"{s['first']['peak_rss_mb']:,.0f} MB" for s in sizes],
+        "rerun (share of the first run)": reruns,
+    }
+    lines.extend(_table_line([name, *cells, "", ""]) for name, cells in totals.items())
     return "\n".join(lines)
 
 
