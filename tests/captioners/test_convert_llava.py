@@ -296,11 +296,11 @@ def test_sentencepiece_tokenizer_gives_the_original_llava_prompt_ids(original, t
     tokenizes the text around ``<image>`` separately with sentencepiece."""
     from transformers import AutoProcessor
 
-    from pancap_retrieval.captioners.convert import VICUNA_SYSTEM, vicuna_prompt
+    from pancap_retrieval.captioners.conversation import VICUNA_V1
     from pancap_retrieval.captioners.pancapchain import STAGE_PROMPTS, PancapChainCaptioner
 
     sp, proto = _sentencepiece_model(
-        [VICUNA_SYSTEM, *STAGE_PROMPTS.values(), "USER: ASSISTANT: dog <box>[[12, 340, 560, 789]]</box>.\n"] * 3
+        [VICUNA_V1.system, *STAGE_PROMPTS.values(), "USER: ASSISTANT: dog <box>[[12, 340, 560, 789]]</box>.\n"] * 3
     )
     src = tmp_path / "spm"
     src.mkdir()
@@ -334,7 +334,7 @@ def test_sentencepiece_tokenizer_gives_the_original_llava_prompt_ids(original, t
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
     assert image_id == sp.vocab_size()
     question = STAGE_PROMPTS["stage2"].format(previous="<box>[[12, 340, 560, 789]]</box>, <box>[[1, 2, 3, 4]]</box>")
-    before, after = vicuna_prompt(question).split("<image>")
+    before, after = VICUNA_V1.prompt(question).split("<image>")
     expected = [1, *sp.encode(before), image_id, *sp.encode(after)]
     assert sp.id_to_piece(expected[expected.index(image_id) + 1 : expected.index(image_id) + 3]) == ["▁", "<0x0A>"]
 
@@ -342,7 +342,7 @@ def test_sentencepiece_tokenizer_gives_the_original_llava_prompt_ids(original, t
         return [t for i, t in enumerate(ids) if t != image_id or ids[i - 1] != image_id]
 
     photo = Image.new("RGB", (40, 30), (120, 80, 40))
-    whole = processor(images=[photo], text=[vicuna_prompt(question)], return_tensors="pt")["input_ids"][0]
+    whole = processor(images=[photo], text=[VICUNA_V1.prompt(question)], return_tensors="pt")["input_ids"][0]
     assert collapsed(whole.tolist()) == expected
     captioner = PancapChainCaptioner(model=str(out), max_new_tokens=2)
     chained = captioner.encode(question, captioner._pixels(Example("p", photo, 40, 30)))["input_ids"][0]
