@@ -286,10 +286,10 @@ def convert_llava(
     text_config.vocab_size = vocab
     clip_source = vision_tower or original.get("mm_vision_tower")
     bundled = original.get("delay_load_vision_tower", True) is False
-    clip_dir, vision_config, vision_state, tower_weights = _vision_tower(
-        state, str(clip_source), source_dtype, bundled
-    )
-    out_state = _llava_state(state, text_state, vision_state, vocab, target_dtype)
+    clip_dir, vision_config, vision_state, tower_weights = _vision_tower(state, str(clip_source), bundled)
+    # A CLIP tower keeps its own float32 unless a dtype was asked: loaded in fp16 it is then the released one.
+    tower_dtype = torch.float32 if tower_weights == "clip" and not dtype else target_dtype
+    out_state = _llava_state(state, text_state, vision_state, vocab, (target_dtype, tower_dtype))
 
     config = _llava_config(original, text_config, vision_config, tokenizer, state, target_dtype)
     processor = _llava_processor(original, clip_dir, vision_config, tokenizer, config, chat.chat_template())
@@ -363,13 +363,12 @@ def _language_model(
     return text_state, text_config
 
 
-def _vision_tower(
-    state: dict[str, Any], clip_source: str, source_dtype: Any, bundled: bool
-) -> tuple[Path, Any, dict[str, Any], str]:
+def _vision_tower(state: dict[str, Any], clip_source: str, bundled: bool) -> tuple[Path, Any, dict[str, Any], str]:
     """The CLIP folder, its vision config, the tower's weights and where they came from (``"clip"`` or
     ``"bundled"``). As the released loader does: the CLIP model's weights, unless the config sets
     ``delay_load_vision_tower: false`` (``bundled``) and the checkpoint holds tower weights, which then replace them.
     """
+    import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     clip_dir = model_dir(clip_source, what="vision tower")
@@ -379,7 +378,7 @@ def _vision_tower(
     if bundled and vision_state:
         return clip_dir, vision_config, vision_state, "bundled"
     try:
-        vision_state = CLIPVisionModel.from_pretrained(str(clip_dir), dtype=source_dtype).state_dict()
+        vision_state = CLIPVisionModel.from_pretrained(str(clip_dir), dtype=torch.float32).state_dict()
     except Exception as exc:
         raise ModelLoadError(
             f"cannot load the vision tower {clip_source!r}: {type(exc).__name__}: {exc}"
@@ -392,9 +391,10 @@ def _llava_state(
     text_state: dict[str, Any],
     vision_state: dict[str, Any],
     vocab: int,
-    target_dtype: Any,
+    dtypes: tuple[Any, Any],
 ) -> dict[str, Any]:
-    """The weights under ``LlavaForConditionalGeneration``'s names, embedding rows added up to ``vocab``."""
+    """The weights under ``LlavaForConditionalGeneration``'s names, embedding rows added up to ``vocab``, in
+    ``dtypes`` (the vision tower's second)."""
     import torch
 
     out_state: dict[str, Any] = {}
@@ -417,7 +417,8 @@ def _llava_state(
         if weight.shape[0] < vocab:  # new rows (the <image> token): the mean row; generation suppresses them
             extra = weight.float().mean(0, keepdim=True).expand(vocab - weight.shape[0], -1).to(weight.dtype)
             out_state[key] = torch.cat([weight, extra], dim=0)
-    return {k: v.to(target_dtype).contiguous() for k, v in out_state.items()}
+    tower = "model.vision_tower."
+    return {k: v.to(dtypes[k.startswith(tower)]).contiguous() for k, v in out_state.items()}
 
 
 def _llava_config(

@@ -365,15 +365,15 @@ def test_sentencepiece_tokenizer_gives_the_original_llava_prompt_ids(original, t
 
 def test_vision_tower_weights_come_from_where_the_released_loader_takes_them(original, tmp_path):
     """The released builder delays the tower (``delay_load_vision_tower`` defaults to true): tower weights in the
-    checkpoint are skipped and the CLIP model named in ``mm_vision_tower`` is loaded. With the key set to false the
-    checkpoint's own tower weights load over it."""
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    checkpoint are skipped and the CLIP model named in ``mm_vision_tower`` is loaded, in its own float32 (cast to
+    fp16 at inference). With the key set to false the checkpoint's own tower weights load over it."""
+    from transformers import AutoProcessor
 
     src = tmp_path / "retuned"
     shutil.copytree(original["root"] / "bundled", src)
-    state = load_file(str(src / "model.safetensors"))
     key = "model.vision_tower.vision_tower.vision_model.embeddings.patch_embedding.weight"
-    state[key] = state[key] + 0.5  # a tower that differs from the CLIP model's
+    state = {k: v.to(torch.bfloat16) for k, v in load_file(str(src / "model.safetensors")).items()}
+    state[key] = state[key] + 0.5  # a bf16 checkpoint whose tower differs from the CLIP model's
     save_file(state, str(src / "model.safetensors"))
     config = json.loads((src / "config.json").read_text())
     clip = next(v for k, v in original["vision"].items() if k.endswith("embeddings.patch_embedding.weight"))
@@ -381,8 +381,9 @@ def test_vision_tower_weights_come_from_where_the_released_loader_takes_them(ori
         if delay is not None:
             (src / "config.json").write_text(json.dumps({**config, "delay_load_vision_tower": delay}))
         out = convert_llava(src, tmp_path / f"hf_{weights}", template="llava_v1")
-        converted = LlavaForConditionalGeneration.from_pretrained(out).model.vision_tower
-        torch.testing.assert_close(converted.embeddings.patch_embedding.weight, expected, rtol=0, atol=0)
+        saved = load_file(str(out / "model.safetensors"))
+        torch.testing.assert_close(saved["model.vision_tower.embeddings.patch_embedding.weight"], expected, rtol=0, atol=0)
+        assert saved["lm_head.weight"].dtype == torch.bfloat16
         record = json.loads((out / "pancap_conversion.json").read_text())
         assert (record["vision_tower_weights"], record["conversation"]) == (weights, "llava_v1")
         assert AutoProcessor.from_pretrained(out).chat_template == LLAVA_V1.chat_template()
