@@ -499,6 +499,7 @@ def test_robust_handoff_equals_released_on_answers_in_the_trained_format():
 # ------------------------------------------------------------------ the whole loop on a tiny model
 
 
+@pytest.mark.slow
 def test_chain_equals_the_released_loop_token_for_token(loaded, examples):
     """Four images batched three and one with the shared prefix give the tokens and prompts of the released loop,
     image by image: free generation in every stage, then off-format answers forced into stages 1 to 3."""
@@ -535,6 +536,7 @@ def _forced_chain_equals_released(loaded, examples: list[Example], static_cache:
     assert all(r["stage4"]["tokens"] for r in expected)  # stage 4 generated after each hand-off
 
 
+@pytest.mark.slow
 def test_a_prompt_over_the_cap_is_cut_as_the_released_model_cuts_it(tiny_llava, examples, tmp_path):
     """tokenizer_model_max_length set in config.json: a prompt over it keeps its first that many positions (system
     prompt, image features, the start of the question and hand-off), then generation goes on from there."""
@@ -574,6 +576,7 @@ def test_a_cap_that_leaves_no_room_for_a_question_is_refused(tiny_llava):
         PancapChainCaptioner(loaded=(model, processor))
 
 
+@pytest.mark.slow
 def test_robust_option_through_the_registry(tiny_llava, loaded, examples):
     forced = _forced_ids(loaded[1].tokenizer, EDGE_ANSWERS)
     runs = {}
