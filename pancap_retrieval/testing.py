@@ -14,12 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pancap_retrieval.captioners.convert import (
-    IMAGE_TOKEN,
-    VICUNA_CHAT_TEMPLATE,
-    VICUNA_SYSTEM,
-    llava_image_processor,
-)
+from pancap_retrieval.captioners.conversation import IMAGE_TOKEN, VICUNA_V1
+from pancap_retrieval.captioners.convert import llava_image_processor
 
 # ------------------------------------------------------------------------------------------- tokenizers
 
@@ -175,7 +171,7 @@ def random_llava(
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(LLAVA_PRESETS)}")
     spec = LLAVA_PRESETS[preset]
     words = corpus or [
-        VICUNA_SYSTEM,
+        VICUNA_V1.system,
         "USER: ASSISTANT: dog <box>[[12, 340, 560, 789]]</box>, a cat on a mat.",
     ]
     tokenizer = synthetic_tokenizer(words)
@@ -205,7 +201,7 @@ def random_llava(
         patch_size=vision_config.patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
-        chat_template=VICUNA_CHAT_TEMPLATE,
+        chat_template=VICUNA_V1.chat_template(),
     )
     return model.eval(), processor
 

@@ -23,45 +23,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pancap_retrieval.captioners.conversation import IMAGE_TOKEN, VICUNA_V1, conversation
 from pancap_retrieval.errors import ModelLoadError
 from pancap_retrieval.loading import choose_dtype, model_dir
 
 log = logging.getLogger(__name__)
 
-IMAGE_TOKEN = "<image>"
-VICUNA_SYSTEM = (
-    "A chat between a curious human and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the human's questions."
-)
-# LLaVA's vicuna_v1 conversation (sep " ", sep2 "</s>") as a chat template, the image before the text of a turn.
-VICUNA_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first %}" + VICUNA_SYSTEM + " {% endif %}"
-    "{% if message['role'] == 'user' %}USER: "
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
-    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}"
-    "{% endif %} "
-    "{% elif message['role'] == 'assistant' %}ASSISTANT: "
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}"
-    "{% endif %}</s>"
-    "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-)
-
-
-def vicuna_prompt(question: str) -> str:
-    """LLaVA's vicuna_v1 prompt for one image turn.
-
-    >>> vicuna_prompt("Hi?").endswith("questions. USER: <image>\\nHi? ASSISTANT:")
-    True
-    """
-    return f"{VICUNA_SYSTEM} USER: {IMAGE_TOKEN}\n{question} ASSISTANT:"
-
-
 # A vicuna_v1 turn with an image, as every LLaVA prompt has one.
-TOKENIZATION_PROBE = vicuna_prompt("Please localize all entities in this image.")
+TOKENIZATION_PROBE = VICUNA_V1.prompt("Please localize all entities in this image.")
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -289,17 +258,22 @@ def convert_llava(
     lora: str | Path | None = None,
     vision_tower: str | Path | None = None,
     dtype: str | None = None,
+    *,
+    template: str = VICUNA_V1.name,
 ) -> Path:
     """Convert an original LLaVA-format checkpoint (and an optional LoRA on it) into a transformers directory.
 
     ``src``: the base checkpoint (hub id or dir, e.g. ASMv2-13B); ``lora``: a peft adapter dir trained on it
-    (PancapChain); ``vision_tower``: the CLIP model (hub id or dir) when not the config's ``mm_vision_tower``.
+    (PancapChain); ``vision_tower``: the CLIP model (hub id or dir) when not the config's ``mm_vision_tower``;
+    ``template``: the conversation the checkpoint was trained with (:mod:`~pancap_retrieval.captioners.conversation`:
+    ``vicuna_v1`` for PancapChain, ASMv2, ShareGPT4V and LLaVA-1.5), the processor's chat template.
     Returns ``out``, loadable with ``LlavaForConditionalGeneration.from_pretrained`` and ``AutoProcessor``.
     Stages: read and check the source, the tokenizer (its ``<image>`` token decides the vocabulary), the language
     model (LoRA merged), the vision tower, the renamed state, config and processor, then everything saved.
     """
     import torch
 
+    chat = conversation(template)
     src_dir, original, lora_dir = _source(src, lora, vision_tower)
     state = _source_state(src_dir, lora_dir)
     source_dtype = state["model.embed_tokens.weight"].dtype
@@ -311,15 +285,21 @@ def convert_llava(
     text_state, text_config = _language_model(state, original, old_vocab, lora_dir)
     text_config.vocab_size = vocab
     clip_source = vision_tower or original.get("mm_vision_tower")
-    clip_dir, vision_config, vision_state = _vision_tower(state, str(clip_source), source_dtype)
-    out_state = _llava_state(state, text_state, vision_state, vocab, target_dtype)
+    bundled = original.get("delay_load_vision_tower", True) is False
+    clip_dir, vision_config, vision_state, tower_weights = _vision_tower(state, str(clip_source), bundled)
+    # A CLIP tower keeps its own float32 unless a dtype was asked: loaded in fp16 it is then the released one.
+    tower_dtype = torch.float32 if tower_weights == "clip" and not dtype else target_dtype
+    out_state = _llava_state(state, text_state, vision_state, vocab, (target_dtype, tower_dtype))
 
     config = _llava_config(original, text_config, vision_config, tokenizer, state, target_dtype)
-    processor = _llava_processor(original, clip_dir, vision_config, tokenizer, config)
+    processor = _llava_processor(original, clip_dir, vision_config, tokenizer, config, chat.chat_template())
     record = {
         "source": str(src),
         "lora": str(lora) if lora else None,
         "vision_tower": str(clip_source),
+        "vision_tower_weights": tower_weights,
+        "conversation": chat.name,
+        "tokenizer_model_max_length": config.tokenizer_model_max_length,
         "image_aspect_ratio": original.get("image_aspect_ratio"),
         "image_token_id": config.image_token_index,
         "prompt_tokenization_matches_llava": tokenization_matches,
@@ -343,8 +323,11 @@ def _source(
         raise ModelLoadError(
             f"{src_dir}/config.json has no mm_vision_tower: not an original LLaVA checkpoint"
         )
-    _check_supported(original)
     lora_dir = model_dir(lora, "adapter_config.json", what="LoRA adapter") if lora else None
+    if lora_dir is not None and (lora_dir / "config.json").is_file():
+        # The released loader builds a LoRA's model from the config saved with the LoRA, not the base's.
+        original = {**original, **read_json(lora_dir / "config.json")}
+    _check_supported(original)
     return src_dir, original, lora_dir
 
 
@@ -380,27 +363,27 @@ def _language_model(
     return text_state, text_config
 
 
-def _vision_tower(state: dict[str, Any], clip_source: str, source_dtype: Any) -> tuple[Path, Any, dict[str, Any]]:
-    """The CLIP folder, its vision config and weights: those bundled in the checkpoint, else the CLIP model's."""
-    from transformers import CLIPVisionConfig
+def _vision_tower(state: dict[str, Any], clip_source: str, bundled: bool) -> tuple[Path, Any, dict[str, Any], str]:
+    """The CLIP folder, its vision config, the tower's weights and where they came from (``"clip"`` or
+    ``"bundled"``). As the released loader does: the CLIP model's weights, unless the config sets
+    ``delay_load_vision_tower: false`` (``bundled``) and the checkpoint holds tower weights, which then replace them.
+    """
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel
 
     clip_dir = model_dir(clip_source, what="vision tower")
     vision_config = CLIPVisionConfig.from_pretrained(str(clip_dir))
-    vision_state = {
-        k.removeprefix("model.vision_tower.vision_tower."): v
-        for k, v in state.items()
-        if k.startswith("model.vision_tower.vision_tower.")
-    }
-    if not vision_state:
-        from transformers import CLIPVisionModel
-
-        try:
-            vision_state = CLIPVisionModel.from_pretrained(str(clip_dir), dtype=source_dtype).state_dict()
-        except Exception as exc:
-            raise ModelLoadError(
-                f"cannot load the vision tower {clip_source!r}: {type(exc).__name__}: {exc}"
-            ) from None
-    return clip_dir, vision_config, vision_state
+    prefix = "model.vision_tower.vision_tower."
+    vision_state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    if bundled and vision_state:
+        return clip_dir, vision_config, vision_state, "bundled"
+    try:
+        vision_state = CLIPVisionModel.from_pretrained(str(clip_dir), dtype=torch.float32).state_dict()
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot load the vision tower {clip_source!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    return clip_dir, vision_config, vision_state, "clip"
 
 
 def _llava_state(
@@ -408,9 +391,10 @@ def _llava_state(
     text_state: dict[str, Any],
     vision_state: dict[str, Any],
     vocab: int,
-    target_dtype: Any,
+    dtypes: tuple[Any, Any],
 ) -> dict[str, Any]:
-    """The weights under ``LlavaForConditionalGeneration``'s names, embedding rows added up to ``vocab``."""
+    """The weights under ``LlavaForConditionalGeneration``'s names, embedding rows added up to ``vocab``, in
+    ``dtypes`` (the vision tower's second)."""
     import torch
 
     out_state: dict[str, Any] = {}
@@ -433,7 +417,8 @@ def _llava_state(
         if weight.shape[0] < vocab:  # new rows (the <image> token): the mean row; generation suppresses them
             extra = weight.float().mean(0, keepdim=True).expand(vocab - weight.shape[0], -1).to(weight.dtype)
             out_state[key] = torch.cat([weight, extra], dim=0)
-    return {k: v.to(target_dtype).contiguous() for k, v in out_state.items()}
+    tower = "model.vision_tower."
+    return {k: v.to(dtypes[k.startswith(tower)]).contiguous() for k, v in out_state.items()}
 
 
 def _llava_config(
@@ -461,13 +446,15 @@ def _llava_config(
     )
     config.architectures = ["LlavaForConditionalGeneration"]
     config.dtype = str(target_dtype).removeprefix("torch.")
+    # The released model cuts every prompt (image features spliced in) to this many positions; kept for the same cut.
+    config.tokenizer_model_max_length = original.get("tokenizer_model_max_length")
     return config
 
 
 def _llava_processor(
-    original: dict[str, Any], clip_dir: Path, vision_config: Any, tokenizer: Any, config: Any
+    original: dict[str, Any], clip_dir: Path, vision_config: Any, tokenizer: Any, config: Any, chat_template: str
 ) -> Any:
-    """The ``LlavaProcessor``: CLIP preprocessing (padded to a square when trained so), vicuna_v1 template."""
+    """The ``LlavaProcessor``: CLIP preprocessing (padded to a square when trained so) and the chat template."""
     from transformers import LlavaProcessor
 
     image_processor = llava_image_processor(
@@ -479,7 +466,7 @@ def _llava_processor(
         patch_size=vision_config.patch_size,
         vision_feature_select_strategy=config.vision_feature_select_strategy,
         num_additional_image_tokens=1,
-        chat_template=VICUNA_CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
 
 

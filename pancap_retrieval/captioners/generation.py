@@ -1,9 +1,10 @@
 """The batched generation engine shared by the model captioners: loading, device/dtype, batching, OOM back-off.
 
 Every model path takes a hub id or a local directory and goes through ``from_pretrained``. Generation is greedy
-and batched across images with left padding; on a GPU it runs in bf16 with SDPA attention and, when asked, with a
-static KV cache (which transformers compiles on CUDA). A prompt prefix that several prompts share (an image and the
-system prompt, in every stage of a chain) can be prefilled once and its key/values reused
+and batched across images with left padding; on a GPU it runs in the captioner's dtype (bf16, fp16 for PancapChain)
+with SDPA attention and, when asked, with a static KV cache (which transformers compiles on CUDA). A prompt prefix
+that several prompts share (an image and the system prompt, in every stage of a chain) can be prefilled once and its
+key/values reused
 (:mod:`pancap_retrieval.captioners.decoding`). The first batch size is the largest whose KV cache fits the free GPU
 memory; a batch that runs out of memory is halved and retried; the smallest batch size that worked is recorded.
 """

@@ -1,17 +1,20 @@
 """PancapChain: the paper's four-stage panoptic captioning chain on a LLaVA checkpoint (ASMv2-13B + LoRA).
 
-Each stage is one greedy generation on the same image, in LLaVA's vicuna_v1 conversation with ``<image>\\n``
-before the question, with the prompts the released checkpoint was trained on:
+By default the chain is the released inference procedure (Visual-AI/Pancap,
+``llava/eval/model_vqa_loader_pancapchain.py`` run with ``--conv-mode vicuna_v1 --temperature 0``). Each stage is one
+greedy generation on the same image, in the vicuna_v1 conversation with ``<image>\\n`` before the question:
 
 1. localize every entity -> ``<box>[[x1, y1, x2, y2]]</box>, ...``
 2. tag the stage-1 boxes -> ``dog <box>[[...]]</box>, ...``
-3. name entities missing from stage 2 (an answer starting with "None" adds nothing); merged with stage 2,
-   duplicates dropped
-4. a hyper-detailed description based on the merged boxes and tags: the caption.
+3. name entities missing from stage 2
+4. a hyper-detailed description based on the stage 2 and 3 entities: the caption.
 
-Boxes are ASMv2 integers in 0..1000 of the image padded to a square (see :mod:`pancap_retrieval.captions.boxes`);
-the converted checkpoint's processor pads the same way. A truncated stage output loses only its broken box: the
-next stage is prompted with the valid items, re-written in ASMv2 form. Each stage runs batched across images.
+Between stages the released string rules hand the answers on (:func:`released_boxes`, :func:`released_pairs`,
+:func:`released_merge`): box integers pass through as generated. ``handoff="robust"`` uses pancap's parser instead
+(:func:`robust_handoff`; README lists the differences). A prompt longer than the checkpoint's
+``tokenizer_model_max_length`` is cut to its first that many positions (image features counted), as the released
+model cuts it. Boxes are ASMv2 integers in 0..1000 of the image padded to a square (see
+:mod:`pancap_retrieval.captions.boxes`). Each stage runs batched across images.
 """
 
 from __future__ import annotations
@@ -19,15 +22,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pancap_retrieval.captioners.base import Captioner, Example
-from pancap_retrieval.captioners.convert import VICUNA_SYSTEM, llava_input_ids, vicuna_prompt
+from pancap_retrieval.captioners.conversation import VICUNA_V1
+from pancap_retrieval.captioners.convert import llava_input_ids
 from pancap_retrieval.captioners.generation import Generation, caption_generator, load_checkpoint, map_safely
-from pancap_retrieval.captions.boxes import format_box_group
+from pancap_retrieval.captions.boxes import Box, format_box_group, to_normalised
 from pancap_retrieval.captions.model import Entity, format_entities, parse_caption
 from pancap_retrieval.captions.store import CaptionRecord
-from pancap_retrieval.errors import ModelLoadError
+from pancap_retrieval.errors import ModelLoadError, OptionError
+from pancap_retrieval.loading import choose_device, choose_dtype
 
 STAGE_PROMPTS: dict[str, str] = {
     "stage1": "Please localize all entities in this image.",
@@ -38,31 +43,131 @@ STAGE_PROMPTS: dict[str, str] = {
     "locations, attributes, and relationships, as well as the global image status, based on boxes and tags: "
     "{previous}",
 }
-CONVERSATION = "vicuna_v1"
+# The conversation every stage runs in: the released scripts' --conv-mode.
+CONVERSATION = VICUNA_V1
+HANDOFFS = ("released", "robust")
 # Row controls for one stage of one example: (stage, example index) -> item keys (see ``run_chain``).
 Options = Callable[[str, int], dict[str, Any]] | None
+Pair = tuple[str, tuple[int, ...]]
 
 
-def box_list(text: str, width: int, height: int) -> tuple[str, int]:
-    """Stage-1 output reduced to its valid boxes in ASMv2 form, repeats removed as the released chain does, and
-    the number of broken items dropped.
+# ----------------------------------------------------------------------- the released hand-off
+
+
+def released_items(text: str) -> list[str]:
+    """A stage answer cut into items as the released code cuts it: at each ``"</box>, "``, with every
+    ``"</box>"`` of the last item removed.
+
+    >>> released_items("a <box>[[1, 2, 3, 4]]</box>, b <box>[[5, 6, 7, 8]]</box>")
+    ['a <box>[[1, 2, 3, 4]]', 'b <box>[[5, 6, 7, 8]]']
+    """
+    *items, last = text.split("</box>, ")
+    return [*items, last.replace("</box>", "")]
+
+
+def released_quad(text: str) -> tuple[int, ...]:
+    """``[[x1, y1, x2, y2]]`` as the released code reads it: brackets stripped from both ends, split at ``", "``,
+    each part through ``int``; a ValueError unless that gives exactly four integers."""
+    numbers = tuple(int(part) for part in text.lstrip("[").rstrip("]").split(", "))
+    if len(numbers) != 4:
+        raise ValueError(f"{len(numbers)} numbers instead of 4")
+    return numbers
+
+
+def released_boxes(stage1: str) -> str:
+    """The stage-2 prompt's box list from the stage-1 answer (the released ``deduplicate_box``): the boxes up to
+    the first item that is not one box of four integers, exact repeats dropped, integers as generated.
+
+    >>> released_boxes("<box>[[1, 2, 3, 4]]</box>, <box>[[1, 2, 3, 4]]</box>, <box>[[0, 0, 1000, 9]]</box>, "
+    ...                "<box>[[5, 5, 6, 6]], [[7, 7, 8, 8]]</box>, <box>[[1, 1, 2, 2]]</box>")
+    '<box>[[1, 2, 3, 4]]</box>, <box>[[0, 0, 1000, 9]]</box>'
+    """
+    boxes: list[tuple[int, ...]] = []
+    for item in released_items(stage1):
+        try:
+            box = released_quad(item.replace("<box>", ""))
+        except ValueError:
+            break
+        if box not in boxes:
+            boxes.append(box)
+    return ", ".join("<box>[[{}, {}, {}, {}]]</box>".format(*box) for box in boxes)
+
+
+def released_pairs(text: str, pairs: list[Pair] | None = None) -> list[Pair]:
+    """``pairs`` (a new list when None) extended with the (tag, box) items of a tag list, as the released
+    ``extract_boxtag`` reads them: the tag is the text before the first ``" <box>"``, the box what follows it;
+    reading stops at the first item without both, and an exact repeat of a (tag, box) already there is skipped.
+
+    >>> released_pairs("dog <box>[[1, 2, 3, 4]]</box>, dog <box>[[1, 2, 3, 4]]</box>, cat<box>[[5, 6, 7, 8]]</box>")
+    [('dog', (1, 2, 3, 4))]
+    """
+    pairs = [] if pairs is None else pairs
+    for item in released_items(text):
+        tag, *rest = item.split(" <box>")
+        try:
+            pair = (tag, released_quad(rest[0] if rest else ""))
+        except ValueError:
+            break
+        if pair not in pairs:
+            pairs.append(pair)
+    return pairs
+
+
+def format_pairs(pairs: list[Pair]) -> str:
+    """(tag, box) items as the released code writes them: ``tag <box>[[x1, y1, x2, y2]]</box>, ...``."""
+    return ", ".join("{} <box>[[{}, {}, {}, {}]]</box>".format(tag, *box) for tag, box in pairs)
+
+
+def released_merge(tagged: str, stage3: str) -> list[Pair]:
+    """The stage-4 items (the released ``merge_and_deduplicate``): those of the stage-3 prompt's tag list, then
+    the stage-3 answer's not already there, each text skipped when it starts with exactly ``"None"``.
+
+    >>> released_merge("dog <box>[[1, 2, 3, 4]]</box>", "none: Dog <box>[[1, 2, 3, 4]]</box>")
+    [('dog', (1, 2, 3, 4)), ('none: Dog', (1, 2, 3, 4))]
+    >>> released_merge("dog <box>[[1, 2, 3, 4]]</box>", "None. cat <box>[[5, 6, 7, 8]]</box>")
+    [('dog', (1, 2, 3, 4))]
+    """
+    pairs: list[Pair] = []
+    for text in (tagged, stage3):
+        if not text.startswith("None"):
+            released_pairs(text, pairs)
+    return pairs
+
+
+def released_handoff(stage: str, outputs: dict[str, str], width: int, height: int) -> tuple[str, list[Entity]]:
+    """The text the released chain puts into ``stage``'s prompt from the earlier answers in ``outputs``, and the
+    tagged entities it names (boxes normalised, not clamped: what the integers say)."""
+    if stage == "stage2":
+        return released_boxes(outputs["stage1"]), []
+    pairs = released_pairs(outputs["stage2"])
+    tagged = format_pairs(pairs)  # the released deduplicate_boxtag: stage 3's input, and stage 4's base
+    if stage == "stage4":
+        pairs = released_merge(tagged, outputs["stage3"])
+    entities = [Entity(tag, [Box(*to_normalised(list(box), "asmv2", width, height))]) for tag, box in pairs]
+    return format_pairs(pairs), entities
+
+
+# ----------------------------------------------------------------------- the robust hand-off
+
+
+def box_list(text: str, width: int, height: int) -> str:
+    """Stage-1 output reduced to its valid boxes in ASMv2 form (clamped to the image, repeats removed).
 
     >>> box_list("<box>[[0, 250, 500, 750]]</box>, <box>[[0, 250, 500, 750]]</box>, <box>[[10, 20", 200, 100)
-    ('<box>[[0, 250, 500, 750]]</box>', 1)
+    '<box>[[0, 250, 500, 750]]</box>'
     """
     caption = parse_caption(text, "asmv2", width, height)
     groups = [format_box_group(g.boxes, "asmv2", width, height) for g in caption.groups if g.boxes]
-    return ", ".join(dict.fromkeys(groups)), caption.malformed
+    return ", ".join(dict.fromkeys(groups))
 
 
-def tag_entities(text: str, width: int, height: int) -> tuple[list[Entity], int]:
+def tag_entities(text: str, width: int, height: int) -> list[Entity]:
     """Entities of a tag list (``dog <box>[[..]]</box>, cat <box>[[..]]</box>``): each phrase is all the text
-    since the previous box, and a box with no text before it joins the previous entity. Broken boxes are dropped
-    and counted.
+    since the previous box, and a box with no text before it joins the previous entity. Broken boxes are dropped.
 
-    >>> entities, broken = tag_entities("man in a red shirt <box>[[0, 0, 500, 500]]</box>, dog <box>[[1", 100, 100)
-    >>> [(e.phrase, e.boxes[0].as_list()) for e in entities], broken
-    ([('man in a red shirt', [0.0, 0.0, 0.5, 0.5])], 1)
+    >>> entities = tag_entities("man in a red shirt <box>[[0, 0, 500, 500]]</box>, dog <box>[[1", 100, 100)
+    >>> [(e.phrase, e.boxes[0].as_list()) for e in entities]
+    [('man in a red shirt', [0.0, 0.0, 0.5, 0.5])]
     """
     caption = parse_caption(text, "asmv2", width, height)
     entities: list[Entity] = []
@@ -76,13 +181,12 @@ def tag_entities(text: str, width: int, height: int) -> tuple[list[Entity], int]
             entities[-1].boxes.extend(group.boxes)
         else:
             entities.append(Entity(phrase, list(group.boxes)))
-    return entities, caption.malformed
+    return entities
 
 
 def merge_entities(stage2: list[Entity], stage3: list[Entity]) -> list[Entity]:
     """Stage-2 entities followed by the stage-3 ones not already there (same phrase, case aside, and same boxes).
 
-    >>> from pancap_retrieval.captions.boxes import Box
     >>> a = [Entity("dog", [Box(0, 0, 0.5, 0.5)])]
     >>> [e.phrase for e in merge_entities(a, [Entity("Dog", [Box(0, 0, 0.5, 0.5)]), Entity("cat", [Box(0, 0, 1, 1)])])]
     ['dog', 'cat']
@@ -100,8 +204,29 @@ def merge_entities(stage2: list[Entity], stage3: list[Entity]) -> list[Entity]:
 
 
 def adds_nothing(stage3: str) -> bool:
-    """True for a stage-3 answer that names no missing entity ("None", "None.")."""
+    """True for a stage-3 answer that names no missing entity ("None", "none.", " None")."""
     return stage3.strip().lower().startswith("none")
+
+
+def robust_handoff(stage: str, outputs: dict[str, str], width: int, height: int) -> tuple[str, list[Entity]]:
+    """What ``handoff="robust"`` puts into ``stage``'s prompt: the answers read by pancap's caption parser (boxes
+    found anywhere, clamped to the image and rewritten, broken ones skipped), and the entities it names."""
+    if stage == "stage2":
+        return box_list(outputs["stage1"], width, height), []
+    entities = tag_entities(outputs["stage2"], width, height)
+    if stage == "stage4":
+        missing = "" if adds_nothing(outputs["stage3"]) else outputs["stage3"]
+        entities = merge_entities(entities, tag_entities(missing, width, height))
+    return format_entities(entities, "asmv2", width, height), entities
+
+
+def chain_dtype(device: Any, dtype: str | None = None) -> Any:
+    """The chain's torch dtype: the one asked, else fp16 on a GPU (the released model ran in fp16), fp32 elsewhere.
+
+    >>> chain_dtype("cuda"), chain_dtype("cpu"), chain_dtype("cuda", "bf16")
+    (torch.float16, torch.float32, torch.bfloat16)
+    """
+    return choose_dtype(device, dtype, gpu_default="fp16")
 
 
 def require_converted(model: str | None, captioner: str, source_hint: str) -> str:
@@ -150,12 +275,18 @@ class PancapChainCaptioner(Captioner):
         static_cache: bool | None = None,
         loaded: tuple[Any, Any] | None = None,
         share_prefix: bool = True,
+        handoff: Literal["released", "robust"] = "released",
     ) -> None:
         """``model``: a converted checkpoint dir (or hub id); ``loaded``: an already loaded (model, processor);
-        ``share_prefix``: compute each image's system prompt and image tokens once for the four stages."""
+        ``share_prefix``: compute each image's system prompt and image tokens once for the four stages;
+        ``handoff``: how one stage's answer becomes the next one's prompt, ``released`` or ``robust``."""
+        if handoff not in HANDOFFS:
+            raise OptionError(f"handoff {handoff!r} is not one of {', '.join(HANDOFFS)}; use -o handoff=released")
+        self.handoff = handoff
         checked = None if loaded is not None else require_converted(model, self.name, self.source_hint)
+        precision = chain_dtype(choose_device(device), dtype) if loaded is None else dtype
         self.model_id, self.model, self.processor = load_checkpoint(
-            checked, "LlavaForConditionalGeneration", device, dtype, loaded
+            checked, "LlavaForConditionalGeneration", device, precision, loaded
         )
         self.tokenizer = self.processor.tokenizer
         config = self.model.config
@@ -166,6 +297,12 @@ class PancapChainCaptioner(Captioner):
         )
         self.share_prefix = share_prefix
         prefix_length = len(self._split_ids("")[0])
+        self.prompt_cap = getattr(config, "tokenizer_model_max_length", None)
+        if self.prompt_cap is not None and self.prompt_cap <= prefix_length:
+            raise ModelLoadError(
+                f"{self.model_id}: tokenizer_model_max_length {self.prompt_cap} leaves no room for a question after "
+                f"the system prompt and image ({prefix_length} tokens); raise it or remove it from config.json"
+            )
         # What one row holds at most: the stored prefix, the stage-4 prompt (template and the stage 2 and 3
         # answers) and its answer.
         self.tokens_per_row = prefix_length * (2 if share_prefix else 1) + 128 + 3 * max_new_tokens
@@ -186,9 +323,11 @@ class PancapChainCaptioner(Captioner):
             "name": self.name,
             "model": self.model_id,
             "revision": getattr(self.model.config, "_commit_hash", None),
-            "conversation": CONVERSATION,
-            "system": VICUNA_SYSTEM,
+            "conversation": CONVERSATION.name,
+            "system": CONVERSATION.system,
             "prompts": dict(STAGE_PROMPTS),
+            "handoff": self.handoff,
+            "prompt_cap": self.prompt_cap,
             "box_dialect": "asmv2",
             "image_padding": bool(getattr(self.processor.image_processor, "do_pad", False)),
             "shared_prefix": self.share_prefix,
@@ -199,14 +338,22 @@ class PancapChainCaptioner(Captioner):
         """The prompt ids of ``question``, tokenized as LLaVA does (the text around ``<image>`` separately, the image
         token once per image feature), split after the image tokens: the prefix every stage of an image shares, and
         the rest."""
-        ids = llava_input_ids(self.tokenizer, vicuna_prompt(question))
+        ids = llava_input_ids(self.tokenizer, CONVERSATION.prompt(question))
         cut = ids.index(self.image_token_id)
         return ids[:cut] + [self.image_token_id] * self.n_image_tokens, ids[cut + 1 :]
 
+    def prompt_ids(self, question: str) -> tuple[list[int], bool]:
+        """The ids the model is given for ``question``, and whether they were cut: the released model keeps only
+        the first ``tokenizer_model_max_length`` positions of a prompt, image features counted."""
+        prefix, rest = self._split_ids(question)
+        ids = prefix + rest
+        if self.prompt_cap is not None and len(ids) > self.prompt_cap:
+            return ids[: self.prompt_cap], True
+        return ids, False
+
     def encode(self, question: str, pixel_values: Any) -> dict[str, Any]:
         """Model inputs for one image and question: the vicuna_v1 prompt's ids and the image's pixels."""
-        prefix, rest = self._split_ids(question)
-        return _ids_item(prefix + rest, pixel_values=pixel_values)
+        return _ids_item(self.prompt_ids(question)[0], pixel_values=pixel_values)
 
     def _pixels(self, example: Example) -> Any:
         out = self.processor.image_processor(images=[example.image], return_tensors="pt")
@@ -227,17 +374,16 @@ class PancapChainCaptioner(Captioner):
         inputs: dict[int, str],
         prefixes: dict[int, Any],
         options: Options,
-    ) -> dict[int, Generation]:
+    ) -> dict[int, tuple[Generation, bool]]:
+        """Each example's generation for ``stage`` given the text its prompt takes, and whether the prompt was cut."""
         order = sorted(inputs)
-        items = []
+        items, cut = [], []
         for i in order:
-            prefix, rest = self._split_ids(STAGE_PROMPTS[stage].format(previous=inputs[i]))
-            if prefixes:
-                item = _ids_item(prefix + rest, prefix=prefixes[i])
-            else:
-                item = _ids_item(prefix + rest, pixel_values=pixels[i])
-            items.append({**item, **(options(stage, i) if options else {})})
-        return dict(zip(order, self.generator.generate(items)))
+            ids, was_cut = self.prompt_ids(STAGE_PROMPTS[stage].format(previous=inputs[i]))
+            extra = {"prefix": prefixes[i]} if prefixes else {"pixel_values": pixels[i]}
+            items.append({**_ids_item(ids, **extra), **(options(stage, i) if options else {})})
+            cut.append(was_cut)
+        return dict(zip(order, zip(self.generator.generate(items), cut)))
 
     def caption_batch(self, examples: list[Example]) -> list[CaptionRecord]:
         return self.run_chain(examples)[0]
@@ -248,42 +394,23 @@ class PancapChainCaptioner(Captioner):
         """The four stages on a batch of examples: one record per example, and each stage's generations by example
         index. ``options(stage, index)`` adds row controls to that example's stage (``stop_length``, ``forced_ids``,
         ``record_logits``: see :class:`~pancap_retrieval.captioners.generation.Generator`), for benchmarks."""
+        handoff = released_handoff if self.handoff == "released" else robust_handoff
         pixels, errors = map_safely(examples, self._pixels)
         prefixes = self._prefixes(pixels) if self.share_prefix and pixels else {}
         stages: dict[int, dict[str, Any]] = {i: {} for i in pixels}
-        meta: dict[int, dict[str, Any]] = {i: {"truncated": [], "broken_boxes": {}} for i in pixels}
-        entities: dict[int, list[Entity]] = {}
+        meta: dict[int, dict[str, Any]] = {i: {"truncated": [], "cut_prompts": []} for i in pixels}
+        entities: dict[int, list[Entity]] = {i: [] for i in pixels}
         generations: dict[str, dict[int, Generation]] = {}
-
-        def run(stage: str, prompts: dict[int, str]) -> None:
-            generations[stage] = self._run_stage(stage, pixels, prompts, prefixes, options)
-            for i, result in generations[stage].items():
-                stages[i][stage] = result.text
-                if result.truncated:
-                    meta[i]["truncated"].append(stage)
-
-        run("stage1", {i: "" for i in pixels})
-        prompts = {}
-        for i in pixels:
-            example = examples[i]
-            prompts[i], broken = box_list(stages[i]["stage1"], example.width, example.height)
-            meta[i]["broken_boxes"]["stage1"] = broken
-        run("stage2", prompts)
-        for i in pixels:
-            example = examples[i]
-            entities[i], broken = tag_entities(stages[i]["stage2"], example.width, example.height)
-            meta[i]["broken_boxes"]["stage2"] = broken
-            prompts[i] = format_entities(entities[i], "asmv2", example.width, example.height)
-        run("stage3", prompts)
-        for i in pixels:
-            example = examples[i]
-            extra: list[Entity] = []
-            if not adds_nothing(stages[i]["stage3"]):
-                extra, broken = tag_entities(stages[i]["stage3"], example.width, example.height)
-                meta[i]["broken_boxes"]["stage3"] = broken
-            entities[i] = merge_entities(entities[i], extra)
-            prompts[i] = format_entities(entities[i], "asmv2", example.width, example.height)
-        run("stage4", prompts)
+        for stage in STAGE_PROMPTS:
+            prompts = {}
+            for i in pixels:
+                size = examples[i].width, examples[i].height
+                prompts[i], entities[i] = handoff(stage, stages[i], *size) if stage != "stage1" else ("", [])
+            generations[stage] = {}
+            for i, (result, was_cut) in self._run_stage(stage, pixels, prompts, prefixes, options).items():
+                generations[stage][i], stages[i][stage] = result, result.text
+                meta[i]["truncated"] += [stage] if result.truncated else []
+                meta[i]["cut_prompts"] += [stage] if was_cut else []
         return self._records(examples, errors, stages, meta, entities), generations
 
     def _records(

@@ -9,6 +9,7 @@ when bundled, ``model.vision_tower.vision_tower.vision_model.*``; its config.jso
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -16,8 +17,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from pancap_retrieval.captioners.base import Example
+from pancap_retrieval.captioners.conversation import LLAVA_V1, VICUNA_V1
 from pancap_retrieval.captioners.convert import convert_llava
-from pancap_retrieval.errors import ModelLoadError
+from pancap_retrieval.errors import ModelLoadError, OptionError
 from pancap_retrieval.testing import synthetic_tokenizer
 
 HIDDEN, VISION, IMAGE, PATCH = 32, 24, 30, 15
@@ -104,6 +106,7 @@ def original(tmp_path_factory):
         "image_aspect_ratio": "pad",
         "mm_use_im_start_end": False,
         "mm_use_im_patch_token": False,
+        "tokenizer_model_max_length": 4096,
     }
     for name, state in (
         ("bundled", {**text_state, **projector, **vision_state}),
@@ -151,6 +154,8 @@ def original(tmp_path_factory):
         ),
     )
     peft_model.save_pretrained(root / "lora")
+    # the full config LLaVA's training saves next to a LoRA: the one the released loader builds the model from
+    (root / "lora" / "config.json").write_text(json.dumps({**config, "tokenizer_model_max_length": 2048}))
     trained_projector = {k: v + 0.1 for k, v in projector.items()}
     torch.save(
         {f"base_model.model.{k}": v for k, v in trained_projector.items()},
@@ -223,6 +228,12 @@ def test_converted_logits_match_the_original_forward(original, tmp_path, layout)
     assert config.image_token_id == processor.tokenizer.convert_tokens_to_ids("<image>") == original["vocab"]
     assert config.text_config.vocab_size == original["vocab"] + 1
     assert model.generation_config.suppress_tokens == [original["vocab"]]
+    # the prompt cap of the LoRA's config kept, the template trained with written and recorded
+    assert config.tokenizer_model_max_length == 2048
+    record = json.loads((out / "pancap_conversion.json").read_text())
+    assert (record["conversation"], record["tokenizer_model_max_length"]) == ("vicuna_v1", 2048)
+    assert record["vision_tower_weights"] == "clip"
+    assert processor.chat_template == VICUNA_V1.chat_template()
 
     from skimage import data
 
@@ -296,11 +307,10 @@ def test_sentencepiece_tokenizer_gives_the_original_llava_prompt_ids(original, t
     tokenizes the text around ``<image>`` separately with sentencepiece."""
     from transformers import AutoProcessor
 
-    from pancap_retrieval.captioners.convert import VICUNA_SYSTEM, vicuna_prompt
     from pancap_retrieval.captioners.pancapchain import STAGE_PROMPTS, PancapChainCaptioner
 
     sp, proto = _sentencepiece_model(
-        [VICUNA_SYSTEM, *STAGE_PROMPTS.values(), "USER: ASSISTANT: dog <box>[[12, 340, 560, 789]]</box>.\n"] * 3
+        [VICUNA_V1.system, *STAGE_PROMPTS.values(), "USER: ASSISTANT: dog <box>[[12, 340, 560, 789]]</box>.\n"] * 3
     )
     src = tmp_path / "spm"
     src.mkdir()
@@ -328,13 +338,14 @@ def test_sentencepiece_tokenizer_gives_the_original_llava_prompt_ids(original, t
         )
     )
     out = convert_llava(src, tmp_path / "hf")
-    assert json.loads((out / "pancap_conversion.json").read_text())["prompt_tokenization_matches_llava"]
+    record = json.loads((out / "pancap_conversion.json").read_text())
+    assert record["prompt_tokenization_matches_llava"] and record["tokenizer_model_max_length"] == 4096
 
     processor = AutoProcessor.from_pretrained(out)
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
     assert image_id == sp.vocab_size()
     question = STAGE_PROMPTS["stage2"].format(previous="<box>[[12, 340, 560, 789]]</box>, <box>[[1, 2, 3, 4]]</box>")
-    before, after = vicuna_prompt(question).split("<image>")
+    before, after = VICUNA_V1.prompt(question).split("<image>")
     expected = [1, *sp.encode(before), image_id, *sp.encode(after)]
     assert sp.id_to_piece(expected[expected.index(image_id) + 1 : expected.index(image_id) + 3]) == ["▁", "<0x0A>"]
 
@@ -342,7 +353,7 @@ def test_sentencepiece_tokenizer_gives_the_original_llava_prompt_ids(original, t
         return [t for i, t in enumerate(ids) if t != image_id or ids[i - 1] != image_id]
 
     photo = Image.new("RGB", (40, 30), (120, 80, 40))
-    whole = processor(images=[photo], text=[vicuna_prompt(question)], return_tensors="pt")["input_ids"][0]
+    whole = processor(images=[photo], text=[VICUNA_V1.prompt(question)], return_tensors="pt")["input_ids"][0]
     assert collapsed(whole.tolist()) == expected
     captioner = PancapChainCaptioner(model=str(out), max_new_tokens=2)
     chained = captioner.encode(question, captioner._pixels(Example("p", photo, 40, 30)))["input_ids"][0]
@@ -350,3 +361,31 @@ def test_sentencepiece_tokenizer_gives_the_original_llava_prompt_ids(original, t
 
     answer = "dog <box>[[12, 340, 560, 789]]</box>, a cat.\nThe cat sits."
     assert processor.tokenizer.decode(sp.encode(answer), skip_special_tokens=True) == answer
+
+
+def test_vision_tower_weights_come_from_where_the_released_loader_takes_them(original, tmp_path):
+    """The released builder delays the tower (``delay_load_vision_tower`` defaults to true): tower weights in the
+    checkpoint are skipped and the CLIP model named in ``mm_vision_tower`` is loaded, in its own float32 (cast to
+    fp16 at inference). With the key set to false the checkpoint's own tower weights load over it."""
+    from transformers import AutoProcessor
+
+    src = tmp_path / "retuned"
+    shutil.copytree(original["root"] / "bundled", src)
+    key = "model.vision_tower.vision_tower.vision_model.embeddings.patch_embedding.weight"
+    state = {k: v.to(torch.bfloat16) for k, v in load_file(str(src / "model.safetensors")).items()}
+    state[key] = state[key] + 0.5  # a bf16 checkpoint whose tower differs from the CLIP model's
+    save_file(state, str(src / "model.safetensors"))
+    config = json.loads((src / "config.json").read_text())
+    clip = next(v for k, v in original["vision"].items() if k.endswith("embeddings.patch_embedding.weight"))
+    for delay, expected, weights in ((None, clip, "clip"), (False, state[key], "bundled")):
+        if delay is not None:
+            (src / "config.json").write_text(json.dumps({**config, "delay_load_vision_tower": delay}))
+        out = convert_llava(src, tmp_path / f"hf_{weights}", template="llava_v1")
+        saved = load_file(str(out / "model.safetensors"))
+        torch.testing.assert_close(saved["model.vision_tower.embeddings.patch_embedding.weight"], expected, rtol=0, atol=0)
+        assert saved["lm_head.weight"].dtype == torch.bfloat16
+        record = json.loads((out / "pancap_conversion.json").read_text())
+        assert (record["vision_tower_weights"], record["conversation"]) == (weights, "llava_v1")
+        assert AutoProcessor.from_pretrained(out).chat_template == LLAVA_V1.chat_template()
+    with pytest.raises(OptionError, match="unknown conversation template 'v2'; use one of: vicuna_v1, llava_v1"):
+        convert_llava(src, tmp_path / "never", template="v2")
