@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -86,63 +87,91 @@ def _echo_entries(rows: list[tuple[str, str]]) -> None:
         click.echo(f"{name:<{width}}{description}")
 
 
+def _echo_registry(registry: Any, with_options: bool, extra: tuple[tuple[str, str], ...] = ()) -> None:
+    """A registry's entries, a line each; with ``--options`` each entry's options under it (type, default,
+    range), read from the signature the registry checks when it builds the entry."""
+    if not with_options:
+        _echo_entries([*registry.describe(), *extra])
+        return
+    for name, description in [*registry.describe(), *extra]:
+        click.echo(f"{name}  {description}")
+        options = registry.options(name) if name in registry else []
+        for option in options:
+            click.echo(f"    {_one_line(option.line())[:160]}")
+        if not options:
+            click.echo("    (no options)")
+
+
+_OPTIONS = click.option(
+    "--options", "with_options", is_flag=True,
+    help="Also list each entry's options with type, default and range (imports the entries).",
+)
+
+
 @list_group.command("datasets")
-def list_datasets() -> None:
+@_OPTIONS
+def list_datasets(with_options: bool) -> None:
     """Datasets: what each is, its spec and splits."""
     from pancap_retrieval.data import DATASETS, describe_datasets
 
-    _echo_entries(DATASETS.describe())
+    _echo_registry(DATASETS, with_options)
     click.echo("")
     for info in describe_datasets():
         click.echo(f"{info['name']:<12} spec: {info['spec']}; splits: {', '.join(info['splits']) or '-'}")
 
 
 @list_group.command("captioners")
-def list_captioners() -> None:
+@_OPTIONS
+def list_captioners(with_options: bool) -> None:
     """Captioners by name (weights load only when a captioner is used)."""
     from pancap_retrieval.captioners import CAPTIONERS, PRECOMPUTED, PRECOMPUTED_DESCRIPTION
 
-    _echo_entries([*CAPTIONERS.describe(), (PRECOMPUTED, PRECOMPUTED_DESCRIPTION)])
+    _echo_registry(CAPTIONERS, with_options, ((PRECOMPUTED, PRECOMPUTED_DESCRIPTION),))
 
 
 @list_group.command("embedders")
-def list_embedders() -> None:
+@_OPTIONS
+def list_embedders(with_options: bool) -> None:
     """Sentence embedders known by name; any sentence-transformers hub id or local folder works too."""
     from pancap_retrieval.retrieval.embedder import EMBEDDERS
 
-    _echo_entries(EMBEDDERS.describe())
+    _echo_registry(EMBEDDERS, with_options)
 
 
 @list_group.command("backends")
-def list_backends() -> None:
+@_OPTIONS
+def list_backends(with_options: bool) -> None:
     """Search backends."""
     from pancap_retrieval.retrieval.index import SEARCH_BACKENDS
 
-    _echo_entries(SEARCH_BACKENDS.describe())
+    _echo_registry(SEARCH_BACKENDS, with_options)
 
 
 @list_group.command("redrawers")
-def list_redrawers() -> None:
+@_OPTIONS
+def list_redrawers(with_options: bool) -> None:
     """Redrawers for reconstruction."""
     from reconstruct.redrawers import REDRAWERS
 
-    _echo_entries(REDRAWERS.describe())
+    _echo_registry(REDRAWERS, with_options)
 
 
 @list_group.command("judges")
-def list_judges() -> None:
+@_OPTIONS
+def list_judges(with_options: bool) -> None:
     """PancapScore judges."""
     from pancap_retrieval.pancapscore.judges import JUDGES
 
-    _echo_entries(JUDGES.describe())
+    _echo_registry(JUDGES, with_options)
 
 
 @list_group.command("text-preps")
-def list_text_preps() -> None:
+@_OPTIONS
+def list_text_preps(with_options: bool) -> None:
     """How captions are prepared before they are embedded (a suite's retrieval.text_prep)."""
     from pancap_retrieval.retrieval.textprep import TEXT_PREPS
 
-    _echo_entries(TEXT_PREPS.describe())
+    _echo_registry(TEXT_PREPS, with_options)
 
 
 # ---------------------------------------------------------------- data
@@ -424,7 +453,7 @@ def _report(run_dirs: list[Path], out: Path | None = None) -> None:
 @cli.command("leaderboard")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="also write md/csv here"
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="also write the table here (md, csv, html, png)"
 )
 def leaderboard(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     """One table across run folders; a cell a run did not measure stays empty."""

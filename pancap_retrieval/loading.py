@@ -123,6 +123,11 @@ def resolve_model(
         return str(path)
     if not _HUB_ID.match(text):
         raise ModelLoadError(f"{what} {text!r}: no such directory, and not a hub id of the form owner/name")
+    if Path(text.partition("/")[0]).expanduser().is_dir():  # `checkpoints/x` where ./checkpoints exists
+        raise ModelLoadError(
+            f"{what} folder not found: {path.resolve()} ({path.parent} exists, {path.name!r} is not in it); "
+            "check the path (in a suite, relative paths are read from the suite file's folder)"
+        )
     if marker and hub_offline():
         from huggingface_hub import try_to_load_from_cache
 

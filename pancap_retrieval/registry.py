@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pancap_retrieval.errors import OptionError, PancapError, RegistryError
 
@@ -29,6 +30,68 @@ class Entry:
     target: str
     description: str
     fixed: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    """One option of a registered entry as ``pancap list KIND --options`` shows it: name, type, default, range.
+
+    >>> import inspect, typing
+    >>> def f(steps: int = 50, dialect: Literal["a", "b"] = "a", model: str | None = None): ...
+    >>> hints = typing.get_type_hints(f)
+    >>> [OptionInfo.of(p, hints[p.name]).line() for p in inspect.signature(f).parameters.values()]
+    ['steps: int = 50 (>= 1)', "dialect: 'a' | 'b' = 'a'", 'model: str | None = None']
+    """
+
+    name: str
+    type: str
+    default: str
+    range: str
+
+    @classmethod
+    def of(cls, parameter: inspect.Parameter, annotation: Any) -> OptionInfo:
+        empty = inspect.Parameter.empty
+        default = "(required)" if parameter.default is empty else repr(parameter.default)
+        bounds = [*_bounds(annotation)]
+        if parameter.name in AT_LEAST_ONE and not bounds:
+            bounds = [">= 1"]
+        return cls(parameter.name, _type_name(annotation), default, ", ".join(bounds))
+
+    def line(self) -> str:
+        text = f"{self.name}: {self.type} = {self.default}" if self.type else f"{self.name} = {self.default}"
+        return text + (f" ({self.range})" if self.range else "")
+
+
+def _type_name(annotation: Any) -> str:
+    """An annotation as a person reads it: ``int``, ``str | None``, ``'a' | 'b'`` for a Literal."""
+    if annotation is None or annotation is inspect.Parameter.empty:
+        return ""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in args)
+    if isinstance(annotation, type) and not args:
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _bounds(annotation: Any) -> Iterator[str]:
+    """The numeric bounds an ``Annotated[..., Field(ge=..)]`` (or annotated-types ``Ge``...) puts on an option."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        for arg in get_args(annotation):
+            yield from _bounds(arg)
+        return
+    if get_origin(annotation) is not Annotated:
+        return
+    for meta in get_args(annotation)[1:]:
+        for item in [meta, *getattr(meta, "metadata", [])]:
+            for attribute, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+                value = getattr(item, attribute, None)
+                if value is not None and not callable(value):
+                    yield f"{sign} {value}"
 
 
 class Registry:
@@ -85,6 +148,19 @@ class Registry:
     def describe(self) -> list[tuple[str, str]]:
         """(name, one-line description) of every entry, sorted by name; imports nothing."""
         return [(name, self._entries[name].description) for name in self.names()]
+
+    def options(self, name: str) -> list[OptionInfo]:
+        """The options a user may set on entry ``name``, read from the same signature :meth:`build` checks
+        (imports the entry). With ``bind=True`` the data arguments are left out, as in :meth:`build`."""
+        entry = self.entry(name)
+        factory = self.get(name)
+        parameters = option_parameters(factory, entry.fixed)
+        hints = _type_hints(factory)
+        return [
+            OptionInfo.of(p, hints.get(n))
+            for n, p in parameters.items()
+            if not self.bind or p.default is not inspect.Parameter.empty or p.kind is inspect.Parameter.KEYWORD_ONLY
+        ]
 
     def get(self, name: str) -> Any:
         """The registered object itself (a class or a function), imported now."""

@@ -29,8 +29,8 @@ class DatasetSpec(_Strict):
     name: str = Field(
         description="KIND or KIND:ARG, e.g. sample, docci:./data/docci, docci:OWNER/MIRROR@REVISION, imagefolder:PATH"
     )
-    split: str | None = None
-    limit: int | None = Field(default=None, ge=1)
+    split: str | None = Field(default=None, description="split to evaluate; each dataset's default when left out")
+    limit: int | None = Field(default=None, ge=1, description="evaluate only the first N images of the split")
     revision: str | None = Field(
         default=None, description="branch, tag or commit of a dataset on the Hub (docci:OWNER/MIRROR)"
     )
@@ -72,9 +72,14 @@ class CaptionerSpec(_Strict):
     file: str | None = Field(
         default=None, description="precomputed captions file (then name is only a label)"
     )
-    model: str | None = None
-    batch_size: int | None = Field(default=None, ge=1)
-    options: dict[str, Any] = Field(default_factory=dict)
+    model: str | None = Field(default=None, description="hub id or local folder of the weights (the option model)")
+    batch_size: int | None = Field(
+        default=None, ge=1, description="images per call; chosen from free GPU memory when left out"
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the captioner's own options (`pancap list captioners --options`), as `-o KEY=VALUE`",
+    )
 
     @field_validator("name")
     @classmethod
@@ -90,15 +95,19 @@ class CaptionerSpec(_Strict):
 
 
 class EmbedderSpec(_Strict):
-    name: str = "minilm"
-    long_text: Literal["chunk", "truncate"] = "chunk"
-    batch_size: int | None = Field(default=None, ge=1)
+    name: str = Field(
+        default="minilm", description="embedder registry name, or any sentence-transformers hub id or folder"
+    )
+    long_text: Literal["chunk", "truncate"] = Field(
+        default="chunk", description="texts over the model's window: embedded in windows, or cut at the window"
+    )
+    batch_size: int | None = Field(default=None, ge=1, description="texts per encoder call")
 
 
 class RetrievalSpec(_Strict):
-    backend: str = "faiss"
+    backend: str = Field(default="faiss", description="search backend (`pancap list backends`)")
     text_prep: str = Field(default="strip", description="strip | keep | rewrite:hf:MODEL")
-    bootstrap_samples: int = Field(default=1000, ge=0)
+    bootstrap_samples: int = Field(default=1000, ge=0, description="bootstrap resamples for the 95% intervals")
 
     @field_validator("text_prep")
     @classmethod
@@ -113,11 +122,13 @@ class RetrievalSpec(_Strict):
 
 
 class ReconstructionSpec(_Strict):
-    redrawer: str = "sketch"
-    model: str | None = None
-    steps: int | None = Field(default=None, ge=1)
-    scores: bool = True
-    options: dict[str, Any] = Field(default_factory=dict)
+    redrawer: str = Field(default="sketch", description="redrawer (`pancap list redrawers`)")
+    model: str | None = Field(default=None, description="hub id or local folder of the redrawer's pipeline")
+    steps: int | None = Field(default=None, ge=1, description="denoising steps; the redrawer's default when left out")
+    scores: bool = Field(default=True, description="score each redraw against its original")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="the redrawer's own options (`pancap list redrawers --options`)"
+    )
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
@@ -133,14 +144,18 @@ def _check_name(value: str, what: str) -> str:
 
 
 class Suite(_Strict):
-    name: str
-    description: str = ""
-    dataset: DatasetSpec
-    captioners: list[CaptionerSpec] = Field(min_length=1)
-    embedders: list[EmbedderSpec] = Field(default_factory=lambda: [EmbedderSpec()], min_length=1)
-    retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
-    reconstruction: ReconstructionSpec | None = None
-    seed: int = 0
+    name: str = Field(description="the suite's name (letters, digits and . _ + -); the default run folder runs/NAME")
+    description: str = Field(default="", description="one line on what the suite measures")
+    dataset: DatasetSpec = Field(description="a spec string, or a mapping with name, split, limit, revision")
+    captioners: list[CaptionerSpec] = Field(min_length=1, description="the rows: captioners or captions files")
+    embedders: list[EmbedderSpec] = Field(
+        default_factory=lambda: [EmbedderSpec()], min_length=1, description="text embedders; one run folder each"
+    )
+    retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec, description="search and text preparation")
+    reconstruction: ReconstructionSpec | None = Field(
+        default=None, description="redraw each image from its caption and score the redraw (left out: no redraws)"
+    )
+    seed: int = Field(default=0, description="seed of the bootstrap, the redraws and every sampled choice")
 
     @field_validator("name")
     @classmethod
@@ -168,7 +183,68 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: a suite is a mapping of keys")
-    return validated(Suite, data, f"{path}: ")
+    return validated(Suite, with_paths_from(data, path.resolve().parent), f"{path}: ")
+
+
+# Dataset kinds whose argument is always a local path (docci's may be a Hub mirror instead).
+_PATH_KINDS = ("imagefolder", "sapancap")
+
+
+def with_paths_from(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The suite ``data`` with its relative paths read against ``base`` (the suite file's folder), not the
+    current directory: a captions ``file:`` always; a ``model:``, an embedder or a dataset folder when it is
+    written as a path (``./x``, ``../x``, ``~/x``) or exists under ``base``. Anything else (a hub id, a
+    registry name) is left as written.
+
+    >>> with_paths_from({"captioners": [{"name": "a", "file": "caps.jsonl"}], "dataset": "imagefolder:imgs"},
+    ...                 Path("/suites"))
+    {'captioners': [{'name': 'a', 'file': '/suites/caps.jsonl'}], 'dataset': 'imagefolder:/suites/imgs'}
+    """
+    data = dict(data)
+    if isinstance(data.get("captioners"), list):
+        data["captioners"] = [_captioner_paths(c, base) for c in data["captioners"]]
+    if isinstance(data.get("embedders"), list):
+        data["embedders"] = [
+            {**e, "name": _maybe_path(e["name"], base)} if isinstance(e, dict) and "name" in e else e
+            for e in data["embedders"]
+        ]
+    if isinstance(data.get("reconstruction"), dict) and "model" in data["reconstruction"]:
+        data["reconstruction"] = {**data["reconstruction"], "model": _maybe_path(data["reconstruction"]["model"], base)}
+    dataset = data.get("dataset")
+    if isinstance(dataset, dict) and isinstance(dataset.get("name"), str):
+        data["dataset"] = {**dataset, "name": _dataset_path(dataset["name"], base)}
+    elif isinstance(dataset, str):
+        data["dataset"] = _dataset_path(dataset, base)
+    return data
+
+
+def _captioner_paths(spec: Any, base: Path) -> Any:
+    if not isinstance(spec, dict):
+        return spec
+    spec = dict(spec)
+    if isinstance(spec.get("file"), str) and spec["file"]:
+        spec["file"] = str(base / Path(spec["file"]).expanduser())
+    if "model" in spec:
+        spec["model"] = _maybe_path(spec["model"], base)
+    return spec
+
+
+def _maybe_path(value: Any, base: Path) -> Any:
+    """``value`` read against ``base`` when it is written as a relative path or exists there."""
+    if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+        return str(Path(value).expanduser()) if isinstance(value, str) and value.startswith("~") else value
+    if value.startswith(("./", "../")) or value in (".", "..") or (base / value).exists():
+        return str(base / value)
+    return value
+
+
+def _dataset_path(spec: str, base: Path) -> str:
+    kind, sep, arg = spec.partition(":")
+    if not sep or not arg:
+        return spec
+    if kind.strip() in _PATH_KINDS and not Path(arg).expanduser().is_absolute():
+        return f"{kind}:{base / Path(arg).expanduser()}"
+    return f"{kind}:{_maybe_path(arg, base)}"
 
 
 def validated(model: type[_Spec], data: dict[str, Any], where: str = "") -> _Spec:
@@ -180,3 +256,52 @@ def validated(model: type[_Spec], data: dict[str, Any], where: str = "") -> _Spe
             f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
         )
         raise SuiteError(f"{where}{problems}") from None
+
+
+def suite_reference() -> str:
+    """Every key a suite file takes, as Markdown tables made from the models themselves (types from their JSON
+    Schema): README's "Suite reference" is this text, and a test keeps it current."""
+    sections = [
+        ("suite (top level)", Suite),
+        ("dataset (a mapping, or the spec string alone)", DatasetSpec),
+        ("captioners[] (one mapping per row)", CaptionerSpec),
+        ("embedders[]", EmbedderSpec),
+        ("retrieval", RetrievalSpec),
+        ("reconstruction", ReconstructionSpec),
+    ]
+    out = []
+    for title, model in sections:
+        properties = model.model_json_schema()["properties"]
+        out += [f"**{title}**", "", "| key | type | default | what |", "|---|---|---|---|"]
+        for name, info in model.model_fields.items():
+            default = "required" if info.is_required() else _default_text(info.get_default(call_default_factory=True))
+            what = " ".join((info.description or "").split()).replace("|", "\\|")
+            out.append(f"| `{name}` | {_schema_type(properties[name])} | {default} | {what} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _schema_type(field_schema: dict[str, Any]) -> str:
+    if "anyOf" in field_schema:
+        return " or ".join(_schema_type(s) for s in field_schema["anyOf"])
+    if "enum" in field_schema:
+        return " \\| ".join(f"`{v}`" for v in field_schema["enum"])
+    if "$ref" in field_schema:
+        return "mapping (below)"
+    kind = {"object": "mapping", "null": "null"}.get(field_schema.get("type", "any"), field_schema.get("type", "any"))
+    if kind == "array":
+        return f"list of {_schema_type(field_schema.get('items', {}))}"
+    bounds = [f"{sign} {field_schema[k]}" for k, sign in (("minimum", ">="), ("maximum", "<=")) if k in field_schema]
+    if "minItems" in field_schema:
+        bounds.append(f"at least {field_schema['minItems']}")
+    return kind + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, BaseModel):
+        return "all defaults"
+    if isinstance(value, list) and value and all(isinstance(v, BaseModel) for v in value):
+        return f"{len(value)} entry, all defaults" if len(value) == 1 else f"{len(value)} entries"
+    return f"`{value}`" if value not in ("", {}, []) else "empty"

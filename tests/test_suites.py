@@ -16,8 +16,10 @@ from reconstruct.redrawers import REDRAWERS
 SUITES = sorted((Path(__file__).resolve().parents[1] / "eval_suites").glob("*.yaml"))
 
 
-def test_the_three_suites_are_shipped():
-    assert [p.stem for p in SUITES] == ["docci_reconstruction", "docci_retrieval", "sample"]
+def test_the_four_suites_are_shipped():
+    assert [p.stem for p in SUITES] == [
+        "docci_pancapchain_vs_llava", "docci_reconstruction", "docci_retrieval", "sample"
+    ]
 
 
 @pytest.mark.parametrize("path", SUITES, ids=lambda p: p.stem)
@@ -42,3 +44,43 @@ def test_suite_errors_are_one_line(tmp_path):
     assert "\n" not in message and "dataset.limit" in message and "captioners" in message
     with pytest.raises(SuiteError, match="not found"):
         load_suite(tmp_path / "missing.yaml")
+
+
+def test_relative_paths_are_read_from_the_suite_file(tmp_path, monkeypatch):
+    """A suite in one folder run from another: file, dataset folder and a model folder written as paths are read
+    from the suite's folder; a hub id and a registry name are left as written."""
+    suites = tmp_path / "suites"
+    (suites / "imgs").mkdir(parents=True)
+    (suites / "ckpt").mkdir()
+    (suites / "caps.jsonl").write_text('{"example_id": "a", "caption": "x"}\n')
+    (suites / "s.yaml").write_text(
+        "name: s\ndataset: imagefolder:imgs\n"
+        "captioners:\n"
+        "  - {name: mine, file: caps.jsonl}\n"
+        "  - {name: pancapchain, model: ./ckpt}\n"
+        "  - {name: llava-1.5, model: llava-hf/llava-1.5-7b-hf}\n"
+        "embedders: [{name: minilm}]\n"
+        "reconstruction: {redrawer: gligen, model: ../elsewhere/gligen}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    suite = load_suite("suites/s.yaml")
+    assert suite.dataset.arg == str(suites / "imgs")
+    assert suite.captioners[0].file == str(suites / "caps.jsonl")
+    assert suite.captioners[1].model == str(suites / "ckpt")
+    assert suite.captioners[2].model == "llava-hf/llava-1.5-7b-hf"
+    assert suite.embedders[0].name == "minilm"
+    assert suite.reconstruction.model == str(suites / "../elsewhere/gligen")
+
+
+def test_the_suite_reference_in_readme_is_current():
+    """README's suite reference is the text generated from the suite models: a new key updates it."""
+    from pancap_retrieval.suite import suite_reference
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- suite-reference: start -->\n", "<!-- suite-reference: end -->"
+    assert start in readme and end in readme
+    shown = readme.split(start, 1)[1].split(end, 1)[0]
+    assert shown.strip() == suite_reference().strip(), (
+        "README's suite reference is stale: paste the output of "
+        "`python -c 'from pancap_retrieval.suite import suite_reference; print(suite_reference())'`"
+    )
