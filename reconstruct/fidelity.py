@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pancap_retrieval.captions.boxes import Box, iou
+from pancap_retrieval.captions.phrases import head_words
 from pancap_retrieval.errors import ModelLoadError
 from pancap_retrieval.loading import choose_device
 
@@ -60,13 +61,14 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "sports ball": ("ball", "football", "soccer ball", "basketball", "tennis ball", "baseball"),
     "donut": ("doughnut",),
     "refrigerator": ("fridge",),
+    "microwave": ("microwave oven",),
     "hair drier": ("hair dryer", "hairdryer"),
     "cup": ("mug",),
     "handbag": ("purse",),
     "remote": ("remote control",),
     "tie": ("necktie",),
     "cow": ("cattle",),
-    "laptop": ("notebook computer",),
+    "laptop": ("notebook computer", "laptop computer"),
     "teddy bear": ("teddy",),
     "bench": ("park bench",),
 }  # fmt: skip
@@ -100,25 +102,23 @@ _VOCAB: list[tuple[tuple[str, ...], int]] | None = None
 
 
 def coco_class_of(phrase: str) -> int | None:
-    """The COCO-80 class id a phrase names, or None: a COCO name, its plural or a simple synonym is a word
-    (or run of words) of it. With several, the one ending last wins (the head of an English noun phrase).
+    """The COCO-80 class id a phrase names, or None: read from the phrase's head noun
+    (:func:`~pancap_retrieval.captions.phrases.head_words`, the head PancapScore's tags use), as a COCO name,
+    its plural or a simple synonym ending at the head; a multi-word name (``teddy bear``) matches as a compound
+    ending there, the longest one first. A word before the head is a modifier, never the class: "an orange
+    retina" is a retina, "an apple tree" a tree.
 
     >>> [coco_class_of(p) for p in ("two cameras", "a man in a red hat", "the wooden dining table", "traffic light")]
     [None, 0, 60, 9]
+    >>> [coco_class_of(p) for p in ("an orange retina", "an apple tree", "a hot dog stand", "a teddy bear")]
+    [None, None, None, 77]
     """
     global _VOCAB
     if _VOCAB is None:
         _VOCAB = _vocabulary()
-    words = re.findall(r"[a-z]+", phrase.lower())
-    best: tuple[int, int, int] | None = None  # (end, length, class id)
-    for form, class_id in _VOCAB:
-        n = len(form)
-        for start in range(len(words) - n + 1):
-            if tuple(words[start : start + n]) == form:
-                key = (start + n, n, class_id)
-                if best is None or key[:2] > best[:2]:
-                    best = key
-    return best[2] if best else None
+    words = [w for word in head_words(phrase) for w in re.findall(r"[a-z]+", word)]
+    ending = [(len(form), class_id) for form, class_id in _VOCAB if tuple(words[-len(form) :]) == form]
+    return max(ending, key=lambda match: match[0])[1] if ending and words else None
 
 
 # Another TorchScript network with the same contract (299x299 RGB in [-1, 1] -> 2048-d features) used instead of
