@@ -227,17 +227,20 @@ def kid(
 ) -> dict[str, Any]:
     """Kernel Inception Distance: unbiased MMD^2 with the cubic polynomial kernel, over random subsets.
 
-    The subset size is ``min(subset_size, len(a), len(b))`` (reported); it needs at least 2.
+    The subset size is ``min(subset_size, len(a), len(b))`` (reported); it needs at least 2. When both sets have
+    that many samples (n pairs, n <= subset size), every "subset" is both whole sets: the MMD^2 is computed once and
+    ``std`` is None (not available) with a note, never the spread of one number repeated.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     m = min(subset_size, a.shape[0], b.shape[0])
     if m < 2:
         raise ValueError(f"KID needs subsets of at least 2 samples, got {m}")
+    whole = a.shape[0] == b.shape[0] == m  # every subset would be both whole sets
     d = a.shape[1]
     rng = np.random.default_rng(seed)
     values = []
-    for _ in range(n_subsets):
+    for _ in range(1 if whole else n_subsets):
         x = a[rng.choice(a.shape[0], m, replace=False)]
         y = b[rng.choice(b.shape[0], m, replace=False)]
         kxx = (x @ x.T / d + 1) ** 3
@@ -247,6 +250,9 @@ def kid(
         values.append(
             (kxx.sum() - np.trace(kxx)) / off + (kyy.sum() - np.trace(kyy)) / off - 2 * kxy.sum() / (m * m)
         )
+    if whole:
+        note = f"std not available: n={m} is not above the subset size {subset_size}, every subset is the whole set"
+        return {"mean": float(values[0]), "std": None, "subset_size": int(m), "n_subsets": 1, "note": note}
     return {
         "mean": float(np.mean(values)),
         "std": float(np.std(values)),

@@ -54,10 +54,22 @@ def test_fid_matches_the_textbook_formula_on_both_routes():
 def test_kid_reports_the_subset_size_it_used():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(12, 4)), rng.normal(size=(9, 4))
-    result = kid(a, b, subset_size=1000, n_subsets=20)
-    assert result["subset_size"] == 9 and result["n_subsets"] == 20
-    shifted = kid(a, b + 3.0, subset_size=1000, n_subsets=20)
+    result = kid(a, b, subset_size=6, n_subsets=20)
+    assert result["subset_size"] == 6 and result["n_subsets"] == 20 and result["std"] > 0
+    shifted = kid(a, b + 3.0, subset_size=6, n_subsets=20)
     assert shifted["mean"] > 10 * abs(result["mean"])
+
+
+def test_kid_of_sets_within_one_subset_has_no_std():
+    """Below the subset size every "subset" is both whole sets: one MMD^2, and no spread to report (it used to
+    be the spread of one number repeated, 1e-16)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(12, 4)), rng.normal(size=(12, 4))
+    result = kid(a, b, subset_size=1000, n_subsets=20)
+    assert result["std"] is None and result["n_subsets"] == 1 and "not available" in result["note"]
+    k = {name: (x @ y.T / 4 + 1) ** 3 for name, (x, y) in {"aa": (a, a), "bb": (b, b), "ab": (a, b)}.items()}
+    mmd = sum((k[s].sum() - np.trace(k[s])) / (len(x) * (len(x) - 1)) for s, x in (("aa", a), ("bb", b)))
+    assert result["mean"] == pytest.approx(mmd - 2 * k["ab"].mean())
 
 
 def test_inception_features_are_2048_d_and_deterministic(features, photos):
