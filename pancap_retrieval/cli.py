@@ -443,7 +443,7 @@ def leaderboard(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     """One table across run folders; a cell a run did not measure stays empty.
 
     Runs that differ in dataset, split, limit, embedder, text prep, long-text mode or redrawer get columns of
-    their own, labelled by what differs; of runs that measured the same thing the newest is shown, and a line
+    their own, labelled by what differs; of runs that measured the same thing the first by name is shown, and a line
     says so."""
     from pancap_retrieval.leaderboard import markdown, shown_runs, table, write_leaderboard
     from pancap_retrieval.results import read_results

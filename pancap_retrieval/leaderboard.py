@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,8 +129,8 @@ def run_identity(results: dict[str, Any]) -> dict[str, Any]:
     {'dataset': 'sample', 'split': 'test', 'limit': None, 'embedder': 'minilm', 'text_prep': None, 'long_text': 'chunk', 'redrawer': None}
     """
     dataset, embedder = results.get("dataset") or {}, results.get("embedder") or {}
-    text_prep = _lookup(results, ("manifest", "suite", "retrieval", "text_prep"))
-    if text_prep is None:  # results without a manifest: the mode each row records
+    text_prep = _lookup(results, ("retrieval", "text_prep"))
+    if text_prep is None:  # results that do not record it: the mode each row records
         modes = {_lookup(row, ("text_prep", "mode")) for row in results.get("rows", [])} - {None}
         text_prep = ",".join(sorted(modes)) or None
     return {
@@ -147,20 +148,21 @@ def shown_runs(
     results_list: list[dict[str, Any]], names: list[str] | None = None
 ) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
     """The runs a table shows, whatever order they were named in: one per :func:`run_identity` (of identical
-    ones, the newest by its manifest's ``created``, then by name), in identity order, each with its label (the
+    ones, the first by name, or by content when unnamed), in identity order, each with its label (the
     run's label plus ``field=value`` for every other field in which the shown runs differ); and one line per run
     left out, saying which run was shown instead.
     """
-    names = names or [f"run {i + 1}" for i in range(len(results_list))]
+    if names is None:  # unnamed runs are told apart by their content, so that their order does not matter
+        names = [json.dumps(results, sort_keys=True, default=str) for results in results_list]
     groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for name, results in zip(names, results_list):
         groups.setdefault(repr(list(run_identity(results).values())), []).append((str(name), results))
     shown, lines = [], []
     for identity in sorted(groups):
-        members = sorted(groups[identity], key=lambda m: (str(_lookup(m[1], ("manifest", "created")) or ""), m[0]))
-        name, results = members[-1]
+        members = sorted(groups[identity], key=lambda member: member[0])
+        name, results = members[0]
         shown.append(results)
-        for other, _ in members[:-1]:
+        for other, _ in members[1:]:
             lines.append(f"{other} measures the same as {name} ({run_label(results)}): {name} is shown")
     identities = [run_identity(r) for r in shown]
     differing = [f for f in IDENTITY if f not in _IN_LABEL and len({repr(i[f]) for i in identities}) > 1]
@@ -168,13 +170,13 @@ def shown_runs(
     return list(zip(labels, shown)), lines
 
 
-def table(results_list: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+def table(results_list: list[dict[str, Any]], names: list[str] | None = None) -> tuple[list[str], list[list[Any]]]:
     """Columns and rows (captioner first, then :class:`Cell` or None) over several runs.
 
     Runs that measured the same thing are shown once (:func:`shown_runs`). With several runs every column is
     prefixed with the run's label (dataset/split embedder, and what else tells the runs apart).
     """
-    runs = shown_runs(results_list)[0]
+    runs = shown_runs(results_list, names)[0]
     columns: list[str] = []
     cells: dict[str, dict[str, Cell | None]] = {}
     many = len(runs) > 1

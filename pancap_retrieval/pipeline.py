@@ -44,7 +44,7 @@ from pancap_retrieval.suite import CaptionerSpec, EmbedderSpec, Suite
 
 log = logging.getLogger(__name__)
 # Bumped when the shape of a retrieval row changes, so reruns recompute rather than reuse old rows.
-RETRIEVAL_ROW_VERSION = 3
+RETRIEVAL_ROW_VERSION = 4
 # Options that change how fast captions are made, not what they say: left out of a store's key.
 SPEED_OPTIONS = frozenset({"batch_size", "device", "providers"})
 
@@ -542,26 +542,30 @@ def _retrieve(
         cache_dir=default_cache_dir(),
         show_progress=True,
     )
-    rows = []
+    rows, reused = [], []
     for name, records in captions.items():
         with summary.stage(f"retrieve {name} ({embedder_spec.name})") as entry:
-            row, reused = _retrieval_row(
+            row, was_reused = _retrieval_row(
                 name, records, descriptions, embedder, embedder_spec, suite, run_dir / "retrieval"
             )
-            entry.update(done=0 if reused else row["n"], reused=row["n"] if reused else 0)
+            entry.update(done=0 if was_reused else row["n"], reused=row["n"] if was_reused else 0)
             rows.append(row)
+            reused += [name] * was_reused
     manifest = base_manifest(
         suite=suite.model_dump(),
         dataset=dataset_info,
         embedder=embedder.manifest(),
         captioners=inputs["reports"],
         seed=suite.seed,
+        cache={"embedding": embedder.stats.cache_counts(), "rows_reused": reused},
     )
-    results = {
+    # the embedder's stats count this process's calls (none when every row is reused): manifest only
+    described = {k: v for k, v in embedder.manifest().items() if k != "stats"}
+    results = {  # only what the inputs decide: a rerun writes the same file, whatever the caches hold
         "dataset": dataset_info,
-        "embedder": {"name": embedder_spec.name, "long_text": embedder_spec.long_text, **embedder.manifest()},
+        "embedder": {"name": embedder_spec.name, "long_text": embedder_spec.long_text, **described},
+        "retrieval": suite.retrieval.model_dump(),
         "rows": rows,
-        "manifest": manifest,
     }
     if reconstruction is not None:
         results["reconstruction"] = reconstruction

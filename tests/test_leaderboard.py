@@ -208,13 +208,13 @@ def test_html_page_sorts_by_a_column_in_chromium(board):
 # ------------------------------------------------------------------------------ runs as columns
 
 
-def _run(tmp_path, name: str, *, long_text="chunk", text_prep="strip", limit=None, created="2026-01-01T00:00:00", shift=0):
+def _run(tmp_path, name: str, *, long_text="chunk", text_prep="strip", limit=None, shift=0):
     """A run folder whose results differ from the others in ``long_text``/``text_prep``/``limit`` (and, with
     ``shift``, in its figures: each captioner's ranks moved by ``shift``)."""
     results = copy.deepcopy(_results())
     results["embedder"]["long_text"] = long_text
     results["dataset"]["limit"] = limit
-    results["manifest"] = {"created": created, "suite": {"retrieval": {"text_prep": text_prep}}}
+    results["retrieval"] = {"backend": "faiss", "text_prep": text_prep, "bootstrap_samples": 200}
     rng = np.random.default_rng(shift)
     for row in results["rows"]:
         if shift:
@@ -226,7 +226,7 @@ def _run(tmp_path, name: str, *, long_text="chunk", text_prep="strip", limit=Non
 
 
 def _cells(runs) -> dict:
-    columns, rows = table([read_results(r) for r in runs])
+    columns, rows = table([read_results(r) for r in runs], [str(r) for r in runs])
     return {(row[0], column): text for row in rows for column, text in zip(columns[1:], map(str, row[1:]))}
 
 
@@ -251,12 +251,11 @@ def test_every_field_of_a_run_s_identity_tells_columns_apart(tmp_path):
 
 
 def test_identical_runs_are_one_column_and_a_line_says_which_run_is_shown(tmp_path):
-    old = _run(tmp_path, "old", created="2026-01-01T00:00:00")
-    new = _run(tmp_path, "new", created="2026-02-01T00:00:00", shift=3)
-    runs, lines = shown_runs([read_results(old), read_results(new)], [str(old), str(new)])
-    assert len(runs) == 1 and lines == [f"{old} measures the same as {new} (sample/test minilm): {new} is shown"]
-    assert _cells([old, new]) == _cells([new, old]) == _cells([new])
-    result = CliRunner().invoke(cli, ["leaderboard", str(new), str(old), "--out", str(tmp_path / "board")])
+    first, second = _run(tmp_path, "run_a"), _run(tmp_path, "run_b", shift=3)
+    runs, lines = shown_runs([read_results(second), read_results(first)], [str(second), str(first)])
+    assert len(runs) == 1 and lines == [f"{second} measures the same as {first} (sample/test minilm): {first} is shown"]
+    assert _cells([first, second]) == _cells([second, first]) == _cells([first])
+    result = CliRunner().invoke(cli, ["leaderboard", str(second), str(first), "--out", str(tmp_path / "board")])
     assert result.exit_code == 0, result.output
-    assert f"{new} is shown" in result.output
-    assert f"{new} is shown" in (tmp_path / "board" / "leaderboard.md").read_text()
+    assert f"{first} is shown" in result.output
+    assert f"{first} is shown" in (tmp_path / "board" / "leaderboard.md").read_text()
