@@ -228,19 +228,24 @@ def captions_group() -> None:
 @click.option(
     "--dialect",
     type=click.Choice(["auto", "asmv2", "norm", "pixel"]),
-    default="auto",
-    show_default=True,
-    help="box notation: asmv2 (integers in [0, 1000) of the padded square), norm (fractions), pixel (needs --width/--height), auto (told from each box)",
+    default=None,
+    help="box notation: asmv2 (integers in [0, 1000) of the image padded to a centred square), norm (fractions), "
+    "pixel, auto (told from each box); default: what a store's manifest declares, else auto. asmv2 and pixel "
+    "need --width/--height",
 )
-@click.option("--width", type=int, default=None, help="image width, for pixel and asmv2 boxes")
-@click.option("--height", type=int, default=None, help="image height, for pixel and asmv2 boxes")
-def captions_parse(file: Path, dialect: str, width: int | None, height: int | None) -> None:
-    """Print one JSON line per caption of FILE: entities with normalised boxes, the stripped text, warnings."""
-    from pancap_retrieval.captions import parse_caption
+@click.option("--width", type=click.IntRange(min=1), default=None, help="image width, for pixel and asmv2 boxes")
+@click.option("--height", type=click.IntRange(min=1), default=None, help="image height, for pixel and asmv2 boxes")
+def captions_parse(file: Path, dialect: str | None, width: int | None, height: int | None) -> None:
+    """Print one JSON line per caption of FILE: entities with boxes as fractions of the image, the stripped text,
+    warnings."""
+    from pancap_retrieval.captions import read_boxes
     from pancap_retrieval.captions.readers import read_captions
+    from pancap_retrieval.captions.store import store_dialect
 
-    if dialect == "pixel" and (width is None or height is None):
-        raise click.UsageError("pixel boxes are read against the image size: give --width and --height")
+    if (width is None) != (height is None):
+        raise click.UsageError("give both --width and --height, or neither")
+    dialect = dialect or (store_dialect(file) if file.is_file() else "auto")
+    size = (width, height) if width is not None and height is not None else None
     total_boxes = total_malformed = 0
     for record in read_captions(file):
         if record.caption is None:
@@ -248,7 +253,8 @@ def captions_parse(file: Path, dialect: str, width: int | None, height: int | No
                 json.dumps({"example_id": record.example_id, "status": record.status, "error": record.error})
             )
             continue
-        caption = parse_caption(record.caption, dialect=dialect, width=width, height=height)
+        fix = f"caption {record.example_id!r}: give the image's --width and --height"
+        caption = read_boxes(record.caption, dialect, size, fix=fix)
         total_boxes += caption.n_boxes
         total_malformed += caption.malformed
         click.echo(json.dumps({"example_id": record.example_id, **caption.to_dict()}, ensure_ascii=False))
@@ -262,8 +268,15 @@ def captions_parse(file: Path, dialect: str, width: int | None, height: int | No
 @_SPLIT
 @_RUN_OUT
 @_OVERWRITE
+@click.option(
+    "--dialect",
+    type=click.Choice(["auto", "asmv2", "norm", "pixel"]),
+    default=None,
+    help="box dialect of the file's captions, kept in the store's manifest for every reader of its boxes "
+    "(asmv2: PancapChain; default: auto, each box told by its form)",
+)
 def captions_import(
-    file: Path, captioner: str, dataset: str, split: str | None, out: Path, overwrite: bool
+    file: Path, captioner: str, dataset: str, split: str | None, out: Path, overwrite: bool, dialect: str | None
 ) -> None:
     """Import precomputed captions (our JSONL, the paper repo's answer files and JSON lists) into a run's store.
 
@@ -275,7 +288,7 @@ def captions_import(
     data = load_data(dataset, split, None)
     make_run_dir(out)
     with RunLock(out):
-        report = import_captions(file, captioner, dataset, data, out, overwrite=overwrite)
+        report = import_captions(file, captioner, dataset, data, out, overwrite=overwrite, dialect=dialect)
     click.echo(json.dumps(report, indent=2))
 
 
@@ -456,13 +469,20 @@ def _report(run_dirs: list[Path], out: Path | None = None) -> None:
     "--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="also write the table here (md, csv, html, png)"
 )
 def leaderboard(run_dirs: tuple[Path, ...], out: Path | None) -> None:
-    """One table across run folders; a cell a run did not measure stays empty."""
-    from pancap_retrieval.leaderboard import markdown, table, write_leaderboard
+    """One table across run folders; a cell a run did not measure stays empty.
+
+    Runs that differ in dataset, split, limit, embedder, text prep, long-text mode or redrawer get columns of
+    their own, labelled by what differs; of runs that measured the same thing the first by name is shown, and a line
+    says so."""
+    from pancap_retrieval.leaderboard import markdown, shown_runs, table, write_leaderboard
     from pancap_retrieval.results import read_results
 
     if out is not None:
         write_leaderboard(list(run_dirs), out)
-    columns, rows = table([read_results(d) for d in run_dirs])
+    runs, left_out = shown_runs([read_results(d) for d in run_dirs], [str(d) for d in run_dirs])
+    for line in left_out:
+        click.echo(f"pancap: {line}", err=True)
+    columns, rows = table([results for _, results in runs])
     click.echo(markdown(columns, rows))
 
 
@@ -562,16 +582,54 @@ _CAPTION_FILES = (
     default=None,
     help="also write pancapscore.json and pancapscore.md here",
 )
-def score_pancapscore_command(pred: Path, ref: Path, judge: str, out: Path | None) -> None:
+@click.option(
+    "--dataset",
+    default=None,
+    help="the dataset of the images: their sizes (asmv2 and pixel boxes are read on them) and the references' "
+    f"box dialect; {DATASET_SPEC_HELP}",
+)
+@_SPLIT
+@click.option(
+    "--pred-dialect",
+    type=click.Choice(["auto", "asmv2", "norm", "pixel"]),
+    default=None,
+    help="box dialect of PRED (default: what its store's manifest declares, else auto; PancapChain: asmv2)",
+)
+@click.option(
+    "--ref-dialect",
+    type=click.Choice(["auto", "asmv2", "norm", "pixel"]),
+    default=None,
+    help="box dialect of REF (default: the --dataset's, else what its store declares, else auto)",
+)
+def score_pancapscore_command(
+    pred: Path,
+    ref: Path,
+    judge: str,
+    out: Path | None,
+    dataset: str | None,
+    split: str | None,
+    pred_dialect: str | None,
+    ref_dialect: str | None,
+) -> None:
     """PancapScore (tag, location, attribute, relation, global) of PRED against REF.
 
     Entities are matched one to one by tag and box (IoU >= 0.5); overall = tag + location + attribute +
-    relation + 0.1 x global, times 100. Example: pancap score pancapscore --pred preds.jsonl --ref
-    sapancap_test_gtcaption.json
+    relation + 0.1 x global, times 100. Each side's boxes are read in its own dialect on the image's size (from
+    --dataset, or from the image each record's image_path names). Example: pancap score pancapscore --pred
+    preds.jsonl --ref sapancap_test_gtcaption.json
     """
-    from pancap_retrieval.pancapscore import markdown_table, score_pancapscore
+    from pancap_retrieval.pancapscore import BoxFrames, markdown_table, score_pancapscore
 
-    result = score_pancapscore(pred, ref, judge=judge, out=out)
+    sizes: dict[str, tuple[int, int]] = {}
+    if dataset is not None:
+        from pancap_retrieval.data import description_dialect
+        from pancap_retrieval.pipeline import load_data
+
+        data = load_data(dataset, split, None).select_columns(["example_id", "width", "height"])
+        sizes = {i: (w, h) for i, w, h in zip(data["example_id"], data["width"], data["height"]) if w and h}
+        ref_dialect = ref_dialect or description_dialect(dataset)
+    frames = BoxFrames(pred_dialect, ref_dialect, sizes)
+    result = score_pancapscore(pred, ref, judge=judge, out=out, frames=frames)
     click.echo(markdown_table(result))
 
 

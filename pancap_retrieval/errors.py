@@ -29,3 +29,7 @@ class ModelLoadError(PancapError):
 
 class RetrievalError(PancapError):
     """Retrieval inputs are unusable: wrong shapes, k larger than the gallery, unknown ids, bad options."""
+
+
+class ImageSizeError(PancapError, ValueError):
+    """A caption's boxes are in a dialect that is read on the image's size (asmv2, pixel), and the size is unknown."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,14 +117,69 @@ def run_label(results: dict[str, Any]) -> str:
     return f"{label} {embedder}" if embedder else label
 
 
-def table(results_list: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+# What a run measured: two runs that differ in any of these are two sets of columns. Retriever options join here.
+IDENTITY = ("dataset", "split", "limit", "embedder", "text_prep", "long_text", "redrawer")
+_IN_LABEL = ("dataset", "split", "embedder")  # already in run_label
+
+
+def run_identity(results: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`IDENTITY` of a run's results (None for what it does not record).
+
+    >>> run_identity({"dataset": {"name": "sample", "split": "test"}, "embedder": {"name": "minilm", "long_text": "chunk"}})
+    {'dataset': 'sample', 'split': 'test', 'limit': None, 'embedder': 'minilm', 'text_prep': None, 'long_text': 'chunk', 'redrawer': None}
+    """
+    dataset, embedder = results.get("dataset") or {}, results.get("embedder") or {}
+    text_prep = _lookup(results, ("retrieval", "text_prep"))
+    if text_prep is None:  # results that do not record it: the mode each row records
+        modes = {_lookup(row, ("text_prep", "mode")) for row in results.get("rows", [])} - {None}
+        text_prep = ",".join(sorted(modes)) or None
+    return {
+        "dataset": dataset.get("name"),
+        "split": dataset.get("split"),
+        "limit": dataset.get("limit"),
+        "embedder": embedder.get("name"),
+        "text_prep": text_prep,
+        "long_text": embedder.get("long_text"),
+        "redrawer": _lookup(results, ("reconstruction", "redrawer", "name")),
+    }
+
+
+def shown_runs(
+    results_list: list[dict[str, Any]], names: list[str] | None = None
+) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """The runs a table shows, whatever order they were named in: one per :func:`run_identity` (of identical
+    ones, the first by name, or by content when unnamed), in identity order, each with its label (the
+    run's label plus ``field=value`` for every other field in which the shown runs differ); and one line per run
+    left out, saying which run was shown instead.
+    """
+    if names is None:  # unnamed runs are told apart by their content, so that their order does not matter
+        names = [json.dumps(results, sort_keys=True, default=str) for results in results_list]
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, results in zip(names, results_list):
+        groups.setdefault(repr(list(run_identity(results).values())), []).append((str(name), results))
+    shown, lines = [], []
+    for identity in sorted(groups):
+        members = sorted(groups[identity], key=lambda member: member[0])
+        name, results = members[0]
+        shown.append(results)
+        for other, _ in members[1:]:
+            lines.append(f"{other} measures the same as {name} ({run_label(results)}): {name} is shown")
+    identities = [run_identity(r) for r in shown]
+    differing = [f for f in IDENTITY if f not in _IN_LABEL and len({repr(i[f]) for i in identities}) > 1]
+    labels = [run_label(r) + "".join(f" {f}={i[f]}" for f in differing) for r, i in zip(shown, identities)]
+    return list(zip(labels, shown)), lines
+
+
+def table(results_list: list[dict[str, Any]], names: list[str] | None = None) -> tuple[list[str], list[list[Any]]]:
     """Columns and rows (captioner first, then :class:`Cell` or None) over several runs.
 
-    With several runs every column is prefixed with the run's label (dataset/split embedder).
+    Runs that measured the same thing are shown once (:func:`shown_runs`). With several runs every column is
+    prefixed with the run's label (dataset/split embedder, and what else tells the runs apart).
     """
+    runs = shown_runs(results_list, names)[0]
     columns: list[str] = []
     cells: dict[str, dict[str, Cell | None]] = {}
-    many = len(results_list) > 1
+    many = len(runs) > 1
 
     def put(captioner: str, column: str, value: Cell | None, always: bool) -> None:
         if value is None and not always:
@@ -132,8 +188,8 @@ def table(results_list: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]
             columns.append(column)
         cells.setdefault(captioner, {})[column] = value
 
-    for results in results_list:
-        prefix = f"{run_label(results)} " if many else ""
+    for label, results in runs:
+        prefix = f"{label} " if many else ""
         for row in results.get("rows", []):
             n = row.get("n")
             put(row["captioner"], f"{prefix}n", Cell(n) if isinstance(n, int) else None, True)
@@ -223,14 +279,16 @@ def confidence_level(results_list: list[dict[str, Any]]) -> str:
 def write_leaderboard(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Path]:
     """Write ``leaderboard.md``, ``.csv``, ``.html`` and (for one run) ``recall_at_k.png``, each atomically and
     only when its content changed."""
-    results_list = [read_results(d) for d in run_dirs]
+    runs, left_out = shown_runs([read_results(d) for d in run_dirs], [str(d) for d in run_dirs])
+    results_list = [results for _, results in runs]
     columns, rows = table(results_list)
     out_dir = Path(out_dir)
-    title = ", ".join(run_label(r) for r in results_list)
+    title = ", ".join(label for label, _ in runs)
     note = UNITS_NOTE.format(level=confidence_level(results_list))
+    shown = "".join(f"{line}.\n\n" for line in left_out)
     paths = {
         "markdown": write_if_changed(
-            out_dir / "leaderboard.md", f"# pancap leaderboard: {title}\n\n{note}\n\n{markdown(columns, rows)}\n"
+            out_dir / "leaderboard.md", f"# pancap leaderboard: {title}\n\n{note}\n\n{shown}{markdown(columns, rows)}\n"
         )
     }
     buffer = io.StringIO(newline="")

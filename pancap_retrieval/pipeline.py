@@ -35,6 +35,7 @@ from pancap_retrieval.captions.store import (
     StoreMismatchError,
     check_store_key,
     manifest_path,
+    store_dialect,
     store_path,
 )
 from pancap_retrieval.errors import CaptionFileError, PancapError
@@ -43,7 +44,7 @@ from pancap_retrieval.suite import CaptionerSpec, EmbedderSpec, Suite
 
 log = logging.getLogger(__name__)
 # Bumped when the shape of a retrieval row changes, so reruns recompute rather than reuse old rows.
-RETRIEVAL_ROW_VERSION = 3
+RETRIEVAL_ROW_VERSION = 4
 # Options that change how fast captions are made, not what they say: left out of a store's key.
 SPEED_OPTIONS = frozenset({"batch_size", "device", "providers"})
 
@@ -154,6 +155,8 @@ def caption_inputs(spec: CaptionerSpec, dataset_name: str, split: str) -> dict[s
     if spec.file:
         files = sorted(Path(spec.file).glob("*.json*")) if Path(spec.file).is_dir() else [Path(spec.file)]
         inputs = {**base, "source": "file", "file": str(spec.file), "options": {}}
+        if spec.dialect is not None:  # the dialect the file's captions are declared in (store_dialect reads it)
+            inputs["box_dialect"] = spec.dialect
         inputs["model_fingerprint"] = key(*[(p.name, file_digest(p)) for p in files if p.is_file()])
     else:
         options = captioner_options(spec.name, spec.captioner_options())
@@ -222,6 +225,7 @@ def import_captions(
     dataset: Any,
     out: str | Path,
     overwrite: bool = False,
+    dialect: str | None = None,
 ) -> dict[str, Any]:
     """Copy a precomputed captions file into the run's store, checking its ids against the dataset.
 
@@ -229,7 +233,7 @@ def import_captions(
     dropped silently: empty ones are stored as failed records. A store made from the same file is reused; a store
     made from anything else is replaced only with ``overwrite``. Store and manifest are replaced together.
     """
-    spec = CaptionerSpec(name=captioner, file=str(file))
+    spec = CaptionerSpec(name=captioner, file=str(file), dialect=dialect)
     split = _split_of(dataset, None)
     inputs = caption_inputs(spec, dataset_name, split)
     path = store_path(out, captioner, dataset_name, split)
@@ -287,7 +291,7 @@ def _captions_of(
     spec: CaptionerSpec, dataset_name: str, dataset: Any, out: Path, options: RunOptions
 ) -> tuple[list[CaptionRecord], dict]:
     if spec.file:
-        report = import_captions(spec.file, spec.name, dataset_name, dataset, out, options.overwrite)
+        report = import_captions(spec.file, spec.name, dataset_name, dataset, out, options.overwrite, spec.dialect)
         return CaptionStore(report["store"]).records(), report
     if not _is_captioner(spec.name):  # a store made earlier in this folder (imported or captioned)
         store = existing_store(out, spec.name, dataset_name, _split_of(dataset, None))
@@ -538,26 +542,30 @@ def _retrieve(
         cache_dir=default_cache_dir(),
         show_progress=True,
     )
-    rows = []
+    rows, reused = [], []
     for name, records in captions.items():
         with summary.stage(f"retrieve {name} ({embedder_spec.name})") as entry:
-            row, reused = _retrieval_row(
+            row, was_reused = _retrieval_row(
                 name, records, descriptions, embedder, embedder_spec, suite, run_dir / "retrieval"
             )
-            entry.update(done=0 if reused else row["n"], reused=row["n"] if reused else 0)
+            entry.update(done=0 if was_reused else row["n"], reused=row["n"] if was_reused else 0)
             rows.append(row)
+            reused += [name] * was_reused
     manifest = base_manifest(
         suite=suite.model_dump(),
         dataset=dataset_info,
         embedder=embedder.manifest(),
         captioners=inputs["reports"],
         seed=suite.seed,
+        cache={"embedding": embedder.stats.cache_counts(), "rows_reused": reused},
     )
-    results = {
+    # the embedder's stats count this process's calls (none when every row is reused): manifest only
+    described = {k: v for k, v in embedder.manifest().items() if k != "stats"}
+    results = {  # only what the inputs decide: a rerun writes the same file, whatever the caches hold
         "dataset": dataset_info,
-        "embedder": {"name": embedder_spec.name, "long_text": embedder_spec.long_text, **embedder.manifest()},
+        "embedder": {"name": embedder_spec.name, "long_text": embedder_spec.long_text, **described},
+        "retrieval": suite.retrieval.model_dump(),
         "rows": rows,
-        "manifest": manifest,
     }
     if reconstruction is not None:
         results["reconstruction"] = reconstruction
@@ -571,7 +579,15 @@ def _reconstruct(
 ) -> dict:
     from reconstruct.run import reconstruct_spec
 
-    return reconstruct_spec(out, captions, dataset, suite.reconstruction, seed=suite.seed, summary=summary)
+    dialects = _store_dialects(out, list(captions), suite.dataset.name, _split_of(dataset, None))
+    return reconstruct_spec(
+        out, captions, dataset, suite.reconstruction, seed=suite.seed, summary=summary, dialects=dialects
+    )
+
+
+def _store_dialects(out: Path, names: list[str], dataset_name: str, split: str) -> dict[str, str]:
+    """Captioner name -> the box dialect its store in ``out`` declares."""
+    return {name: store_dialect(store_path(out, name, dataset_name, split)) for name in names}
 
 
 def run_reconstruction(
@@ -601,7 +617,10 @@ def run_reconstruction(
                 captions[spec.name] = existing_store(out, spec.name, dataset_name, split).records()
         from reconstruct.run import reconstruct_spec
 
-        result = reconstruct_spec(out, captions, dataset, reconstruction, seed=seed, summary=RunSummary())
+        dialects = _store_dialects(out, list(captions), dataset_name, split)
+        result = reconstruct_spec(
+            out, captions, dataset, reconstruction, seed=seed, summary=RunSummary(), dialects=dialects
+        )
         write_gallery(out)
     return result
 

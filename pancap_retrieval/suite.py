@@ -80,11 +80,21 @@ class CaptionerSpec(_Strict):
         default_factory=dict,
         description="the captioner's own options (`pancap list captioners --options`), as `-o KEY=VALUE`",
     )
+    dialect: Literal["auto", "asmv2", "norm", "pixel"] | None = Field(
+        default=None,
+        description="box dialect of a precomputed file's captions (a registered captioner declares its own)",
+    )
 
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str) -> str:
         return _check_name(value, "captioner name")
+
+    @model_validator(mode="after")
+    def _dialect_of_a_file(self) -> CaptionerSpec:
+        if self.dialect is not None and not self.file:
+            raise ValueError("dialect is declared for a captions file only; a registered captioner declares its own")
+        return self
 
     def captioner_options(self) -> dict[str, Any]:
         """The options the captioner is built with: ``model`` (when given) and ``options``.

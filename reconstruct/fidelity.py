@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pancap_retrieval.captions.boxes import Box, iou
+from pancap_retrieval.captions.phrases import head_words
 from pancap_retrieval.errors import ModelLoadError
 from pancap_retrieval.loading import choose_device
 
@@ -60,13 +61,14 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "sports ball": ("ball", "football", "soccer ball", "basketball", "tennis ball", "baseball"),
     "donut": ("doughnut",),
     "refrigerator": ("fridge",),
+    "microwave": ("microwave oven",),
     "hair drier": ("hair dryer", "hairdryer"),
     "cup": ("mug",),
     "handbag": ("purse",),
     "remote": ("remote control",),
     "tie": ("necktie",),
     "cow": ("cattle",),
-    "laptop": ("notebook computer",),
+    "laptop": ("notebook computer", "laptop computer"),
     "teddy bear": ("teddy",),
     "bench": ("park bench",),
 }  # fmt: skip
@@ -100,25 +102,23 @@ _VOCAB: list[tuple[tuple[str, ...], int]] | None = None
 
 
 def coco_class_of(phrase: str) -> int | None:
-    """The COCO-80 class id a phrase names, or None: a COCO name, its plural or a simple synonym is a word
-    (or run of words) of it. With several, the one ending last wins (the head of an English noun phrase).
+    """The COCO-80 class id a phrase names, or None: read from the phrase's head noun
+    (:func:`~pancap_retrieval.captions.phrases.head_words`, the head PancapScore's tags use), as a COCO name,
+    its plural or a simple synonym ending at the head; a multi-word name (``teddy bear``) matches as a compound
+    ending there, the longest one first. A word before the head is a modifier, never the class: "an orange
+    retina" is a retina, "an apple tree" a tree.
 
     >>> [coco_class_of(p) for p in ("two cameras", "a man in a red hat", "the wooden dining table", "traffic light")]
     [None, 0, 60, 9]
+    >>> [coco_class_of(p) for p in ("an orange retina", "an apple tree", "a hot dog stand", "a teddy bear")]
+    [None, None, None, 77]
     """
     global _VOCAB
     if _VOCAB is None:
         _VOCAB = _vocabulary()
-    words = re.findall(r"[a-z]+", phrase.lower())
-    best: tuple[int, int, int] | None = None  # (end, length, class id)
-    for form, class_id in _VOCAB:
-        n = len(form)
-        for start in range(len(words) - n + 1):
-            if tuple(words[start : start + n]) == form:
-                key = (start + n, n, class_id)
-                if best is None or key[:2] > best[:2]:
-                    best = key
-    return best[2] if best else None
+    words = [w for word in head_words(phrase) for w in re.findall(r"[a-z]+", word)]
+    ending = [(len(form), class_id) for form, class_id in _VOCAB if tuple(words[-len(form) :]) == form]
+    return max(ending, key=lambda match: match[0])[1] if ending and words else None
 
 
 # Another TorchScript network with the same contract (299x299 RGB in [-1, 1] -> 2048-d features) used instead of
@@ -227,17 +227,20 @@ def kid(
 ) -> dict[str, Any]:
     """Kernel Inception Distance: unbiased MMD^2 with the cubic polynomial kernel, over random subsets.
 
-    The subset size is ``min(subset_size, len(a), len(b))`` (reported); it needs at least 2.
+    The subset size is ``min(subset_size, len(a), len(b))`` (reported); it needs at least 2. When both sets have
+    that many samples (n pairs, n <= subset size), every "subset" is both whole sets: the MMD^2 is computed once and
+    ``std`` is None (not available) with a note, never the spread of one number repeated.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     m = min(subset_size, a.shape[0], b.shape[0])
     if m < 2:
         raise ValueError(f"KID needs subsets of at least 2 samples, got {m}")
+    whole = a.shape[0] == b.shape[0] == m  # every subset would be both whole sets
     d = a.shape[1]
     rng = np.random.default_rng(seed)
     values = []
-    for _ in range(n_subsets):
+    for _ in range(1 if whole else n_subsets):
         x = a[rng.choice(a.shape[0], m, replace=False)]
         y = b[rng.choice(b.shape[0], m, replace=False)]
         kxx = (x @ x.T / d + 1) ** 3
@@ -247,6 +250,9 @@ def kid(
         values.append(
             (kxx.sum() - np.trace(kxx)) / off + (kyy.sum() - np.trace(kyy)) / off - 2 * kxy.sum() / (m * m)
         )
+    if whole:
+        note = f"std not available: n={m} is not above the subset size {subset_size}, every subset is the whole set"
+        return {"mean": float(values[0]), "std": None, "subset_size": int(m), "n_subsets": 1, "note": note}
     return {
         "mean": float(np.mean(values)),
         "std": float(np.std(values)),

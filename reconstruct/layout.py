@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pancap_retrieval.captions.boxes import Box, iou
-from pancap_retrieval.captions.model import Entity, parse_caption
+from pancap_retrieval.captions.model import Entity, parse_caption, read_boxes
 from pancap_retrieval.errors import PancapError
 
 MAX_TOKENS = 77  # CLIP's context, BOS and EOS included
@@ -373,20 +373,23 @@ def build_layout(
     )
 
 
-def layout_from_record(record: Any, *, image_size: tuple[int, int] | None = None, **options: Any) -> Layout:
-    """The layout of a :class:`~pancap_retrieval.captions.store.CaptionRecord`.
+def layout_from_record(
+    record: Any, *, image_size: tuple[int, int] | None = None, dialect: str = "auto", **options: Any
+) -> Layout:
+    """The layout of a :class:`~pancap_retrieval.captions.store.CaptionRecord` of an image of ``image_size``.
 
     Entities come from the stage outputs when the captioner kept them (the last stage with an ``entities``
-    list), else from the parsed caption; the prompt always comes from the caption's plain text.
-    Options are those of :func:`build_layout`.
+    list, already fractions of the image), else from the caption's boxes read in ``dialect`` (its store's,
+    :func:`~pancap_retrieval.captions.store.store_dialect`) on the image's size; the prompt always comes from the
+    caption's plain text. Options are those of :func:`build_layout`.
     """
     if getattr(record, "status", "ok") != "ok" or not isinstance(record.caption, str):
         raise LayoutError(f"{record.example_id}: caption generation failed ({record.error or 'no caption'})")
-    parsed = parse_caption(record.caption)
-    if not parsed.plain_text.strip() and not parsed.entities:
-        raise LayoutError(f"{record.example_id}: empty caption")
     from_stages = entities_from_stages(record.stages or {})
     if from_stages is not None:
+        parsed = parse_caption(record.caption)  # only the text: the boxes are the stage's
+        if not parsed.plain_text.strip() and not parsed.entities:
+            raise LayoutError(f"{record.example_id}: empty caption")
         name, entities = from_stages
         return build_layout(
             record.example_id,
@@ -396,19 +399,23 @@ def layout_from_record(record: Any, *, image_size: tuple[int, int] | None = None
             source=f"stages:{name}",
             **options,
         )
-    return build_layout(
-        record.example_id, parsed.plain_text, parsed.entities, image_size=image_size, **options
-    )
+    return layout_from_caption(record.caption, record.example_id, dialect=dialect, image_size=image_size, **options)
 
 
-def layout_from_caption(text: str, example_id: str = "", **options: Any) -> Layout:
-    """The layout of a caption text (see :func:`build_layout` for the options).
+def layout_from_caption(text: str, example_id: str = "", *, dialect: str = "auto", **options: Any) -> Layout:
+    """The layout of a caption text, its boxes read in ``dialect`` on ``image_size`` (see :func:`build_layout`
+    for the options).
 
     >>> layout = layout_from_caption("A dog [[0.1, 0.2, 0.5, 0.9]] on grass.", "x", image_size=(200, 100))
     >>> layout.prompt, layout.phrases, layout.boxes
     ('A dog on grass.', ['A dog'], [[0.1, 0.35, 0.5, 0.7]])
+    >>> layout_from_caption("A photo <box>[[0, 167, 1000, 833]]</box>.", "x", image_size=(451, 300)).source_boxes
+    [[0.0, 0.0, 1.0, 1.0]]
     """
-    parsed = parse_caption(text)
+    size = options.get("image_size")
+    parsed = read_boxes(text, dialect, size, fix=f"{example_id or 'caption'}: pass the image size (image_size=)")
+    if not parsed.plain_text.strip() and not parsed.entities:
+        raise LayoutError(f"{example_id}: empty caption")
     return build_layout(example_id, parsed.plain_text, parsed.entities, **options)
 
 

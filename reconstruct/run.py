@@ -196,9 +196,12 @@ def plan(
     seed: int,
     canvas_mode: str,
     progress: bool = False,
+    *,
+    dialect: str = "auto",
 ) -> Plan:
-    """Layouts of one captioner's captions, and which redraws on disk are still valid for them. With
-    ``progress`` a bar counts the records when this takes over 2 s (the first captioner reads every original)."""
+    """Layouts of one captioner's captions (boxes read in ``dialect`` on each original's size), and which redraws
+    on disk are still valid for them. With ``progress`` a bar counts the records when this takes over 2 s (the
+    first captioner reads every original)."""
     from tqdm.auto import tqdm
 
     result = Plan(captioner, run_dir / "images" / file_name(captioner))
@@ -221,7 +224,9 @@ def plan(
             result.skip(example_id, "unreadable_image")
             continue
         try:
-            layout = layout_from_record(record, image_size=size, mode=canvas_mode, **layout_options)
+            layout = layout_from_record(
+                record, image_size=size, dialect=dialect, mode=canvas_mode, **layout_options
+            )
         except LayoutError as exc:
             result.skip(example_id, "empty_caption", str(exc))
             continue
@@ -342,6 +347,7 @@ def reconstruct_run(
     kid_subset_size: int = 1000,
     progress: bool = True,
     summary: Any = None,
+    dialects: Mapping[str, str] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Redraw every caption of every captioner and score the redraws against the originals.
@@ -352,7 +358,9 @@ def reconstruct_run(
     redrawers; the sketch has none) and ``redrawer_options`` plus any other keyword (``guidance_scale=``,
     ``canvas_size=``, ``dtype=``, ...), or a redrawer object. ``detector``: ``"auto"`` (the packaged CenterNet),
     None (no adherence scores) or an object with ``detect``. ``summary``: a
-    :class:`~pancap_retrieval.pipeline.RunSummary` that gets one entry per stage. Writes the files listed in the
+    :class:`~pancap_retrieval.pipeline.RunSummary` that gets one entry per stage. ``dialects``: captioner name ->
+    the box dialect of its captions (:func:`~pancap_retrieval.captions.store.store_dialect`; ``auto`` for a
+    captioner not named). Writes the files listed in the
     module docstring; returns what ``reconstruction.json`` holds.
     """
     run_dir = Path(run_dir)
@@ -362,7 +370,9 @@ def reconstruct_run(
     if canvas_mode not in CANVAS_MODES:
         raise PancapError(f"canvas_mode must be one of {', '.join(CANVAS_MODES)}, not {canvas_mode!r}")
     all_options = {**(redrawer_options or {}), **options}
+    dialects = {name: (dialects or {}).get(name, "auto") for name in captions}
     wanted = _stage_key(redrawer, model, steps, all_options, seed, canvas_mode, captions, sources, scores, detector)
+    wanted = key(wanted, dialects) if wanted is not None else None  # the same captions read in another dialect
     ranks = Ranks.current()
     previous = _previous(run_dir, ranks)
     if wanted and previous.get("stage_key") == wanted and _files_present(run_dir, previous):
@@ -397,6 +407,7 @@ def reconstruct_run(
                 seed,
                 canvas_mode,
                 progress and ranks.main,
+                dialect=dialects[captioner],
             )
             seconds = redraw(plans[captioner], drawer, batch, progress, ranks)
             results["captioners"][captioner] = _entry(plans[captioner], seconds)
@@ -431,11 +442,12 @@ def reconstruct_spec(
     spec: Any,
     seed: int = 0,
     summary: Any = None,
+    dialects: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """:func:`reconstruct_run` of a :class:`~pancap_retrieval.suite.ReconstructionSpec`."""
     return reconstruct_run(
         run_dir, captions, dataset, spec.redrawer, spec.model, seed,
-        steps=spec.steps, scores=spec.scores, summary=summary, **spec.options,
+        steps=spec.steps, scores=spec.scores, summary=summary, dialects=dialects, **spec.options,
     )  # fmt: skip
 
 

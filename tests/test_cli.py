@@ -125,11 +125,14 @@ def test_captions_parse_prints_entities(tmp_path):
     path.write_text(
         json.dumps({"question_id": "x1", "text": "A dog <box>[[100, 200, 300, 400]]</box> sleeps."}) + "\n"
     )
-    result = invoke("captions", "parse", str(path))
+    result = invoke("captions", "parse", str(path), "--width", "500", "--height", "500")
     parsed = json.loads(result.output.splitlines()[0])
     assert parsed["example_id"] == "x1"
     assert parsed["entities"] == [{"phrase": "A dog", "boxes": [[0.1, 0.2, 0.3, 0.4]]}]
     assert parsed["plain_text"] == "A dog sleeps."
+    wide = json.loads(invoke("captions", "parse", str(path), "--width", "1000", "--height", "500").output.splitlines()[0])
+    assert wide["entities"][0]["boxes"] == [[0.1, 0.0, 0.3, 0.3]]  # de-padded: the image is 250..750 of the square
+    one_line_error(invoke("captions", "parse", str(path)), "--width and --height")
 
 
 def test_captions_import_counts_what_it_cannot_use(tmp_path):

@@ -3,6 +3,7 @@ agrees everywhere; intervals, units and n are shown; the HTML page sorts in a re
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import re
@@ -14,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
-from pancap_retrieval.leaderboard import recall_figure, write_leaderboard
+from pancap_retrieval.cli import cli
+from pancap_retrieval.leaderboard import recall_figure, shown_runs, table, write_leaderboard
+from pancap_retrieval.results import read_results
 from pancap_retrieval.retrieval.metrics import retrieval_metrics
 
 
@@ -199,3 +203,59 @@ def test_html_page_sorts_by_a_column_in_chromium(board):
         sorted_page.feed(dom.stdout)
         order[direction] = [row[0][0] for row in sorted_page.rows]
     assert order == {"asc": ["detector", "reference"], "desc": ["reference", "detector"]}
+
+
+# ------------------------------------------------------------------------------ runs as columns
+
+
+def _run(tmp_path, name: str, *, long_text="chunk", text_prep="strip", limit=None, shift=0):
+    """A run folder whose results differ from the others in ``long_text``/``text_prep``/``limit`` (and, with
+    ``shift``, in its figures: each captioner's ranks moved by ``shift``)."""
+    results = copy.deepcopy(_results())
+    results["embedder"]["long_text"] = long_text
+    results["dataset"]["limit"] = limit
+    results["retrieval"] = {"backend": "faiss", "text_prep": text_prep, "bootstrap_samples": 200}
+    rng = np.random.default_rng(shift)
+    for row in results["rows"]:
+        if shift:
+            row["d2c"] = retrieval_metrics(rng.integers(1, 20, size=40), (1, 5, 10), n_bootstrap=200, seed=0)
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(results))
+    return folder
+
+
+def _cells(runs) -> dict:
+    columns, rows = table([read_results(r) for r in runs], [str(r) for r in runs])
+    return {(row[0], column): text for row in rows for column, text in zip(columns[1:], map(str, row[1:]))}
+
+
+def test_runs_that_differ_only_in_long_text_are_two_labelled_columns_in_any_order(tmp_path):
+    chunk, truncate = _run(tmp_path, "chunk"), _run(tmp_path, "truncate", long_text="truncate", shift=7)
+    cells = _cells([chunk, truncate])
+    assert cells == _cells([truncate, chunk])
+    d2c = {column: value for (captioner, column), value in cells.items() if captioner == "detector" and column.endswith("d2c R@1")}
+    assert set(d2c) == {"sample/test minilm long_text=chunk d2c R@1", "sample/test minilm long_text=truncate d2c R@1"}
+    assert len(set(d2c.values())) == 2  # each run's own figure, none overwritten
+
+
+def test_every_field_of_a_run_s_identity_tells_columns_apart(tmp_path):
+    runs = [_run(tmp_path, "a"), _run(tmp_path, "b", text_prep="keep"), _run(tmp_path, "c", limit=10)]
+    columns, _ = table([read_results(r) for r in runs])
+    labels = {column.removesuffix(" n") for column in columns if column.endswith(" n") and "redraw" not in column}
+    assert labels == {
+        "sample/test minilm limit=None text_prep=strip",
+        "sample/test minilm limit=None text_prep=keep",
+        "sample/test minilm limit=10 text_prep=strip",
+    }
+
+
+def test_identical_runs_are_one_column_and_a_line_says_which_run_is_shown(tmp_path):
+    first, second = _run(tmp_path, "run_a"), _run(tmp_path, "run_b", shift=3)
+    runs, lines = shown_runs([read_results(second), read_results(first)], [str(second), str(first)])
+    assert len(runs) == 1 and lines == [f"{second} measures the same as {first} (sample/test minilm): {first} is shown"]
+    assert _cells([first, second]) == _cells([second, first]) == _cells([first])
+    result = CliRunner().invoke(cli, ["leaderboard", str(second), str(first), "--out", str(tmp_path / "board")])
+    assert result.exit_code == 0, result.output
+    assert f"{first} is shown" in result.output
+    assert f"{first} is shown" in (tmp_path / "board" / "leaderboard.md").read_text()

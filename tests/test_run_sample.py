@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,24 @@ def test_rows_report_the_over_limit_rate_of_their_own_texts(sample_run):
         assert captions["max_seq_length"] == 256 and 0.0 <= captions["over_limit_rate"] <= 1.0
         # texts past MiniLM's 256 word pieces are chunked by default, so nothing of them is cut
         assert descriptions["over_limit_handling"] == "chunked" and descriptions["truncated_rate"] == 0.0
+
+
+def test_results_hold_nothing_that_depends_on_the_cache(sample_run, tmp_path):
+    """Recomputing the retrieval rows with a warm embedding cache writes the same results.json; what the cache
+    spared is in the manifest's cache statistics."""
+    run_dir, _, _ = sample_run
+    first = (run_dir / "results.json").read_text()
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    shutil.rmtree(copy / "retrieval")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PANCAP_CACHE_DIR", str(run_dir.parent / "cache"))
+        again = CliRunner().invoke(cli, ["run", str(SUITE), "--out", str(copy)], catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert (copy / "results.json").read_text() == first
+    cache = json.loads((copy / "manifest.json").read_text())["cache"]
+    assert cache["embedding"]["cache_hits"] > 0 and cache["embedding"]["encoded_texts"] == 0
+    assert cache["rows_reused"] == [] and "n_chunks" not in first and "cache_hits" not in first
 
 
 def test_retrieval_rows_are_those_recorded_before_the_rework(sample_run):

@@ -30,6 +30,9 @@ class Captioner(ABC):
     name: str = "captioner"
     default_batch_size: int = 1
     needs_image: bool = True
+    # The box dialect of the captions it writes (pancap_retrieval.captions.boxes); its manifest says it as
+    # ``box_dialect`` and the store's manifest keeps it (pancap_retrieval.captions.store.store_dialect).
+    box_dialect: str = "auto"
 
     @abstractmethod
     def caption_batch(self, examples: list[Example]) -> list[CaptionRecord]:
@@ -37,7 +40,7 @@ class Captioner(ABC):
 
     def manifest(self) -> dict[str, Any]:
         """Model ids, revisions, prompts and options: what a run's manifest records of this captioner."""
-        return {"name": self.name}
+        return {"name": self.name, "box_dialect": self.box_dialect}
 
 
 @dataclass

@@ -358,7 +358,7 @@ class DetectorCaptioner(Captioner):
             if batch_size < 1:
                 raise ValueError(f"batch_size must be at least 1, got {batch_size}")
             self.default_batch_size = batch_size
-        self.dialect = dialect
+        self.dialect = self.box_dialect = dialect
         self.relations_per_entity = relations_per_entity
         self.max_relations = max_relations
         self.detector = Detector(model, score_threshold=score_threshold, nms_iou=nms_iou, providers=providers)
@@ -396,7 +396,7 @@ class DetectorCaptioner(Captioner):
     def manifest(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "dialect": self.dialect,
+            "box_dialect": self.box_dialect,
             "relations_per_entity": self.relations_per_entity,
             "max_relations": self.max_relations,
             **self.detector.manifest(),

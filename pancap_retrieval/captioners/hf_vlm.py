@@ -104,6 +104,7 @@ class ImageTextToTextCaptioner(Captioner):
             "model": self.model_id,
             "revision": getattr(self.model.config, "_commit_hash", None),
             "model_class": type(self.model).__name__,
+            "box_dialect": self.box_dialect,
             "prompt_name": self.prompt_name,
             "prompt": self.prompt,
             "chat_template": bool(getattr(self.processor, "chat_template", None)),
@@ -169,6 +170,7 @@ class Qwen25VLCaptioner(ImageTextToTextCaptioner):
 
     name = "qwen2.5-vl"
     default_model = "Qwen/Qwen2.5-VL-7B-Instruct"
+    box_dialect = "pixel"  # rescaled to the original image's pixels in postprocess
     default_prompt = "panoptic"
 
     def postprocess(

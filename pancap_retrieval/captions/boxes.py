@@ -6,6 +6,9 @@ Box dialects that real captioners emit, and how each maps to that form:
   square of side max(w, h), centred (PancapChain / ASMv2, CLIP ViT-L/14-336 in pad mode).
 - ``norm``: ``[[0.x, 0.x, 0.x, 0.x]]``, floats in [0, 1] of the original image (SA-Pancap ground truth).
 - ``pixel``: ``[x1, y1, x2, y2]`` in pixels of the original image (the paper's illustrations).
+
+``asmv2`` and ``pixel`` (:data:`SIZED_DIALECTS`) mean nothing without the image's width and height: consumers of
+boxes read them with :func:`~pancap_retrieval.captions.model.read_boxes`, which refuses them without a size.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 DIALECTS = ("asmv2", "norm", "pixel")
+SIZED_DIALECTS = ("asmv2", "pixel")  # read on the image's size: without it a box is not a place on the image
 ASMV2_SCALE = 1000
 # How far outside the image (as a fraction of it) a coordinate may fall and still be read as a box, clamped and
 # flagged; further out the numbers are not coordinates of the dialect and the box is malformed.
@@ -81,7 +85,7 @@ def to_normalised(
     if dialect == "norm":
         return [float(v) for v in values]
     if width is None or height is None:
-        if dialect == "asmv2":  # no size known: the padded square is the image itself
+        if dialect == "asmv2":  # fractions of the padded square, not of the image: read_boxes refuses these
             return [v / ASMV2_SCALE for v in values]
         raise ValueError("pixel boxes need the image size")
     if dialect == "asmv2":

@@ -6,6 +6,10 @@ names it with (:mod:`.phrases`); a group with nothing of its own before it (``tw
 adds its boxes to the previous entity. The plain text drops every group with the phrasing that introduces it
 (:mod:`.cues`). Malformed or truncated groups are removed whole, counted and reported in ``warnings``;
 out-of-range boxes are clamped and flagged.
+
+:func:`parse_caption` is the parser (text, phrases and boxes as written); :func:`read_boxes` is how every consumer
+of a caption's boxes reads them (layouts, redraws, re-detection, PancapScore, ``pancap captions parse``): in the
+caption's dialect, on the image's size, and never on a guessed frame.
 """
 
 from __future__ import annotations
@@ -15,10 +19,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pancap_retrieval.captions.boxes import DIALECTS, RANGE_TOLERANCE, Box, format_box_group, read_quad
+from pancap_retrieval.captions.boxes import (
+    DIALECTS,
+    RANGE_TOLERANCE,
+    SIZED_DIALECTS,
+    Box,
+    format_box_group,
+    read_quad,
+)
 from pancap_retrieval.captions.cues import Cue, find_cue, strip_spans
 from pancap_retrieval.captions.groups import RawGroup, find_groups
 from pancap_retrieval.captions.phrases import JOIN, name_before, name_entity, resolve_pronoun, sentence_start
+from pancap_retrieval.errors import ImageSizeError
 
 
 @dataclass
@@ -56,6 +68,7 @@ class PanopticCaption:
     malformed: int = 0
     clamped: int = 0
     dialect: str | None = None
+    needs_size: bool = False  # some box is in a dialect read on the image's size, and no size was given
 
     @property
     def boxes(self) -> list[Box]:
@@ -193,8 +206,11 @@ def parse_caption(
         )
         previous_end = raw.end
     seen_dialects = {read.dialect for read in reads if read.boxes}
-    if (width is None or height is None) and "asmv2" in seen_dialects:
-        warnings.append("asmv2 boxes read without the image size: the image was taken as square")
+    needs_size = (width is None or height is None) and any(read.dialect in SIZED_DIALECTS for read in reads)
+    if needs_size:
+        warnings.append(
+            "boxes read without the image size are not places on the image (asmv2: fractions of the padded square)"
+        )
     caption_dialect = seen_dialects.pop() if len(seen_dialects) == 1 else ("mixed" if seen_dialects else None)
     return PanopticCaption(
         text=text,
@@ -205,7 +221,41 @@ def parse_caption(
         malformed=sum(read.malformed for read in reads),
         clamped=sum(read.clamped for read in reads),
         dialect=caption_dialect,
+        needs_size=needs_size,
     )
+
+
+def read_boxes(
+    text: str,
+    dialect: str = "auto",
+    image_size: tuple[int, int] | None = None,
+    *,
+    fix: str = "give the image's width and height",
+) -> PanopticCaption:
+    """The caption's entities with boxes as fractions of the (unpadded) image of ``image_size`` (width, height).
+
+    The one way a consumer reads a caption's boxes. ``dialect`` is the caption's (its captioner's or dataset's,
+    ``auto`` to tell each box by its form); ``asmv2`` is de-padded from the centred square here. A caption whose
+    boxes need the size (``asmv2``, ``pixel``) when none is given is an :class:`~pancap_retrieval.errors.ImageSizeError`
+    ending with ``fix``, never a box on a guessed frame.
+
+    >>> read_boxes("the photo <box>[[0, 167, 1000, 833]]</box>", "asmv2", (451, 300)).boxes[0].as_list(2)
+    [0.0, 0.0, 1.0, 1.0]
+    >>> read_boxes("the photo <box>[[0, 167, 1000, 833]]</box>")
+    Traceback (most recent call last):
+    ...
+    pancap_retrieval.errors.ImageSizeError: asmv2 boxes are read on the image's size, which is not known: give the image's width and height
+    """
+    width, height = image_size if image_size is not None else (None, None)
+    if image_size is not None and not (width > 0 and height > 0):
+        raise ImageSizeError(f"image size {width}x{height} is not a size: {fix}")
+    if image_size is None and dialect in SIZED_DIALECTS:
+        raise ImageSizeError(f"{dialect} boxes are read on the image's size, which is not known: {fix}")
+    parsed = parse_caption(text, dialect, width, height)
+    if parsed.needs_size:
+        sized = sorted({g.dialect for g in parsed.groups if g.dialect in SIZED_DIALECTS})
+        raise ImageSizeError(f"{' and '.join(sized)} boxes are read on the image's size, which is not known: {fix}")
+    return parsed
 
 
 def _add_entity(entities: list[Entity], read: _Read, name: str, warnings: list[str]) -> int | None:
@@ -279,5 +329,6 @@ __all__ = [
     "format_caption",
     "format_entities",
     "parse_caption",
+    "read_boxes",
     "strip_boxes",
 ]

@@ -413,25 +413,59 @@ def is_place(words: list[str]) -> bool:
     return head in PLACE_IF_POSITIONED and (positioned or (bool(rest) and rest[-1] in FRAME_WORDS))
 
 
-def head_noun(phrase: str) -> str:
-    """The head noun of a phrase, lower case.
+# Words that start what follows a head noun: a prepositional phrase ("a man in a red hat"), a participle
+# ("a man holding a dog") or a relative clause ("the cup that holds pens"). "of" is handled by PARTITIVES.
+_POSTMODIFIERS = (PREPOSITIONS - {"of"}) | VERB_FORMS | _words("that which who whose where")
 
-    >>> [head_noun(p) for p in ["the second flower", "A small piece of debris", "One of his shoes", "**Boy 1**"]]
-    ['flower', 'debris', 'shoes', 'boy']
+
+def _postmodifier_at(words: list[str], k: int) -> bool:
+    """Whether ``words[k]`` starts a postmodifier: after a word that can end a noun phrase (not a determiner,
+    adverb or adjective: "a painted wall", "a brightly lit room", "a red painted door" go on)."""
+    before, word = words[k - 1], words[k]
+    if _determiner(before) or _adverb(before) or before in COMMON_ADJECTIVES or before in PREPOSITIONS:
+        return False
+    if word in _POSTMODIFIERS:
+        return True
+    following = words[k + 1] if k + 1 < len(words) else ""
+    ends_clause = not following or _determiner(following) or following in PREPOSITIONS
+    return word.endswith("ing") and len(word) > 4 and word not in ING_NOUNS and ends_clause
+
+
+def head_words(phrase: str) -> list[str]:
+    """The words of a noun phrase up to and including its head, lower case: what follows the head is cut off,
+    and in ``N1 of N2`` the words are N2's when N1 is a part or quantity word.
+
+    >>> [head_words(p) for p in ["a man in a red hat", "A small piece of debris", "the hot dog stand"]]
+    [['a', 'man'], ['debris'], ['the', 'hot', 'dog', 'stand']]
     """
     unquoted = re.sub(r"\"[^\"]*\"|“[^”]*”", " ", phrase)
     words = [t.low for t in tokens(unquoted, 0, len(unquoted)) if t.is_word]
     while words:
+        cut = next((k for k in range(1, len(words)) if _postmodifier_at(words, k)), len(words))
+        words = words[:cut]
         first = words[: words.index("of")] if "of" in words else words
         rest = words[len(first) + 1 :]
         while len(first) > 1 and first[-1].isdigit():
             first = first[:-1]
-        head = first[-1] if first else ""
-        if rest and head in PARTITIVES:
+        if rest and first and first[-1] in PARTITIVES:
             words = rest
             continue
-        return re.sub(r"(?<=[a-z])[0-9]+$", "", re.sub(r"['’]s?$", "", head))
-    return ""
+        if first:
+            first = [*first[:-1], re.sub(r"(?<=[a-z])[0-9]+$", "", re.sub(r"['’]s?$", "", first[-1]))]
+        return first
+    return []
+
+
+def head_noun(phrase: str) -> str:
+    """The head noun of a phrase, lower case (the last of :func:`head_words`).
+
+    >>> [head_noun(p) for p in ["the second flower", "A small piece of debris", "One of his shoes", "**Boy 1**"]]
+    ['flower', 'debris', 'shoes', 'boy']
+    >>> [head_noun(p) for p in ["a man in a red hat", "a man holding a dog", "a woman eating an apple"]]
+    ['man', 'man', 'woman']
+    """
+    words = head_words(phrase)
+    return words[-1] if words else ""
 
 
 __all__ = [
@@ -439,6 +473,7 @@ __all__ = [
     "Token",
     "can_be_head",
     "head_noun",
+    "head_words",
     "is_place",
     "np_backward",
     "np_forward",

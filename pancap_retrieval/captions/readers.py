@@ -54,7 +54,10 @@ def _record(data: Any, where: str) -> CaptionRecord:
     text = data[text_key]
     if not isinstance(text, str):
         raise CaptionFileError(f"{where}: caption is not text")
-    return CaptionRecord(example_id, text, meta={"source_format": text_key})
+    meta = {"source_format": text_key}
+    if path_key is not None:  # the image it names: where its size can be read from
+        meta["image_path"] = data[path_key]
+    return CaptionRecord(example_id, text, meta=meta)
 
 
 def read_captions(path: str | Path) -> list[CaptionRecord]:

@@ -72,6 +72,17 @@ def manifest_path(store: str | Path) -> Path:
     return Path(store).with_suffix(".manifest.json")
 
 
+def store_dialect(store: str | Path) -> str:
+    """The box dialect a store's captions are in, as the manifest beside it declares: ``box_dialect`` (what an
+    import declared, or what the captioner that wrote it says it writes), else the captioner's own manifest's;
+    ``auto`` (each box told by its form) when nothing is declared or there is no manifest.
+    """
+    manifest = read_json(manifest_path(store)) or {}
+    captioner = manifest.get("captioner")
+    declared = manifest.get("box_dialect") or (captioner.get("box_dialect") if isinstance(captioner, dict) else None)
+    return str(declared or "auto")
+
+
 class CaptionStore:
     """Append-only JSONL of :class:`CaptionRecord`; the last record of an id wins when read.
 

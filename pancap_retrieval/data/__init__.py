@@ -39,6 +39,7 @@ __all__ = [
     "as_dataset_spec",
     "dataset_info",
     "describe_datasets",
+    "description_dialect",
     "load_dataset",
     "max_image_pixels",
     "open_image",
@@ -256,6 +257,19 @@ def require_descriptions(dataset: datasets.Dataset, spec: str | DatasetSpec) -> 
         f"{spec.name}: no image has a description, so captions cannot be retrieved against them; "
         "use a dataset with descriptions (docci, sample, an imagefolder with metadata.jsonl)"
     )
+
+
+# The box dialect of a kind's descriptions (pancap_retrieval.captions.boxes); a kind not named: ``auto``.
+DESCRIPTION_DIALECTS = {"sapancap": "norm"}  # SA-Pancap: [[x1, y1, x2, y2]] fractions of the unpadded image
+
+
+def description_dialect(spec: str | DatasetSpec) -> str:
+    """The box dialect a dataset's descriptions are written in.
+
+    >>> description_dialect("sapancap:/data/sa1b"), description_dialect("sample")
+    ('norm', 'auto')
+    """
+    return DESCRIPTION_DIALECTS.get(as_dataset_spec(spec).kind, "auto")
 
 
 def describe_datasets() -> list[dict[str, Any]]:

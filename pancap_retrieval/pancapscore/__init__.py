@@ -22,12 +22,19 @@ from pancap_retrieval.pancapscore.items import (
 )
 from pancap_retrieval.pancapscore.judges import HFJudge, RuleJudge, get_judge
 from pancap_retrieval.pancapscore.matching import MatchedPair, TagSimilarity, match_entities
-from pancap_retrieval.pancapscore.score import markdown_table, score_items, score_pancapscore, write_result
+from pancap_retrieval.pancapscore.score import (
+    BoxFrames,
+    markdown_table,
+    score_items,
+    score_pancapscore,
+    write_result,
+)
 
 __all__ = [
     "DIMENSIONS",
     "MAX_OVERALL",
     "WEIGHTS",
+    "BoxFrames",
     "CaptionItems",
     "EntityItem",
     "HFJudge",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pancap_retrieval.captions.boxes import Box
-from pancap_retrieval.captions.model import format_caption, parse_caption
+from pancap_retrieval.captions.model import format_caption, read_boxes
 from pancap_retrieval.errors import RegistryError
 from pancap_retrieval.pancapscore.items import CaptionItems, EntityItem, Statement
 from pancap_retrieval.registry import Entry, Registry
@@ -56,10 +56,23 @@ class Judge(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
-def normalised_text(caption: str) -> str:
-    """The caption with every box written as normalised ``[[x1, y1, x2, y2]]``, the form judges read."""
-    parsed = parse_caption(caption)
-    return format_caption(parsed, "norm", ndigits=3) if parsed.groups else caption
+def normalised_text(
+    caption: str,
+    dialect: str = "auto",
+    image_size: tuple[int, int] | None = None,
+    *,
+    ndigits: int = 3,
+    fix: str = "give the image's size",
+) -> str:
+    """The caption with every box, read in ``dialect`` on ``image_size``
+    (:func:`~pancap_retrieval.captions.model.read_boxes`), written as ``[[x1, y1, x2, y2]]`` fractions of the
+    unpadded image: the form judges read.
+
+    >>> normalised_text("a photo <box>[[0, 167, 1000, 833]]</box>", "asmv2", (451, 300))
+    'a photo [[0.0, 0.0, 1.0, 1.0]]'
+    """
+    parsed = read_boxes(caption, dialect, image_size, fix=fix)
+    return format_caption(parsed, "norm", ndigits=ndigits) if parsed.groups else caption
 
 
 class RuleJudge:
@@ -69,7 +82,8 @@ class RuleJudge:
     extracts_statements = False
 
     def extract(self, caption: str) -> CaptionItems:
-        parsed = parse_caption(caption)
+        """Entity instances of a caption whose boxes are fractions of the image (:func:`normalised_text`)."""
+        parsed = read_boxes(caption, fix="write its boxes as fractions of the image first (normalised_text)")
         seen: set[tuple[float, ...]] = set()
         entities: list[EntityItem] = []
         for entity in parsed.entities:
@@ -93,7 +107,7 @@ class RuleJudge:
             "name": "rule",
             "computes": ["tag", "location"],
             "not_computed": ["attribute", "relation", "global"],
-            "entities": "the noun phrase of the entity each box grounds (parse_caption), one instance per distinct box",
+            "entities": "the noun phrase of the entity each box grounds (read_boxes), one instance per distinct box",
         }
 
 

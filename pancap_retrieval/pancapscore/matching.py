@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pancap_retrieval.captions.boxes import iou
+from pancap_retrieval.captions.phrases import head_noun
 from pancap_retrieval.pancapscore.items import EntityItem
 
 EXACT_COST = -1000.0
@@ -256,7 +257,7 @@ class TagSimilarity:
 
     def synonym_score(self, a: str, b: str) -> float:
         """1 when one tag's words all occur in the other; else the Jaccard overlap of WordNet noun lemmas of
-        the head nouns (0 without WordNet)."""
+        the head nouns (:func:`~pancap_retrieval.captions.phrases.head_noun`; 0 without WordNet)."""
         wa, wb = normalise_tag(a).split(), normalise_tag(b).split()
         if not wa or not wb:
             return 0.0
@@ -271,7 +272,7 @@ class TagSimilarity:
     def _head_lemmas(self, words: list[str]) -> frozenset[str]:
         assert self.wordnet is not None
         whole = self.wordnet.lemmas("_".join(words)) if len(words) > 1 else frozenset()
-        return whole or self.wordnet.lemmas(words[-1])
+        return whole or self.wordnet.lemmas(head_noun(" ".join(words)) or words[-1])
 
     def tier(self, a: str, b: str) -> tuple[str, float]:
         """(``exact`` | ``synonym`` | ``cosine`` | ``none``, cost) of matching tag ``a`` with tag ``b``."""

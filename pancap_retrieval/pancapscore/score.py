@@ -25,14 +25,14 @@ containment is by words, not substrings; the sentence encoder defaults to the of
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pancap_retrieval.artifacts import atomic_write, write_json
 from pancap_retrieval.captions.readers import read_captions
-from pancap_retrieval.captions.store import CaptionRecord
+from pancap_retrieval.captions.store import CaptionRecord, store_dialect
 from pancap_retrieval.errors import CaptionFileError
 from pancap_retrieval.pancapscore.items import (
     DIMENSIONS,
@@ -216,6 +216,11 @@ def _pair(pred: str | Path | Sequence[CaptionRecord], ref: str | Path | Sequence
     preds, pred_dups = _by_id(pred_records)
     refs, ref_dups = _by_id(ref_records)
     common = sorted(preds.keys() & refs.keys())
+    if not common:
+        raise CaptionFileError(
+            f"no example id is in both {pred_name} ({len(preds)} ids, e.g. {next(iter(preds), '-')!r}) and "
+            f"{ref_name} ({len(refs)} ids, e.g. {next(iter(refs), '-')!r}): both files must name the same images"
+        )
     return _Pairing(
         pred_records,
         ref_records,
@@ -232,17 +237,56 @@ def _pair(pred: str | Path | Sequence[CaptionRecord], ref: str | Path | Sequence
     )
 
 
+@dataclass
+class BoxFrames:
+    """How each side's boxes are read: in its own dialect (predictions in the captioner's, references in the
+    dataset's), on each image's (width, height): from ``sizes`` (the dataset's), else from the image file a record
+    names (``image_path``, absolute or relative to its captions file's folder)."""
+
+    pred_dialect: str | None = None  # None: what the side's store declares (store_dialect), else auto
+    ref_dialect: str | None = None
+    sizes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    folders: dict[str, Path | None] = field(default_factory=dict)  # side -> the folder its image paths start from
+
+    def size(self, side: str, record: CaptionRecord) -> tuple[int, int] | None:
+        if record.example_id in self.sizes:
+            return tuple(self.sizes[record.example_id])  # type: ignore[return-value]
+        named = record.meta.get("image_path") if isinstance(record.meta, dict) else None
+        if not isinstance(named, str) or not named:
+            return None
+        folder = self.folders.get(side)
+        for path in (Path(named), *([folder / named] if folder is not None else [])):
+            if path.is_file():
+                from PIL import Image
+
+                try:
+                    with Image.open(path) as image:
+                        return image.size
+                except OSError:
+                    return None
+        return None
+
+    def text(self, side: str, record: CaptionRecord, ndigits: int) -> str:
+        """The record's caption with its boxes as fractions of its image (an error when they cannot be placed)."""
+        dialect = (self.pred_dialect if side == "pred" else self.ref_dialect) or "auto"
+        fix = (
+            f"{side} caption {record.example_id!r}: its image's size is unknown; pass --dataset (the dataset of the "
+            "images, for their sizes) or name a readable image in its image_path"
+        )
+        return normalised_text(record.caption or "", dialect, self.size(side, record), ndigits=ndigits, fix=fix)
+
+
 def _extract(
-    pairing: _Pairing, judge: Judge
+    pairing: _Pairing, judge: Judge, frames: BoxFrames
 ) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], CaptionItems]]:
-    """The text each side is judged on, and the items the judge extracts from it (an empty caption has none)."""
+    """The text each side is judged on (boxes as fractions of the image; three digits for a language model), and
+    the items the judge extracts from it (an empty caption has none)."""
+    ndigits = 3 if judge.extracts_statements else 6
     texts: dict[tuple[str, str], str] = {}
     for i in pairing.ids:
-        reference = pairing.refs[i].caption or ""
-        texts["ref", i] = normalised_text(reference) if judge.extracts_statements else reference
+        texts["ref", i] = frames.text("ref", pairing.refs[i], ndigits)
     for i in pairing.ids:
-        caption = (pairing.preds[i].caption if _usable(pairing.preds[i]) else "") or ""
-        texts["pred", i] = normalised_text(caption) if judge.extracts_statements and caption else caption
+        texts["pred", i] = frames.text("pred", pairing.preds[i], ndigits) if _usable(pairing.preds[i]) else ""
     items: dict[tuple[str, str], CaptionItems] = {}
     for key, text in texts.items():
         if not text.strip():
@@ -349,29 +393,24 @@ def score_pancapscore(
     iou_threshold: float = IOU_THRESHOLD,
     device: str | None = None,
     judge_kwargs: dict[str, Any] | None = None,
+    frames: BoxFrames | None = None,
 ) -> dict[str, Any]:
     """PancapScore of ``pred`` against ``ref`` (caption files of any format the toolkit reads, or records).
 
     Images are paired by ``example_id``; ids on one side only are counted and listed, not scored. A failed
     or empty predicted caption is scored as an empty caption; a failed or empty reference is not scored.
-    With ``out`` the result is written to ``out/pancapscore.json`` and a table to ``out/pancapscore.md``.
+    Boxes are read as ``frames`` says (:func:`box_frames`). With ``out`` the result is written to
+    ``out/pancapscore.json`` and a table to ``out/pancapscore.md``.
     """
     if empty_ref not in ("skip", "zero"):
         raise ValueError(f"empty_ref must be 'skip' or 'zero', got {empty_ref!r}")
     started = time.perf_counter()
     pairing = _pair(pred, ref)
-    if not pairing.common:
-        raise CaptionFileError(
-            f"no example id is in both {pairing.pred_name} ({len(pairing.preds)} ids, e.g. "
-            f"{next(iter(pairing.preds), '-')!r}) and {pairing.ref_name} ({len(pairing.refs)} ids, e.g. "
-            f"{next(iter(pairing.refs), '-')!r}): both files must name the same images"
-        )
-    kwargs = dict(judge_kwargs or {})
-    if device and isinstance(judge, str) and judge.startswith("hf"):
-        kwargs.setdefault("device", device)
-    the_judge = get_judge(judge, **kwargs)
+    hf = device and isinstance(judge, str) and judge.startswith("hf")
+    the_judge = get_judge(judge, **{**({"device": device} if hf else {}), **(judge_kwargs or {})})
     similarity = similarity or TagSimilarity(embedder, device=device)
-    texts, items = _extract(pairing, the_judge)
+    frames = box_frames(pred, ref, frames)
+    texts, items = _extract(pairing, the_judge, frames)
     similarity.prepare(e.tag for value in items.values() for e in value.entities)
     per_image, judge_failures, totals = _score_images(
         pairing, the_judge, texts, items, similarity, iou_threshold, empty_ref
@@ -387,6 +426,7 @@ def score_pancapscore(
         "judge": the_judge.describe(),
         "matching": {**similarity.describe(), "iou_threshold": iou_threshold},
         "empty_ref": empty_ref,
+        "box_dialects": {"pred": frames.pred_dialect, "ref": frames.ref_dialect},
         "scale": "precision/recall/F1 in [0, 1]; overall = 100 x (tag + location + attribute + relation + 0.1 x global)",
         "weights": WEIGHTS,
         "max_overall": MAX_OVERALL,
@@ -403,6 +443,24 @@ def score_pancapscore(
     if out is not None:
         write_result(result, Path(out))
     return result
+
+
+def box_frames(
+    pred: str | Path | Sequence[CaptionRecord], ref: str | Path | Sequence[CaptionRecord], frames: BoxFrames | None
+) -> BoxFrames:
+    """``frames`` completed: an unset dialect is what the side's store declares (``auto`` without one), and each
+    side's image paths start from its captions file's folder."""
+    frames = frames or BoxFrames()
+    declared = {}
+    folders = dict(frames.folders)
+    for side, source, dialect in (("pred", pred, frames.pred_dialect), ("ref", ref, frames.ref_dialect)):
+        path = Path(source) if isinstance(source, str | Path) else None
+        if dialect is None:
+            dialect = store_dialect(path) if path is not None and path.is_file() else "auto"
+        declared[side] = dialect
+        if path is not None:
+            folders.setdefault(side, path if path.is_dir() else path.parent)
+    return BoxFrames(declared["pred"], declared["ref"], frames.sizes, folders)
 
 
 def _not_computed(dimensions: dict[str, dict[str, Any]]) -> str:
@@ -482,4 +540,4 @@ def write_result(result: dict[str, Any], out: Path) -> Path:
     return path
 
 
-__all__ = ["markdown_table", "score_items", "score_pancapscore", "write_result"]
+__all__ = ["BoxFrames", "box_frames", "markdown_table", "score_items", "score_pancapscore", "write_result"]

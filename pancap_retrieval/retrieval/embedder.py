@@ -195,13 +195,18 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
+# Counts that depend on the embedding cache (what was found there, what had to be encoded).
+CACHE_COUNTS = ("cache_hits", "encoded_texts", "n_chunks", "encode_calls")
+
+
 @dataclass
 class EmbedStats:
     """Counts of one or more embed calls.
 
     ``over_limit_rate`` is the share of texts longer than the model reads (``max_seq_length`` word pieces), and
-    ``over_limit_handling`` says what was done with them: ``chunked`` (embedded in overlapping windows whose
-    vectors are averaged: nothing is cut) or ``truncated`` (only the first ``max_seq_length`` pieces are read).
+    ``over_limit_handling`` says what was done with them: ``chunked`` (embedded in overlapping windows cut at word
+    starts, whose vectors are averaged weighted by their token counts: nothing is cut) or ``truncated`` (only the
+    first ``max_seq_length`` pieces are read).
     """
 
     n_texts: int = 0
@@ -224,7 +229,7 @@ class EmbedStats:
         return self.over_limit_rate if self.long_text == "truncate" else 0.0
 
     def add(self, other: EmbedStats) -> None:
-        for name in ("n_texts", "n_long", "n_chunks", "cache_hits", "encoded_texts", "encode_calls"):
+        for name in ("n_texts", "n_long", *CACHE_COUNTS):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.max_seq_length = other.max_seq_length or self.max_seq_length
 
@@ -237,11 +242,13 @@ class EmbedStats:
             "truncated_rate": self.truncated_rate,
             "long_text": self.long_text,
             "max_seq_length": self.max_seq_length,
-            "n_chunks": self.n_chunks,
-            "cache_hits": self.cache_hits,
-            "encoded_texts": self.encoded_texts,
-            "encode_calls": self.encode_calls,
         }
+
+    def cache_counts(self) -> dict[str, int]:
+        """What the embedding cache spared: texts found in it, texts encoded, their windows and encode calls.
+        These depend on what an earlier run left in the cache, so they go to a run's manifest, never to its
+        results (:meth:`as_dict` holds only what the texts themselves decide)."""
+        return {name: getattr(self, name) for name in CACHE_COUNTS}
 
 
 class Embedder:

@@ -267,7 +267,7 @@ def test_options_and_manifest():
     assert isinstance(captioner, DetectorCaptioner) and captioner.default_batch_size == 3
     manifest = captioner.manifest()
     assert manifest["model_sha256"] == MODEL_SHA256
-    assert (manifest["name"], manifest["dialect"], manifest["score_threshold"]) == ("detector", "pixel", 0.4)
+    assert (manifest["name"], manifest["box_dialect"], manifest["score_threshold"]) == ("detector", "pixel", 0.4)
     with pytest.raises(ValueError, match="unknown box dialect 'xyxy'"):
         DetectorCaptioner(dialect="xyxy")
     with pytest.raises(ValueError, match="batch_size"):

@@ -54,10 +54,22 @@ def test_fid_matches_the_textbook_formula_on_both_routes():
 def test_kid_reports_the_subset_size_it_used():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(12, 4)), rng.normal(size=(9, 4))
-    result = kid(a, b, subset_size=1000, n_subsets=20)
-    assert result["subset_size"] == 9 and result["n_subsets"] == 20
-    shifted = kid(a, b + 3.0, subset_size=1000, n_subsets=20)
+    result = kid(a, b, subset_size=6, n_subsets=20)
+    assert result["subset_size"] == 6 and result["n_subsets"] == 20 and result["std"] > 0
+    shifted = kid(a, b + 3.0, subset_size=6, n_subsets=20)
     assert shifted["mean"] > 10 * abs(result["mean"])
+
+
+def test_kid_of_sets_within_one_subset_has_no_std():
+    """Below the subset size every "subset" is both whole sets: one MMD^2, and no spread to report (it used to
+    be the spread of one number repeated, 1e-16)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(12, 4)), rng.normal(size=(12, 4))
+    result = kid(a, b, subset_size=1000, n_subsets=20)
+    assert result["std"] is None and result["n_subsets"] == 1 and "not available" in result["note"]
+    k = {name: (x @ y.T / 4 + 1) ** 3 for name, (x, y) in {"aa": (a, a), "bb": (b, b), "ab": (a, b)}.items()}
+    mmd = sum((k[s].sum() - np.trace(k[s])) / (len(x) * (len(x) - 1)) for s, x in (("aa", a), ("bb", b)))
+    assert result["mean"] == pytest.approx(mmd - 2 * k["ab"].mean())
 
 
 def test_inception_features_are_2048_d_and_deterministic(features, photos):
@@ -75,7 +87,74 @@ def test_phrases_naming_coco_classes():
     assert coco_class_of("a wooden dining table") == 60
     assert coco_class_of("a traffic light") == 9  # two-word name
     assert coco_class_of("the sofa") == 57  # couch
-    assert coco_class_of("a man holding a dog") == 16  # the head comes last
+    assert coco_class_of("a man holding a dog") == 0  # the head is the man; the dog is in his participle phrase
+
+
+# Hand-labelled: the COCO class each phrase's entity is (None: not a COCO object, or only a part of one).
+LABELLED = {
+    "an orange retina": None,
+    "an orange spacesuit": None,
+    "an apple tree": None,
+    "a hot dog stand": None,
+    "a man in a red hat": "person",
+    "a teddy bear": "teddy bear",
+    "a wine glass": "wine glass",
+    "the traffic light": "traffic light",
+    "a cell phone": "cell phone",
+    "a dog": "dog",
+    "two cats": "cat",
+    "a red car": "car",
+    "a sports ball": "sports ball",
+    "a ripe orange": "orange",
+    "three green apples": "apple",
+    "a hot dog": "hot dog",
+    "a red fire hydrant": "fire hydrant",
+    "a stop sign": "stop sign",
+    "a parking meter": "parking meter",
+    "a wooden baseball bat": "baseball bat",
+    "a tennis racket": "tennis racket",
+    "a woman holding an umbrella": "person",
+    "a cat on a couch": "cat",
+    "a brown teddy bear": "teddy bear",
+    "an empty wine bottle": "bottle",
+    "a bus stop": None,
+    "a car door": None,
+    "a bicycle wheel": None,
+    "a polar bear": "bear",
+    "a pair of skis": "skis",
+    "a slice of pizza": "pizza",
+    "a laptop computer": "laptop",
+    "a computer mouse": "mouse",
+    "a flat-screen television": "tv",
+    "a kitchen sink": "sink",
+    "a microwave oven": "microwave",
+    "a white pickup truck": "truck",
+    "a small sailboat": "boat",
+    "two zebras grazing": "zebra",
+    "the clock tower": None,
+    "a wall clock": "clock",
+    "a man wearing a tie": "person",
+    "a skateboard ramp": None,
+    "an orange cat": "cat",
+    "a bowl of fruit": "bowl",
+    "a baseball glove": "baseball glove",
+    "a baseball player": "person",
+    "a donut shop": None,
+    "a refrigerator door": None,
+    "the sky": None,
+}
+
+
+def test_the_coco_class_is_read_from_the_head_noun_of_50_hand_labelled_phrases():
+    from pancap_retrieval.detection import COCO80_NAMES
+
+    assert len(LABELLED) == 50
+    wrong = {}
+    for phrase, name in LABELLED.items():
+        got = coco_class_of(phrase)
+        if got != (None if name is None else COCO80_NAMES.index(name)):
+            wrong[phrase] = None if got is None else COCO80_NAMES[got]
+    assert len(wrong) <= 2, wrong
 
 
 def test_greedy_one_to_one_matching():
