@@ -310,6 +310,9 @@ def write_error(path: Path, exc: OSError) -> PancapError:
 # ---------------------------------------------------------------- append-only store
 
 
+STORE_LINE_FIX = "delete that line or rerun with --overwrite"
+
+
 class JsonlStore:
     """Append-only JSONL of JSON objects, one fsynced line per record.
 
@@ -319,9 +322,10 @@ class JsonlStore:
     the file and line.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, fix: str = STORE_LINE_FIX) -> None:
         self.path = Path(path)
         self.torn_lines = 0
+        self.fix = fix  # what the error of a line that is not a record tells to do
 
     def read(self, repair: bool = False) -> Iterator[dict[str, Any]]:
         if not self.path.exists():
@@ -342,8 +346,7 @@ class JsonlStore:
                 continue
             if not isinstance(record, dict):
                 raise ArtefactError(
-                    f"{self.path}:{number}: a {type(record).__name__}, not a JSON object; "
-                    "delete that line or rerun with --overwrite"
+                    f"{self.path}:{number}: a {type(record).__name__}, not a JSON object; {self.fix}"
                 )
             yield record
         if torn:

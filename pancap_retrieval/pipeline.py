@@ -544,7 +544,8 @@ def _count_captions(entry: dict[str, Any], report: dict[str, Any]) -> None:
         entry.update(done=report["ok"], reused=report["skipped_done"], failed=report["failed_in_store"])
         changed = report.get("changed", 0)
         if changed:
-            notes.insert(0, f"{changed} images changed since the last run: recaptioned {changed}")
+            images = "1 image" if changed == 1 else f"{changed} images"
+            notes.insert(0, f"{images} changed since the last run: recaptioned {changed}")
         if report["failed_in_store"]:
             notes.append("rerun with --retry-failed to caption the failed images again")
     else:
@@ -668,9 +669,9 @@ __all__ = [
     "default_cache_dir",
     "existing_store",
     "import_captions",
-    "read_import",
     "load_data",
     "make_run_dir",
+    "read_import",
     "read_results",
     "run_captioner",
     "run_reconstruction",

@@ -16,7 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pancap_retrieval.artifacts import ArtefactError, JsonlStore, file_name, read_json, write_json
+from pancap_retrieval.artifacts import (
+    STORE_LINE_FIX,
+    ArtefactError,
+    JsonlStore,
+    file_name,
+    read_json,
+    write_json,
+)
 from pancap_retrieval.errors import CaptionFileError, PancapError
 
 Status = Literal["ok", "failed"]
@@ -98,9 +105,10 @@ class CaptionStore:
     ``duplicate_ids`` counts ids that appear on more than one line (a retried image, or a hand-made file).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, input_file: bool = False) -> None:
+        """``input_file``: a captions file given to pancap (being imported), not a store of a run folder."""
         self.path = Path(path)
-        self._lines = JsonlStore(self.path)
+        self._lines = JsonlStore(self.path, "fix or delete that line" if input_file else STORE_LINE_FIX)
         self.duplicate_ids = 0
 
     @property
