@@ -420,23 +420,14 @@ def reconstruct_run(
     for captioner, records in captions.items():
         with _stage(summary, f"redraw {captioner}") as entry:
             repaired = originals.repaired
-            plans[captioner] = plan(
-                captioner,
-                records,
-                run_dir,
-                originals,
-                drawer.layout_options(),
-                signature,
-                seed,
-                canvas_mode,
-                progress and ranks.main,
-                recorded=(previous.get("captioners", {}).get(captioner) or {}).get("redraw_keys"),
-            )
-            seconds = redraw(plans[captioner], drawer, batch, progress, ranks)
-            results["captioners"][captioner] = _entry(plans[captioner], seconds)
-            entry.update(done=len(plans[captioner].todo), reused=results["captioners"][captioner]["reused"])
-            entry["skipped"] = sum(plans[captioner].skipped.values())
-            entry["repaired"] = plans[captioner].repaired + originals.repaired - repaired
+            recorded = (previous.get("captioners", {}).get(captioner) or {}).get("redraw_keys")
+            plans[captioner] = planned = plan(
+                captioner, records, run_dir, originals, drawer.layout_options(), signature, seed, canvas_mode,
+                progress and ranks.main, recorded=recorded,
+            )  # fmt: skip
+            results["captioners"][captioner] = _entry(planned, redraw(planned, drawer, batch, progress, ranks))
+            entry.update(done=len(planned.todo), reused=results["captioners"][captioner]["reused"])
+            entry.update(skipped=sum(planned.skipped.values()), repaired=planned.repaired + originals.repaired - repaired)
     if scores:
         score(
             run_dir, results, plans, originals, detector, device, kid_subset_size, seed, previous, summary, ranks, progress

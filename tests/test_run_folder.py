@@ -434,3 +434,30 @@ def test_results_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_content_hashes_are_cached_and_a_changed_file_is_always_seen(tmp_path, monkeypatch):
+    from pancap_retrieval import artifacts
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PANCAP_CACHE_DIR", str(cache))
+    weights, other = tmp_path / "w.bin", tmp_path / "other.bin"
+    weights.write_bytes(b"a" * 5_000_000)  # over the 4 MB a fingerprint once took by size and mtime
+    other.write_bytes(b"b" * 5_000_000)
+    reads = []
+    hashed = artifacts.file_digest
+    monkeypatch.setattr(artifacts, "file_digest", lambda path: reads.append(path) or hashed(path))
+    first = artifacts.file_digests([weights], cache)
+    assert artifacts.file_digests([weights], cache) == first and len(reads) == 1  # unchanged: not read again
+    stat = weights.stat()
+    os.replace(other, weights)  # same size, then the old modification time restored
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert artifacts.file_digests([weights], cache) != first and len(reads) == 2
+    # a folder of links: its fingerprint follows the file a link points to
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.bin").symlink_to(weights)
+    before = artifacts.fingerprint_dir(folder)
+    weights.write_bytes(b"c" * 5_000_000)
+    assert artifacts.fingerprint_dir(folder) != before
+    assert artifacts.file_digests([tmp_path / "missing.bin"], cache) == [artifacts.MISSING_FILE]
