@@ -477,7 +477,10 @@ def _image_digests(dataset: Any, sources: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _stage_key(redrawer, model, steps, options, seed, canvas_mode, captions, digests, scores, detector) -> str | None:
-    """The key of the whole stage, or None when it cannot be known (a redrawer or detector object)."""
+    """The key of the whole stage, or None when it cannot be known (a redrawer or detector object). The image
+    bytes are in it, and the pixel limit: an image that could not be read is tried again once either changes."""
+    from pancap_retrieval.data import max_image_pixels
+
     if not isinstance(redrawer, str) or not (detector is None or detector == "auto"):
         return None
     caption_keys = {
@@ -486,7 +489,7 @@ def _stage_key(redrawer, model, steps, options, seed, canvas_mode, captions, dig
     }
     return key(
         SCORES_VERSION, redrawer, model, path_fingerprint(model), steps, options, seed, canvas_mode,
-        caption_keys, sorted(digests.items()), scores, detector,
+        caption_keys, sorted(digests.items()), scores, detector, max_image_pixels(),
     )  # fmt: skip
 
 
