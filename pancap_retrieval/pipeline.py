@@ -203,6 +203,7 @@ def _with_store_counts(stats: dict[str, Any], store: CaptionStore) -> dict[str, 
     records = store.records()
     stats["failed_in_store"] = sum(r.status != "ok" for r in records)
     stats["duplicate_ids"] = store.duplicate_ids
+    stats["repaired"] = store.torn_lines  # torn lines dropped (and cut away) before captioning: their images redone
     return stats
 
 
@@ -303,15 +304,23 @@ def _screen_imported(
 def _captions_of(
     spec: CaptionerSpec, dataset_name: str, dataset: Any, out: Path, options: RunOptions
 ) -> tuple[list[CaptionRecord], dict]:
+    """The records of one captioner in dataset order (what a run measures never depends on the order of a store's
+    lines: an image captioned again after a torn line is appended last), with the report of how they were had."""
     if spec.file:
         report = import_captions(spec.file, spec.name, dataset_name, dataset, out, options.overwrite)
-        return CaptionStore(report["store"]).records(), report
+        return in_dataset_order(CaptionStore(report["store"]).records(), dataset), report
     if not _is_captioner(spec.name):  # a store made earlier in this folder (imported or captioned)
         store = existing_store(out, spec.name, dataset_name, _split_of(dataset, None))
-        records = store.records()
+        records = in_dataset_order(store.records(), dataset)
         return records, {"store": str(store.path), "imported": len(records), "reused": True, "empty": 0}
     stats, path = run_captioner(spec, dataset_name, dataset, out, options.retry_failed, options.overwrite)
-    return CaptionStore(path).records(), stats
+    return in_dataset_order(CaptionStore(path).records(), dataset), stats
+
+
+def in_dataset_order(records: list[CaptionRecord], dataset: Any) -> list[CaptionRecord]:
+    """``records`` in the order of the dataset's rows; records of ids the dataset lacks last, as they came."""
+    position = {str(example_id): n for n, example_id in enumerate(dataset["example_id"])}
+    return sorted(records, key=lambda record: position.get(record.example_id, len(position)))
 
 
 def _is_captioner(name: str) -> bool:
@@ -368,8 +377,10 @@ def _retrieval_row(
     )
     stage_file = stage_dir / f"{name}.json"
     cached = read_json(stage_file)
-    if isinstance(cached, dict) and cached.get("key") == row_key and _whole_json(stage_dir, name):
+    same = isinstance(cached, dict) and cached.get("key") == row_key
+    if same and _whole_json(stage_dir, name):
         return cached["row"], cached.get("embed_counts") or {}
+    repaired = same  # its ranks or top-10 file was cut: computed again
     before = embedder.stats.counts()
     result = evaluate_retrieval(
         captions,
@@ -395,7 +406,7 @@ def _retrieval_row(
     }
     counts = embedder.stats.since(before).counts()
     write_json(stage_file, {"key": row_key, "row": row, "embed_counts": counts})
-    return row, None
+    return {**row, "repaired": True} if repaired else row, None
 
 
 def _whole_json(stage_dir: Path, name: str) -> bool:
@@ -542,6 +553,7 @@ def _count_captions(entry: dict[str, Any], report: dict[str, Any]) -> None:
         notes.append(f"{report['cut']} captions over the text limit cut")
     if "skipped_done" in report:  # captioned here
         entry.update(done=report["ok"], reused=report["skipped_done"], failed=report["failed_in_store"])
+        entry["repaired"] = report.get("repaired")
         changed = report.get("changed", 0)
         if changed:
             images = "1 image" if changed == 1 else f"{changed} images"
@@ -596,6 +608,7 @@ def _retrieve(
             made = embedder.stats.since(before) if reused is None else EmbedStats.from_counts(reused, stats.long_text)
             stats.add(made)
             entry.update(done=0 if reused is not None else row["n"], reused=row["n"] if reused is not None else 0)
+            entry["repaired"] = int(bool(row.pop("repaired", False)))
             rows.append(row)
     manifest = base_manifest(
         suite=suite.model_dump(),
@@ -654,7 +667,8 @@ def run_reconstruction(
             if spec.file:
                 captions[spec.name] = _captions_of(spec, dataset_name, dataset, out, options)[0]
             else:
-                captions[spec.name] = existing_store(out, spec.name, dataset_name, split).records()
+                records = existing_store(out, spec.name, dataset_name, split).records()
+                captions[spec.name] = in_dataset_order(records, dataset)
         from reconstruct.run import reconstruct_spec
 
         result = reconstruct_spec(out, captions, dataset, reconstruction, seed=seed, summary=RunSummary())

@@ -372,14 +372,18 @@ def test_torn_artefacts_are_repaired_by_the_next_run(tmp_path, env):
     cut(next((out / "images" / "detector").glob("*.png")))
     cut(out / "images" / "reference" / "layouts.jsonl")
     cut(next((out / "gallery" / "thumbs" / "originals").glob(f"{originals[-1].stem}.*.jpg")))
-    cut(next((out / "captions").glob("detector__*.jsonl")))
+    store = next((out / "captions").glob("detector__*.jsonl"))
+    lines = store.read_text().splitlines(keepends=True)
+    store.write_text("".join([lines[0], lines[1][:30] + "\n", *lines[2:]]))  # a torn line before the last
+    cut(out / "retrieval" / "reference.ranks.json")
     (out / "originals" / ".skimage-astronaut.png.x1y2.tmp").write_bytes(b"half")
     again = pancap("run", str(suite), "--out", str(out), env=env)
     assert comparable(out) == clean
     assert not [p for p in out.rglob("*.tmp")]
     summary = json.loads((out / "run_summary.json").read_text())
     repaired = {entry["stage"]: entry.get("repaired") for entry in summary["stages"] if entry.get("repaired")}
-    assert set(repaired) == {"redraw reference", "redraw detector", "gallery"}, summary
+    expected = {"caption detector", "redraw reference", "redraw detector", "retrieve reference (minilm)", "gallery"}
+    assert set(repaired) == expected, summary
     assert "repaired" in again.stdout
     # the gallery was made again whole: every thumbnail decodes
     from pancap_retrieval.artifacts import image_is_whole
@@ -461,3 +465,14 @@ def test_content_hashes_are_cached_and_a_changed_file_is_always_seen(tmp_path, m
     weights.write_bytes(b"c" * 5_000_000)
     assert artifacts.fingerprint_dir(folder) != before
     assert artifacts.file_digests([tmp_path / "missing.bin"], cache) == [artifacts.MISSING_FILE]
+
+
+def test_a_torn_line_before_the_last_is_dropped_and_cut_away(tmp_path):
+    store = CaptionStore(tmp_path / "c.jsonl")
+    store.append(CaptionRecord("a", "x"))
+    with store.path.open("a") as handle:
+        handle.write('{"example_id": "b", "capt\n{"example_id": "c", "caption": "z"}\n')
+    with pytest.warns(UserWarning, match="torn line"):
+        assert store.done_ids() == {"a", "c"}  # b is captioned again
+    assert store.torn_lines == 1 and len(store.path.read_text().splitlines()) == 2
+    assert [r.example_id for r in CaptionStore(store.path).records()] == ["a", "c"]
