@@ -205,10 +205,12 @@ def row_digests(dataset: datasets.Dataset) -> dict[str, tuple[str, str]]:
     if dataset in _DIGESTS:
         return _DIGESTS[dataset]
     digests: dict[str, tuple[str, str]] = {}
-    table = undecoded(dataset).select_columns(["example_id", "image", "description"])
+    columns = [c for c in ("example_id", "image", "description") if c in dataset.column_names]
+    table = (undecoded(dataset) if "image" in columns else dataset).select_columns(columns)
     for batch in table.iter(batch_size=1000):
-        images = image_digests(batch["image"])
-        for example_id, image, text in zip(batch["example_id"], images, batch["description"]):
+        ids = batch["example_id"]
+        images = image_digests(batch["image"]) if "image" in batch else ["none"] * len(ids)
+        for example_id, image, text in zip(ids, images, batch.get("description") or [""] * len(ids)):
             digests[str(example_id)] = (image, hashlib.sha256((text or "").encode()).hexdigest())
     _DIGESTS[dataset] = digests
     return digests
