@@ -3,15 +3,17 @@
 Files under the run folder::
 
     originals/{file_name(id)}.png           the original, long side at most 512 (for galleries and scores)
-    originals/index.jsonl                   one line per original: its key, file and the full image size
+    originals/index.jsonl                   one line per original: its key (with the image's sha256), bytes, size
     images/{captioner}/{file_name(id)}.png  the redraw
-    images/{captioner}/layouts.jsonl        one line per redraw: the layout, its seed, the redrawer, its key
+    images/{captioner}/layouts.jsonl        one line per redraw: the layout, its seed, the redrawer, its key, bytes
     reconstruction.json                     the scores returned by :func:`reconstruct_run`, and their keys
 
 Three stages: :func:`plan` turns captions into layouts and decides what is reused (a redraw is reused only when its
-key — redrawer and options, seed, and the layout made from the caption — matches), :func:`redraw` draws the rest
-(each PNG written atomically before its layouts line), :func:`score` computes the fidelity scores of each captioner
-unless the same redraws were scored before with the same scorers. A rerun of a finished stage loads no model.
+key — redrawer and options, seed, and the layout made from the caption — matches and its PNG has the size it was
+written with), :func:`redraw` draws the rest (each PNG written atomically before its layouts line), :func:`score`
+computes the fidelity scores of each captioner unless the same redraws of the same original bytes were scored
+before with the same scorers. A rerun of a finished stage loads no model; an original, redraw or layouts line it
+finds cut or missing is made again, named in a warning and counted as repaired.
 Captions that cannot be redrawn (failed generation, no image in the dataset, unreadable image, empty caption) are
 counted.
 """
