@@ -55,6 +55,75 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def default_cache_dir() -> Path:
+    """Where embeddings, rewrites and content hashes are cached across runs: ``$PANCAP_CACHE_DIR`` or
+    ``~/.cache/pancap``."""
+    return Path(os.environ.get("PANCAP_CACHE_DIR") or Path.home() / ".cache" / "pancap")
+
+
+MISSING_FILE = "missing"  # the digest of a file that cannot be read: it changes as soon as the file appears
+
+
+def file_digests(paths: list[str | Path] | tuple[str | Path, ...], cache_dir: Path | None = None) -> list[str]:
+    """sha256 of each file's bytes (symlinks followed), :data:`MISSING_FILE` for one that cannot be read.
+
+    Each hash is cached in ``CACHE/hashes.sqlite`` under the file's resolved path, size, modification and change
+    times (ns) and inode, so an unchanged file is never read again, and a file that changed in any way (a new
+    inode, new bytes, even with its old size and modification time restored) is always hashed again.
+    """
+    stamps: list[str | None] = []
+    for path in paths:
+        try:
+            real = os.path.realpath(path)
+            stat = os.stat(real)
+            stamps.append(key(real, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, length=40))
+        except OSError:
+            stamps.append(None)
+    cache = DiskCache((cache_dir or default_cache_dir()) / "hashes.sqlite")
+    try:
+        known = {k: v.decode() for k, (_, v) in cache.get_many([s for s in stamps if s]).items()}
+        new: list[tuple[str, int, bytes]] = []
+        out = []
+        for path, stamp in zip(paths, stamps):
+            digest = known.get(stamp) if stamp else None
+            if digest is None:
+                try:
+                    digest = file_digest(path)
+                except OSError:
+                    digest = MISSING_FILE
+                if stamp and digest != MISSING_FILE:
+                    known[stamp] = digest
+                    new.append((stamp, 0, digest.encode()))
+            out.append(digest)
+        if new:
+            cache.put_many(new)
+    finally:
+        cache.close()
+    return out
+
+
+def fingerprint_dir(path: str | Path) -> str:
+    """A short content fingerprint of a folder (a model's weights): every file's relative path and the sha256 of
+    its bytes, symlinks followed (a folder of links changes its fingerprint when a linked file changes). Hashes
+    are cached by :func:`file_digests`, so an unchanged folder is not read again."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.relative_to(root).parts)
+    digests = file_digests(files)
+    return key(*[(f.relative_to(root).as_posix(), d) for f, d in zip(files, digests)])
+
+
+def path_fingerprint(value: Any) -> str | None:
+    """For an option that names a local file or folder: a fingerprint of its content, else None."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        return None
+    path = Path(value).expanduser()
+    if path.is_file():
+        return key(path.name, file_digests([path])[0])
+    if path.is_dir():
+        return fingerprint_dir(path)
+    return None
+
+
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 
 
@@ -149,6 +218,25 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     return path
 
 
+TEMP_FILE = re.compile(r"\..+\.tmp")
+
+
+def remove_temp_files(folder: str | Path) -> int:
+    """Remove the temp files (``.NAME.*.tmp``) that writes killed half-way left under ``folder``; how many.
+
+    Only a process that holds the folder's :class:`RunLock` may call this: no other writer is then at work.
+    """
+    removed = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            if TEMP_FILE.fullmatch(name):
+                Path(parent, name).unlink(missing_ok=True)
+                removed += 1
+    if removed:
+        warnings.warn(f"{folder}: removed {removed} temp file(s) left by an interrupted run", stacklevel=2)
+    return removed
+
+
 def write_if_changed(path: str | Path, data: str | bytes) -> Path:
     """Write ``data`` atomically unless ``path`` already holds exactly it, so a rerun leaves finished files alone."""
     path = Path(path)
@@ -222,16 +310,22 @@ def write_error(path: Path, exc: OSError) -> PancapError:
 # ---------------------------------------------------------------- append-only store
 
 
+STORE_LINE_FIX = "delete that line or rerun with --overwrite"
+
+
 class JsonlStore:
     """Append-only JSONL of JSON objects, one fsynced line per record.
 
-    A torn last line (a crash while appending) is dropped with a warning and cut away before the next append.
-    Any other line that is not a JSON object is an :class:`ArtefactError` naming the file and line.
+    A torn line (a crash while appending, a file cut short) is dropped with a warning; with ``repair`` it is cut
+    away (the last line) or the file is rewritten without it (a line before the last), so the records it held are
+    made again. A line that is valid JSON but not an object (written by hand) is an :class:`ArtefactError` naming
+    the file and line.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, fix: str = STORE_LINE_FIX) -> None:
         self.path = Path(path)
         self.torn_lines = 0
+        self.fix = fix  # what the error of a line that is not a record tells to do
 
     def read(self, repair: bool = False) -> Iterator[dict[str, Any]]:
         if not self.path.exists():
@@ -239,39 +333,40 @@ class JsonlStore:
         data = self.path.read_bytes()
         if data.startswith(b"\xef\xbb\xbf"):
             data = data[3:]
-        offset = 0
         lines = data.splitlines(keepends=True)
+        torn: list[int] = []
         for number, line in enumerate(lines, start=1):
-            end = offset + len(line)
-            is_last = number == len(lines)
             text = line.strip()
-            if text:
-                try:
-                    record = json.loads(text)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    if is_last:
-                        self._drop_tail(offset, len(line), repair)
-                        return
-                    raise ArtefactError(
-                        f"{self.path}:{number}: not a JSON record; delete that line or rerun with --overwrite"
-                    ) from None
-                if not isinstance(record, dict):
-                    raise ArtefactError(
-                        f"{self.path}:{number}: a {type(record).__name__}, not a JSON object; "
-                        "delete that line or rerun with --overwrite"
-                    )
-                yield record
-            if is_last and not line.endswith(b"\n") and repair:
-                with self.path.open("ab") as handle:  # a complete record that lost its newline
-                    handle.write(b"\n")
-            offset = end
+            if not text:
+                continue
+            try:
+                record = json.loads(text)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                torn.append(number)
+                continue
+            if not isinstance(record, dict):
+                raise ArtefactError(
+                    f"{self.path}:{number}: a {type(record).__name__}, not a JSON object; {self.fix}"
+                )
+            yield record
+        if torn:
+            self._drop(lines, torn, repair)
+        elif repair and lines and not lines[-1].endswith(b"\n"):
+            with self.path.open("ab") as handle:  # a complete record that lost its newline
+                handle.write(b"\n")
 
-    def _drop_tail(self, offset: int, size: int, repair: bool) -> None:
-        self.torn_lines += 1
-        warnings.warn(f"{self.path}: torn last line dropped ({size} bytes)", stacklevel=4)
-        if repair:
+    def _drop(self, lines: list[bytes], torn: list[int], repair: bool) -> None:
+        self.torn_lines += len(torn)
+        where = "last line" if torn == [len(lines)] else f"line(s) {', '.join(map(str, torn[:5]))}"
+        warnings.warn(f"{self.path}: torn {where} dropped; what it held is made again", stacklevel=4)
+        if not repair:
+            return
+        if torn == [len(lines)]:
             with self.path.open("r+b") as handle:
-                handle.truncate(offset)
+                handle.truncate(sum(len(line) for line in lines[:-1]))
+            return
+        kept = [line if line.endswith(b"\n") else line + b"\n" for n, line in enumerate(lines, 1) if n not in torn]
+        atomic_write(self.path, b"".join(kept))
 
     def latest(self, field: str = "example_id") -> dict[str, dict[str, Any]]:
         """The last record per value of ``field``."""
@@ -389,12 +484,14 @@ class RunLock:
     """An exclusive OS lock on ``RUN/.pancap.lock``: one writing process per run folder.
 
     A second process gets :class:`RunLockedError` naming the holder's pid. The lock goes with the process, so a
-    killed run never leaves a stale lock behind.
+    killed run never leaves a stale lock behind. The holder first removes the temp files a killed writer left
+    (:func:`remove_temp_files`).
     """
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / ".pancap.lock"
         self._fd: int | None = None
+        self.removed_temp_files = 0
 
     def __enter__(self) -> RunLock:
         import fcntl
@@ -418,6 +515,7 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
+        self.removed_temp_files = remove_temp_files(self.path.parent)
         return self
 
     def __exit__(self, *exc: Any) -> None:

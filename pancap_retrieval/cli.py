@@ -283,12 +283,17 @@ def captions_import(
     A store of the same captioner name made from another source is replaced only with --overwrite.
     """
     from pancap_retrieval.artifacts import RunLock
-    from pancap_retrieval.pipeline import import_captions, load_data, make_run_dir
+    from pancap_retrieval.pipeline import import_captions, load_data, make_run_dir, read_import
+    from pancap_retrieval.suite import CaptionerSpec, validated
 
+    validated(CaptionerSpec, {"name": captioner, "file": str(file)})
     data = load_data(dataset, split, None)
+    screened = read_import(file, dataset, data)  # the whole file is checked before --out is made
     make_run_dir(out)
     with RunLock(out):
-        report = import_captions(file, captioner, dataset, data, out, overwrite=overwrite, dialect=dialect)
+        report = import_captions(
+            file, captioner, dataset, data, out, overwrite=overwrite, dialect=dialect, screened=screened
+        )
     click.echo(json.dumps(report, indent=2))
 
 
@@ -324,18 +329,11 @@ def caption(captioner, model, dataset, split, limit, out, batch_size, retry_fail
     The store remembers the captioner's options: a rerun with other options stops and says what differs
     (--overwrite replaces the store).
     """
-    import yaml
-
     from pancap_retrieval.artifacts import RunLock
     from pancap_retrieval.pipeline import captioner_options, load_data, make_run_dir, run_captioner
     from pancap_retrieval.suite import CaptionerSpec, validated
 
-    options = {}
-    for item in extra:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--option")
-        options[key.strip()] = yaml.safe_load(value)
+    options = dict(_option_value(item) for item in extra)
     spec = validated(
         CaptionerSpec, {"name": captioner, "model": model, "batch_size": batch_size, "options": options}
     )
@@ -351,6 +349,25 @@ def caption(captioner, model, dataset, split, limit, out, batch_size, retry_fail
             "rerun with --retry-failed to caption them again",
             err=True,
         )
+
+
+def _option_value(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of ``-o`` as (key, the value read as YAML); anything else is one line naming the option."""
+    import yaml
+
+    from pancap_retrieval.errors import OptionError
+
+    name, sep, value = item.partition("=")
+    if not sep or not name.strip():
+        raise OptionError(f"-o {item!r}: an option is KEY=VALUE, e.g. -o score_threshold=0.4")
+    try:
+        return name.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        problem = (str(exc).strip().splitlines() or ["not valid YAML"])[0]
+        raise OptionError(
+            f"-o {item!r}: the value of {name.strip()} is not valid YAML ({problem}); quote it to pass text, "
+            f"e.g. -o '{name.strip()}=\"...\"'"
+        ) from None
 
 
 @cli.group("convert", cls=PancapGroup)
@@ -398,13 +415,14 @@ def convert_llava_command(src: str, lora: str | None, vision_tower: str | None, 
 @click.option("--text-prep", default="strip", show_default=True, help="strip | keep | rewrite:hf:MODEL")
 @_SEED
 @_RUN_OUT
-def retrieve(dataset, split, limit, captions, embedder, long_text, backend, text_prep, seed, out) -> None:
+@_OVERWRITE
+def retrieve(dataset, split, limit, captions, embedder, long_text, backend, text_prep, seed, out, overwrite) -> None:
     """Text-to-text retrieval of captions against the dataset's descriptions, both ways.
 
     --captions takes a captions file, or the name of a captioner whose store is already in --out (made by
     `pancap caption` or `pancap captions import`).
     """
-    from pancap_retrieval.pipeline import run_suite
+    from pancap_retrieval.pipeline import RunOptions, run_suite
     from pancap_retrieval.suite import Suite, validated
 
     suite = validated(
@@ -418,7 +436,7 @@ def retrieve(dataset, split, limit, captions, embedder, long_text, backend, text
             "seed": seed,
         },
     )
-    _report(run_suite(suite, out))
+    _report(run_suite(suite, out, RunOptions(overwrite=overwrite)))
 
 
 def _captions_spec(value: str) -> dict[str, str]:
@@ -538,13 +556,16 @@ def gallery(run_dir: Path) -> None:
     gallery/index.html lists every image with its numbers (retrieval ranks, redraw cosine, boxes re-found), sorts
     by any of them and links to pages of 50 images; thumbnails are made once per source file.
     """
+    from pancap_retrieval.artifacts import RunLock
     from reconstruct.gallery import write_gallery
 
     if not (run_dir / "reconstruction.json").is_file():
         raise PancapError(
             f"{run_dir} has no reconstruction.json: run `pancap reconstruct` or a suite with reconstruction first"
         )
-    click.echo(f"gallery written to {write_gallery(run_dir)}")
+    with RunLock(run_dir):
+        index = write_gallery(run_dir)
+    click.echo(f"gallery written to {index}")
 
 
 # ---------------------------------------------------------------- scores

@@ -10,21 +10,26 @@ its inputs matches, so a rerun of a finished suite does no model work.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pancap_retrieval.artifacts import (
     RunLock,
-    file_digest,
+    atomic_write,
+    default_cache_dir,
+    file_digests,
     file_name,
     key,
+    path_fingerprint,
     read_json,
+    to_jsonable,
     write_error,
     write_json,
 )
@@ -47,11 +52,6 @@ log = logging.getLogger(__name__)
 RETRIEVAL_ROW_VERSION = 4
 # Options that change how fast captions are made, not what they say: left out of a store's key.
 SPEED_OPTIONS = frozenset({"batch_size", "device", "providers"})
-
-
-def default_cache_dir() -> Path:
-    """Where embeddings and rewrites are cached across runs: ``$PANCAP_CACHE_DIR`` or ``~/.cache/pancap``."""
-    return Path(os.environ.get("PANCAP_CACHE_DIR") or Path.home() / ".cache" / "pancap")
 
 
 # ---------------------------------------------------------------- run summary
@@ -84,7 +84,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     out = ["stage                              seconds  what"]
     for entry in summary.get("stages", []):
         counts = ", ".join(
-            f"{k} {entry[k]}" for k in ("done", "reused", "failed", "skipped") if entry.get(k) is not None
+            f"{k} {entry[k]}"
+            for k in ("done", "reused", "failed", "skipped", "repaired")
+            if entry.get(k) is not None and (k != "repaired" or entry[k])
         )
         line = f"{entry['stage']:<34} {entry['seconds']:>8.1f} s  {counts}"
         if entry.get("note"):
@@ -117,20 +119,6 @@ def load_data(spec: Any, split: str | None = None, limit: int | None = None):
 # ---------------------------------------------------------------- captioning
 
 
-def _path_fingerprint(value: Any) -> str | None:
-    """For an option that names a local file or folder: a fingerprint of its contents, else None."""
-    if not isinstance(value, (str, os.PathLike)) or not str(value):
-        return None
-    path = Path(value).expanduser()
-    if path.is_file():
-        return key(path.name, path.stat().st_size, file_digest(path) if path.stat().st_size < 64 << 20 else "")
-    if path.is_dir():
-        from pancap_retrieval.retrieval.embedder import fingerprint_dir
-
-        return fingerprint_dir(path)
-    return None
-
-
 def captioner_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """``options`` checked against captioner ``name`` (names and types) and completed with its defaults: what
     decides its captions. An unknown option or a bad value is a one-line error."""
@@ -157,13 +145,15 @@ def caption_inputs(spec: CaptionerSpec, dataset_name: str, split: str) -> dict[s
         inputs = {**base, "source": "file", "file": str(spec.file), "options": {}}
         if spec.dialect is not None:  # the dialect the file's captions are declared in (store_dialect reads it)
             inputs["box_dialect"] = spec.dialect
-        inputs["model_fingerprint"] = key(*[(p.name, file_digest(p)) for p in files if p.is_file()])
+        files = [p for p in files if p.is_file()]
+        inputs["model_fingerprint"] = key(*[(p.name, d) for p, d in zip(files, file_digests(files))])
     else:
         options = captioner_options(spec.name, spec.captioner_options())
         kept = {k: v for k, v in options.items() if k not in SPEED_OPTIONS}
         inputs = {**base, "source": "captioner", "options": kept}
-        inputs["model_fingerprint"] = key(*[_path_fingerprint(v) for _, v in sorted(kept.items())])
-    inputs["key"] = key(inputs)
+        inputs["model_fingerprint"] = key(*[path_fingerprint(v) for _, v in sorted(kept.items())])
+    # A file is known by its content (model_fingerprint), not by how its path is spelled: it is recorded only.
+    inputs["key"] = key({k: v for k, v in inputs.items() if k != "file"})
     return inputs
 
 
@@ -182,19 +172,21 @@ def run_captioner(
     ``overwrite``. The captioner is built only when some image is still to caption. Under ``accelerate launch`` or
     ``torchrun`` (WORLD_SIZE > 1) each rank captions its shard into its own store file and rank 0 merges them.
     """
-    from pancap_retrieval.captioners.base import caption_dataset
+    from pancap_retrieval.captioners import CAPTIONERS
+    from pancap_retrieval.captioners.base import caption_dataset, input_keys
 
     split = _split_of(dataset, None)
     inputs = caption_inputs(spec, dataset_name, split)
     path = store_path(out, spec.name, dataset_name, split)
     check_store_key(path, inputs, overwrite)
     store = CaptionStore(path)
-    done = store.done_ids(include_failed=not retry_failed)
+    rows = input_keys(dataset, CAPTIONERS.get(spec.name))
+    done = store.done_ids(include_failed=not retry_failed, inputs=rows)
     pending = [i for i in dataset["example_id"] if i not in done]
     options = spec.captioner_options()
     if not pending:
         stats = {"total": len(dataset), "skipped_done": len(dataset), "ok": 0, "failed": 0, "failures": {}}
-        return _with_store_counts(stats, store), path
+        return _with_store_counts({**stats, "changed": 0, "cut": 0}, store), path
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from pancap_retrieval.captioners.distributed import run_captioning
 
@@ -207,7 +199,7 @@ def run_captioner(
             captioner, dataset, store, batch_size=spec.batch_size, retry_failed=retry_failed, progress=progress
         )
         manifest = captioner.manifest()
-    write_json(manifest_path(path), {**inputs, **base_manifest(captioner=manifest)})
+    write_json(manifest_path(path), {**base_manifest(captioner_manifest=manifest), **inputs})
     return _with_store_counts(result.to_dict(), store), path
 
 
@@ -215,7 +207,34 @@ def _with_store_counts(stats: dict[str, Any], store: CaptionStore) -> dict[str, 
     records = store.records()
     stats["failed_in_store"] = sum(r.status != "ok" for r in records)
     stats["duplicate_ids"] = store.duplicate_ids
+    stats["repaired"] = store.torn_lines  # torn lines dropped (and cut away) before captioning: their images redone
     return stats
+
+
+def read_import(file: str | Path, dataset_name: str, dataset: Any) -> tuple[dict[str, Any], list[CaptionRecord]]:
+    """The records of a captions file to import, checked and screened against ``dataset``; nothing is written.
+
+    Ids that are not in the dataset, repeated ids (the first is kept) and empty captions are counted, never
+    dropped silently: empty ones become failed records. A caption over the text limit is cut to it and counted.
+    A file that cannot be read, a field of the wrong type, or a file without one caption of the dataset is one
+    :class:`CaptionFileError` line.
+    """
+    from pancap_retrieval.data import cut_texts
+
+    records = read_captions(file)
+    report, kept = _screen_imported(records, set(dataset["example_id"]), str(file))
+    if not kept:
+        raise CaptionFileError(
+            f"{file}: none of its {len(records)} captions belongs to {dataset_name} "
+            f"({report['not_in_dataset']} ids not in the dataset)"
+        )
+    texts = {r.example_id: r.caption for r in kept if isinstance(r.caption, str)}
+    cut = {i: t for i, t in cut_texts(texts, f"{file} captions").items() if t != texts[i]}
+    for record in kept:
+        record.caption = cut.get(record.example_id, record.caption)
+        record.meta = {**record.meta, "imported_from": str(file)}
+    report["cut"] = len(cut)
+    return report, kept
 
 
 def import_captions(
@@ -226,49 +245,50 @@ def import_captions(
     out: str | Path,
     overwrite: bool = False,
     dialect: str | None = None,
+    screened: tuple[dict[str, Any], list[CaptionRecord]] | None = None,
 ) -> dict[str, Any]:
-    """Copy a precomputed captions file into the run's store, checking its ids against the dataset.
+    """Copy a precomputed captions file into the run's store (see :func:`read_import`, whose result may be passed
+    as ``screened``).
 
-    Ids that are not in the dataset, repeated ids (the first is kept) and empty captions are counted, never
-    dropped silently: empty ones are stored as failed records. A store made from the same file is reused; a store
-    made from anything else is replaced only with ``overwrite``. Store and manifest are replaced together.
+    A store made from the same file is reused while it is whole (its size is the one recorded); a broken one is
+    imported again, with a warning. A store made from anything else is replaced only with ``overwrite``. Store and
+    manifest are replaced together.
     """
     spec = CaptionerSpec(name=captioner, file=str(file), dialect=dialect)
     split = _split_of(dataset, None)
     inputs = caption_inputs(spec, dataset_name, split)
     path = store_path(out, captioner, dataset_name, split)
     recorded = read_json(manifest_path(path)) or {}
-    if path.is_file() and recorded.get("key") == inputs["key"] and recorded.get("report"):
+    same = path.is_file() and recorded.get("key") == inputs["key"] and recorded.get("report")
+    if same and path.stat().st_size == recorded.get("store_bytes", path.stat().st_size):
         return {**recorded["report"], "reused": True}
-    if path.is_file() and path.stat().st_size > 0 and not overwrite:
+    if same:
+        log.warning("%s: not the store imported from %s (cut or changed); imported again", path, file)
+    elif path.is_file() and path.stat().st_size > 0 and not overwrite:
         raise StoreMismatchError(
             f"{path} already holds captions of {captioner!r} ({len(CaptionStore(path))} records, "
-            f"from {recorded.get('file') or recorded.get('captioner') or 'an unknown source'}); "
-            "pass --overwrite to replace them or choose another --captioner name"
+            f"from {recorded.get('file') or _made_by(recorded) or 'an unknown source'}); "
+            "pass --overwrite to replace them, or give these captions another name (--captioner on the command "
+            "line, name: in a suite)"
         )
-    records = read_captions(file)
-    report, kept = _screen_imported(records, set(dataset["example_id"]), str(file), str(path))
-    if not kept:
-        raise CaptionFileError(
-            f"{file}: none of its {len(records)} captions belongs to {dataset_name} "
-            f"({report['not_in_dataset']} ids not in the dataset)"
-        )
-    tmp = path.with_suffix(".importing")
-    tmp.unlink(missing_ok=True)
-    store = CaptionStore(tmp)
-    for record in kept:
-        record.meta = {**record.meta, "imported_from": str(file)}
-        store.append(record)
+    report, kept = screened or read_import(file, dataset_name, dataset)
+    report = {**report, "store": str(path)}
+    blob = "".join(json.dumps(to_jsonable(asdict(record)), ensure_ascii=False) + "\n" for record in kept)
     manifest_path(path).unlink(missing_ok=True)  # no manifest that names the old store in between
-    os.replace(tmp, path)
-    write_json(manifest_path(path), {**inputs, "report": report, **base_manifest()})
-    return report
+    atomic_write(path, blob)
+    write_json(manifest_path(path), {**inputs, "report": report, "store_bytes": path.stat().st_size, **base_manifest()})
+    return {**report, "repaired": 1} if same else report
+
+
+def _made_by(manifest: dict[str, Any]) -> str | None:
+    made = manifest.get("captioner")  # a dict in the manifests of older runs: the captioner's own manifest
+    return made.get("name") if isinstance(made, dict) else made
 
 
 def _screen_imported(
-    records: list[CaptionRecord], known: set[str], file: str, store: str
+    records: list[CaptionRecord], known: set[str], file: str
 ) -> tuple[dict[str, Any], list[CaptionRecord]]:
-    report = {"file": file, "store": store, "read": len(records), "imported": 0, "empty": 0}
+    report = {"file": file, "read": len(records), "imported": 0, "empty": 0}
     report.update({"not_in_dataset": 0, "duplicates": 0})
     seen: set[str] = set()
     kept: list[CaptionRecord] = []
@@ -290,15 +310,23 @@ def _screen_imported(
 def _captions_of(
     spec: CaptionerSpec, dataset_name: str, dataset: Any, out: Path, options: RunOptions
 ) -> tuple[list[CaptionRecord], dict]:
+    """The records of one captioner in dataset order (what a run measures never depends on the order of a store's
+    lines: an image captioned again after a torn line is appended last), with the report of how they were had."""
     if spec.file:
         report = import_captions(spec.file, spec.name, dataset_name, dataset, out, options.overwrite, spec.dialect)
-        return CaptionStore(report["store"]).records(), report
+        return in_dataset_order(CaptionStore(report["store"]).records(), dataset), report
     if not _is_captioner(spec.name):  # a store made earlier in this folder (imported or captioned)
         store = existing_store(out, spec.name, dataset_name, _split_of(dataset, None))
-        records = store.records()
+        records = in_dataset_order(store.records(), dataset)
         return records, {"store": str(store.path), "imported": len(records), "reused": True, "empty": 0}
     stats, path = run_captioner(spec, dataset_name, dataset, out, options.retry_failed, options.overwrite)
-    return CaptionStore(path).records(), stats
+    return in_dataset_order(CaptionStore(path).records(), dataset), stats
+
+
+def in_dataset_order(records: list[CaptionRecord], dataset: Any) -> list[CaptionRecord]:
+    """``records`` in the order of the dataset's rows; records of ids the dataset lacks last, as they came."""
+    position = {str(example_id): n for n, example_id in enumerate(dataset["example_id"])}
+    return sorted(records, key=lambda record: position.get(record.example_id, len(position)))
 
 
 def _is_captioner(name: str) -> bool:
@@ -334,7 +362,8 @@ def _retrieval_row(
     suite: Suite,
     stage_dir: Path,
 ) -> tuple[dict[str, Any], bool]:
-    """The retrieval row of one captioner and whether it was reused from ``stage_dir``."""
+    """The retrieval row of one captioner, and None when it was computed now, or the embedding counts of the run
+    that computed it when it was reused from ``stage_dir``."""
     from pancap_retrieval.retrieval.metrics import evaluate_retrieval
 
     captions = {r.example_id: r.caption for r in records if r.status == "ok" and r.example_id in descriptions}
@@ -354,8 +383,11 @@ def _retrieval_row(
     )
     stage_file = stage_dir / f"{name}.json"
     cached = read_json(stage_file)
-    if isinstance(cached, dict) and cached.get("key") == row_key and (stage_dir / f"{name}.ranks.json").is_file():
-        return cached["row"], True
+    same = isinstance(cached, dict) and cached.get("key") == row_key
+    if same and _whole_json(stage_dir, name):
+        return cached["row"], cached.get("embed_counts") or {}
+    repaired = same  # its ranks or top-10 file was cut: computed again
+    before = embedder.stats.counts()
     result = evaluate_retrieval(
         captions,
         descriptions,
@@ -378,8 +410,21 @@ def _retrieval_row(
         "text_prep": result["text_prep"],
         "embedding": result["embedding"],
     }
-    write_json(stage_file, {"key": row_key, "row": row})
-    return row, False
+    counts = embedder.stats.since(before).counts()
+    write_json(stage_file, {"key": row_key, "row": row, "embed_counts": counts})
+    return {**row, "repaired": True} if repaired else row, None
+
+
+def _whole_json(stage_dir: Path, name: str) -> bool:
+    """Whether the ranks and top-10 files of a reused row (which the gallery shows) read back; a broken one is
+    named in a warning and the row is computed again."""
+    for path in (stage_dir / f"{name}.ranks.json", stage_dir / f"{name}.top10.json"):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            log.warning("%s: missing or cut; the retrieval of %s is computed again", path, name)
+            return False
+    return True
 
 
 # ---------------------------------------------------------------- the suite
@@ -393,10 +438,11 @@ class RunOptions:
     overwrite: bool = False
 
 
-def validate_suite(suite: Suite, out: Path | None = None) -> None:
+def validate_suite(suite: Suite, out: Path | None = None, dataset: Any = None) -> None:
     """Check every name, option and path of ``suite`` before any work; each problem is one PancapError line.
 
-    A captioner name that is not registered is accepted when ``out`` already holds its store.
+    A captioner name that is not registered is accepted when ``out`` already holds its store. With the loaded
+    ``dataset`` every captions file is read and checked too.
     """
     from pancap_retrieval.errors import RegistryError
     from pancap_retrieval.retrieval.embedder import resolve_local
@@ -410,6 +456,8 @@ def validate_suite(suite: Suite, out: Path | None = None) -> None:
         if spec.file:
             if not Path(spec.file).exists():
                 raise CaptionFileError(f"captions file not found: {spec.file} (captioner {spec.name!r})")
+            if dataset is not None:
+                read_import(spec.file, suite.dataset.name, dataset)
         elif _is_captioner(spec.name) or not _has_store(out, spec.name):
             captioner_options(spec.name, spec.captioner_options())
     for embedder in suite.embedders:
@@ -447,7 +495,7 @@ def run_suite(suite: Suite, out: str | Path, options: RunOptions | None = None) 
     from pancap_retrieval.data import require_descriptions
 
     require_descriptions(dataset, suite.dataset)
-    validate_suite(suite, out)
+    validate_suite(suite, out, dataset)
     created = make_run_dir(out)
     try:
         with RunLock(out):
@@ -497,23 +545,34 @@ def _run_locked(suite: Suite, out: Path, dataset: Any, options: RunOptions) -> l
         if len(run_dirs) > 1:
             write_leaderboard(run_dirs, out)
     if reconstruction is not None:
-        with summary.stage("gallery"):
+        with summary.stage("gallery") as entry:
             from reconstruct.gallery import write_gallery
 
-            write_gallery(out)
+            write_gallery(out, report=entry)
     write_json(out / "run_summary.json", {"stages": summary.stages, "failed_captions": _failed(caption_reports)})
     return run_dirs
 
 
 def _count_captions(entry: dict[str, Any], report: dict[str, Any]) -> None:
+    notes = []
+    if report.get("cut"):
+        notes.append(f"{report['cut']} captions over the text limit cut")
     if "skipped_done" in report:  # captioned here
         entry.update(done=report["ok"], reused=report["skipped_done"], failed=report["failed_in_store"])
+        entry["repaired"] = report.get("repaired")
+        changed = report.get("changed", 0)
+        if changed:
+            images = "1 image" if changed == 1 else f"{changed} images"
+            notes.insert(0, f"{images} changed since the last run: recaptioned {changed}")
         if report["failed_in_store"]:
-            entry["note"] = "rerun with --retry-failed to caption the failed images again"
-        return
-    imported = report["imported"]  # imported from a file
-    entry.update(done=0 if report.get("reused") else imported, reused=imported if report.get("reused") else 0)
-    entry["failed"] = report["empty"]
+            notes.append("rerun with --retry-failed to caption the failed images again")
+    else:
+        imported = report["imported"]  # imported from a file
+        reused = bool(report.get("reused"))
+        entry.update(done=0 if reused else imported, reused=imported if reused else 0, failed=report["empty"])
+        entry["repaired"] = report.get("repaired")
+    if notes:
+        entry["note"] = "; ".join(notes)
 
 
 def _failed(reports: dict[str, Any]) -> dict[str, int]:
@@ -542,28 +601,33 @@ def _retrieve(
         cache_dir=default_cache_dir(),
         show_progress=True,
     )
-    rows, reused = [], []
+    from pancap_retrieval.retrieval.embedder import EmbedStats
+
+    rows, rows_reused = [], []
+    stats = EmbedStats(long_text=embedder.long_text)  # of the runs that made the rows, reused ones included
     for name, records in captions.items():
         with summary.stage(f"retrieve {name} ({embedder_spec.name})") as entry:
-            row, was_reused = _retrieval_row(
+            before = embedder.stats.counts()
+            row, reused = _retrieval_row(
                 name, records, descriptions, embedder, embedder_spec, suite, run_dir / "retrieval"
             )
-            entry.update(done=0 if was_reused else row["n"], reused=row["n"] if was_reused else 0)
+            made = embedder.stats.since(before) if reused is None else EmbedStats.from_counts(reused, stats.long_text)
+            stats.add(made)
+            entry.update(done=0 if reused is not None else row["n"], reused=row["n"] if reused is not None else 0)
+            entry["repaired"] = int(bool(row.pop("repaired", False)))
             rows.append(row)
-            reused += [name] * was_reused
+            rows_reused += [name] * (reused is not None)
     manifest = base_manifest(
         suite=suite.model_dump(),
         dataset=dataset_info,
-        embedder=embedder.manifest(),
+        embedder=embedder.manifest(stats),
         captioners=inputs["reports"],
         seed=suite.seed,
-        cache={"embedding": embedder.stats.cache_counts(), "rows_reused": reused},
+        cache={"embedding": embedder.stats.cache_counts(), "rows_reused": rows_reused},
     )
-    # the embedder's stats count this process's calls (none when every row is reused): manifest only
-    described = {k: v for k, v in embedder.manifest().items() if k != "stats"}
     results = {  # only what the inputs decide: a rerun writes the same file, whatever the caches hold
         "dataset": dataset_info,
-        "embedder": {"name": embedder_spec.name, "long_text": embedder_spec.long_text, **described},
+        "embedder": {"name": embedder_spec.name, "long_text": embedder_spec.long_text, **embedder.manifest(stats)},
         "retrieval": suite.retrieval.model_dump(),
         "rows": rows,
     }
@@ -607,6 +671,11 @@ def run_reconstruction(
     options = options or RunOptions()
     check_redrawer(reconstruction)
     split = _split_of(dataset, None)
+    for spec in captioners:  # every input is checked before the run folder is made
+        if spec.file:
+            read_import(spec.file, dataset_name, dataset)
+        else:
+            existing_store(out, spec.name, dataset_name, split)
     captions = {}
     make_run_dir(out)
     with RunLock(out):
@@ -614,7 +683,8 @@ def run_reconstruction(
             if spec.file:
                 captions[spec.name] = _captions_of(spec, dataset_name, dataset, out, options)[0]
             else:
-                captions[spec.name] = existing_store(out, spec.name, dataset_name, split).records()
+                records = existing_store(out, spec.name, dataset_name, split).records()
+                captions[spec.name] = in_dataset_order(records, dataset)
         from reconstruct.run import reconstruct_spec
 
         dialects = _store_dialects(out, list(captions), dataset_name, split)
@@ -634,6 +704,7 @@ __all__ = [
     "import_captions",
     "load_data",
     "make_run_dir",
+    "read_import",
     "read_results",
     "run_captioner",
     "run_reconstruction",

@@ -3,7 +3,8 @@
 An entry is a string import path (imported on first use, so listing never imports torch) and a one-line
 description (what ``pancap list KIND`` prints). :meth:`Registry.build` checks the options against the entry's
 signature before anything is built: an unknown option is a :class:`RegistryError` naming the known ones, a value of
-the wrong type or out of range an :class:`OptionError`, each one line.
+the wrong type or out of range an :class:`OptionError`, each one line. Ranges come from the signature's types
+(:data:`Fraction`, :data:`Count`, :data:`NonNegative`, any ``Annotated[..., Field(ge=..., le=...)]``, a ``Literal``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+from pydantic import Field
+
 from pancap_retrieval.errors import OptionError, PancapError, RegistryError
 
 # Options that count things, whatever the entry: zero or less is refused before anything is built.
 AT_LEAST_ONE = ("batch_size", "steps", "max_new_tokens", "canvas_size", "max_prompt_tokens", "limit")
+# Types with a range, for the signatures of entries: :func:`check_options` refuses a value outside it up front.
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Count = Annotated[int, Field(ge=0)]
+NonNegative = Annotated[float, Field(ge=0)]
 
 
 @dataclass(frozen=True)

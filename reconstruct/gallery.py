@@ -254,7 +254,9 @@ class Media:
         self.known: dict[str, list[Any]] = known if isinstance(known, dict) else {}
         self.used: dict[str, list[Any]] = {}
         self.jobs: dict[str, Path] = {}
+        self.sizes: dict[str, int] = {}
         self.unreadable: list[str] = []
+        self.repaired = 0
 
     def add(self, source: Path, group: str) -> str | None:
         """Plan the pictures of ``source``: the path of its full-size file in the gallery, or None without one."""
@@ -265,6 +267,7 @@ class Media:
         stem = f"{source.stem}.{key(stat.st_size, stat.st_mtime_ns, THUMB_SIDE, THUMB_VERSION, length=12)}"
         full = f"full/{group}/{stem}{source.suffix.lower()}"
         self.jobs[full] = source
+        self.sizes[full] = stat.st_size
         return full
 
     def make(self, progress: bool) -> None:
@@ -274,10 +277,13 @@ class Media:
         todo = []
         for full in self.jobs:
             entry = self.known.get(full)
-            if entry is not None and _whole(self.gallery / full) and _whole(self.gallery / entry[0]):
+            if entry is not None and self._intact(full, entry):
                 self.used[full] = entry
-            else:
-                todo.append(full)
+                continue
+            if entry is not None:
+                log.warning("gallery: %s or its thumbnail is missing or cut; made again", self.gallery / full)
+                self.repaired += 1
+            todo.append(full)
         folders = {str(Path(name).parent) for name in todo}
         for folder in folders | {folder.replace("full/", "thumbs/", 1) for folder in folders}:
             (self.gallery / folder).mkdir(parents=True, exist_ok=True)
@@ -291,8 +297,17 @@ class Media:
                 bar.update()
         bar.close()
 
+    def _intact(self, full: str, entry: list[Any]) -> bool:
+        """Whether the full-size file has its source's size and the thumbnail the size it was written with (an
+        entry of an older gallery without it: any size but 0)."""
+        thumb_size = entry[3] if len(entry) > 3 else None
+        return _size(self.gallery / full) == self.sizes[full] and (
+            _size(self.gallery / entry[0]) == thumb_size if thumb_size is not None else _size(self.gallery / entry[0])
+        )
+
     def _make(self, full: str) -> list[Any] | None:
-        """[thumbnail path, width, height] of one source, its files written; None when it does not decode."""
+        """[thumbnail path, width, height, thumbnail bytes] of one source, its files written; None when it does
+        not decode."""
         from PIL import Image
 
         source = self.jobs[full]
@@ -305,13 +320,13 @@ class Media:
             return None
         _replace(self.gallery / full, lambda temporary: _link_or_copy(source, temporary))
         if max(small.size) <= THUMB_SIDE:
-            return [full, small.width, small.height]
+            return [full, small.width, small.height, _size(self.gallery / full)]
         small.thumbnail((THUMB_SIDE, THUMB_SIDE))
         buffer = io.BytesIO()
         small.save(buffer, format="JPEG", quality=85)
         thumb = str(Path(full.replace("full/", "thumbs/", 1)).with_suffix(".jpg"))
         _replace(self.gallery / thumb, lambda temporary: temporary.write_bytes(buffer.getvalue()))
-        return [thumb, small.width, small.height]
+        return [thumb, small.width, small.height, len(buffer.getvalue())]
 
     def picture(self, full: str | None) -> Picture | None:
         entry = self.used.get(full) if full is not None else None
@@ -329,11 +344,12 @@ class Media:
                     path.unlink()
 
 
-def _whole(path: Path) -> bool:
+def _size(path: Path) -> int:
+    """The size of ``path`` in bytes; 0 when it is missing."""
     try:
-        return os.stat(path).st_size > 0
+        return os.stat(path).st_size
     except OSError:
-        return False
+        return 0
 
 
 def _replace(target: Path, write: Callable[[Path], Any]) -> None:
@@ -401,8 +417,12 @@ def write_gallery(
     max_images: int | None = None,
     grid_images: int = 6,
     progress: bool = True,
+    report: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``run_dir/gallery/`` (see the module docstring) and return the path of its ``index.html``."""
+    """Write ``run_dir/gallery/`` (see the module docstring) and return the path of its ``index.html``.
+
+    A picture whose file was cut or removed since it was made is made again, named in a warning and counted in
+    ``report["repaired"]``; leftover temp files of a killed gallery are removed by the run lock's holder."""
     run_dir = Path(run_dir)
     if page_size < 1:
         raise GalleryError(f"page_size must be >= 1, got {page_size}")
@@ -438,6 +458,8 @@ def write_gallery(
     if grid_images > 0:
         write_if_changed(gallery / "grid.png", _grid(cards[:grid_images], gallery, captioners))
     media.finish()
+    if report is not None:
+        report["repaired"] = media.repaired
     return gallery / "index.html"
 
 
@@ -526,5 +548,9 @@ def _thumbnail(gallery: Path, picture: Picture | None) -> Any:
         return None
     from PIL import Image
 
-    with Image.open(gallery / picture.thumb) as image:
-        return image.convert("RGB")
+    try:
+        with Image.open(gallery / picture.thumb) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as exc:  # a file broken since it was checked: left blank, never a crash
+        log.warning("gallery: %s is unreadable (%s); left out of grid.png", gallery / picture.thumb, exc)
+        return None

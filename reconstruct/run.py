@@ -3,15 +3,17 @@
 Files under the run folder::
 
     originals/{file_name(id)}.png           the original, long side at most 512 (for galleries and scores)
-    originals/index.jsonl                   one line per original: its key, file and the full image size
+    originals/index.jsonl                   one line per original: its key (with the image's sha256), bytes, size
     images/{captioner}/{file_name(id)}.png  the redraw
-    images/{captioner}/layouts.jsonl        one line per redraw: the layout, its seed, the redrawer, its key
+    images/{captioner}/layouts.jsonl        one line per redraw: the layout, its seed, the redrawer, its key, bytes
     reconstruction.json                     the scores returned by :func:`reconstruct_run`, and their keys
 
 Three stages: :func:`plan` turns captions into layouts and decides what is reused (a redraw is reused only when its
-key — redrawer and options, seed, and the layout made from the caption — matches), :func:`redraw` draws the rest
-(each PNG written atomically before its layouts line), :func:`score` computes the fidelity scores of each captioner
-unless the same redraws were scored before with the same scorers. A rerun of a finished stage loads no model.
+key — redrawer and options, seed, and the layout made from the caption — matches and its PNG has the size it was
+written with), :func:`redraw` draws the rest (each PNG written atomically before its layouts line), :func:`score`
+computes the fidelity scores of each captioner unless the same redraws of the same original bytes were scored
+before with the same scorers. A rerun of a finished stage loads no model; an original, redraw or layouts line it
+finds cut or missing is made again, named in a warning and counted as repaired.
 Captions that cannot be redrawn (failed generation, no image in the dataset, unreadable image, empty caption) are
 counted.
 """
@@ -30,6 +32,7 @@ from pancap_retrieval.artifacts import (
     check_distinct_names,
     file_name,
     key,
+    path_fingerprint,
     read_json,
     save_image,
     write_json,
@@ -111,30 +114,34 @@ class Originals:
     remembered with its reason.
     """
 
-    def __init__(self, run_dir: Path, sources: Mapping[str, Any], dataset_key: str, rank: int | None = None) -> None:
+    def __init__(
+        self, run_dir: Path, sources: Mapping[str, Any], digests: Mapping[str, str], rank: int | None = None
+    ) -> None:
         self.folder = run_dir / "originals"
         self.sources = sources
-        self.dataset_key = dataset_key
+        self.digests = digests  # id -> sha256 of the image's bytes: a small copy is reused only for the same bytes
         # under a launcher each rank appends to its own index file; all of them are read
         self.index = JsonlStore(self.folder / ("index.jsonl" if rank is None else f"index.jsonl.rank{rank}"))
         entries = [e for path in sorted(self.folder.glob("index.jsonl*")) for e in JsonlStore(path).read()]
         self.known = {e["example_id"]: e for e in entries if e.get("key") == self._key(e.get("example_id", ""))}
         self.bad: dict[str, str] = {}
+        self.repaired = 0
 
     def _key(self, example_id: str) -> str:
-        return key(self.dataset_key, example_id, ORIGINAL_MAX_SIDE)
+        return key(example_id, ORIGINAL_MAX_SIDE, self.digests.get(example_id))
 
     def path(self, example_id: str) -> Path:
         return self.folder / f"{file_name(example_id)}.png"
 
-    def _have(self, example_id: str) -> bool:
+    def have(self, example_id: str) -> bool:
+        """Whether the small copy of ``example_id`` is on disk with the size its index line recorded."""
         entry = self.known.get(example_id)
         path = self.path(example_id)
         return entry is not None and path.is_file() and path.stat().st_size == entry.get("bytes")
 
     def size(self, example_id: str) -> tuple[int, int] | None:
         """The full image's (width, height), or None when it cannot be read."""
-        if self._have(example_id):
+        if self.have(example_id):
             return tuple(self.known[example_id]["size"])  # type: ignore[return-value]
         image = self.image(example_id)
         return None if image is None else image.size
@@ -150,7 +157,10 @@ class Originals:
         except DatasetError as exc:
             self.bad[example_id] = str(exc)
             return None
-        if not self._have(example_id):
+        if not self.have(example_id):
+            if example_id in self.known:  # indexed, but the file is gone or cut: a killed run, a damaged disk
+                log.warning("%s: missing or cut; written again from its source", self.path(example_id))
+                self.repaired += 1
             self._write(example_id, image)
         return image
 
@@ -180,6 +190,7 @@ class Plan:
     )
     skipped_ids: dict[str, str] = field(default_factory=dict)
     records: int = 0
+    repaired: int = 0  # redraws on record whose file was missing or cut, drawn again
 
     def skip(self, example_id: str, reason: str, detail: str | None = None) -> None:
         self.skipped[reason] += 1
@@ -198,10 +209,12 @@ def plan(
     progress: bool = False,
     *,
     dialect: str = "auto",
+    recorded: Mapping[str, str] | None = None,
 ) -> Plan:
     """Layouts of one captioner's captions (boxes read in ``dialect`` on each original's size), and which redraws
     on disk are still valid for them. With ``progress`` a bar counts the records when this takes over 2 s (the
-    first captioner reads every original)."""
+    first captioner reads every original). ``recorded``: id -> redraw key of the redraws the last results showed;
+    one of them whose file or layouts line is missing or cut is drawn again and counted in ``repaired``."""
     from tqdm.auto import tqdm
 
     result = Plan(captioner, run_dir / "images" / file_name(captioner))
@@ -233,14 +246,31 @@ def plan(
         image_seed = example_seed(seed, example_id)
         redraw_key = key(signature, image_seed, layout.to_dict())
         previous = done.get(example_id)
-        png = result.folder / f"{file_name(example_id)}.png"
-        if previous is not None and previous.get("key") == redraw_key and png.is_file() and png.stat().st_size:
+        if previous is not None and previous.get("key") == redraw_key and redraw_intact(result.folder, previous):
             result.kept.append((example_id, layout, redraw_key))
             continue
+        if (recorded or {}).get(example_id) == redraw_key:
+            log.warning("%s: the redraw of %s is missing or cut; drawn again", result.folder, example_id)
+            result.repaired += 1
         result.todo.append((layout, image_seed, redraw_key))
         result.kept.append((example_id, layout, redraw_key))
     result.records = len(seen)
     return result
+
+
+def redraw_intact(folder: Path, entry: Mapping[str, Any]) -> bool:
+    """Whether the redraw a layouts line names is there, whole: the size it was written with (a line of an older
+    run without one: the file decodes)."""
+    from pancap_retrieval.artifacts import image_is_whole
+
+    png = folder / str(entry.get("image"))
+    try:
+        size = png.stat().st_size
+    except OSError:
+        return False
+    if "bytes" in entry:
+        return size == entry["bytes"]
+    return size > 0 and image_is_whole(png)
 
 
 # ---------------------------------------------------------------- redraw
@@ -266,11 +296,12 @@ def redraw(planned: Plan, drawer: Redrawer, batch: int, progress: bool = True, r
         images = drawer.redraw([layout for layout, _, _ in chunk], [s for _, s, _ in chunk])
         for (layout, image_seed, redraw_key), image in zip(chunk, images):
             name = file_name(layout.example_id)
-            save_image(image, planned.folder / f"{name}.png")
+            png = save_image(image, planned.folder / f"{name}.png")
             layouts.append(
                 {
                     "example_id": layout.example_id,
                     "image": f"{name}.png",
+                    "bytes": png.stat().st_size,
                     "seed": image_seed,
                     "redrawer": manifest.get("name"),
                     "key": redraw_key,
@@ -301,6 +332,7 @@ def _entry(planned: Plan, seconds: float) -> dict[str, Any]:
         "records": planned.records,
         "redrawn": len(planned.todo),
         "reused": len(planned.kept) - len(planned.todo),
+        "redraw_keys": {example_id: redraw_key for example_id, _, redraw_key in planned.kept},
         "skipped": planned.skipped,
         "skipped_ids": dict(list(planned.skipped_ids.items())[:50]),
         "text_only": sum(layout.is_text_only for layout in layouts),
@@ -371,11 +403,13 @@ def reconstruct_run(
         raise PancapError(f"canvas_mode must be one of {', '.join(CANVAS_MODES)}, not {canvas_mode!r}")
     all_options = {**(redrawer_options or {}), **options}
     dialects = {name: (dialects or {}).get(name, "auto") for name in captions}
-    wanted = _stage_key(redrawer, model, steps, all_options, seed, canvas_mode, captions, sources, scores, detector)
+    digests = _image_digests(dataset, sources)
+    wanted = _stage_key(redrawer, model, steps, all_options, seed, canvas_mode, captions, digests, scores, detector)
     wanted = key(wanted, dialects) if wanted is not None else None  # the same captions read in another dialect
     ranks = Ranks.current()
     previous = _previous(run_dir, ranks)
-    if wanted and previous.get("stage_key") == wanted and _files_present(run_dir, previous):
+    originals = Originals(run_dir, sources, digests, None if ranks.world == 1 else ranks.rank)
+    if wanted and previous.get("stage_key") == wanted and _files_present(run_dir, previous, originals):
         with _stage(summary, "reconstruct (all reused)") as entry:
             entry["reused"] = sum(c.get("redrawn", 0) + c.get("reused", 0) for c in previous["captioners"].values())
         return previous
@@ -385,8 +419,6 @@ def reconstruct_run(
     batch = batch_size or drawer.default_batch_size
     if batch < 1:
         raise PancapError(f"batch_size must be >= 1, got {batch}")
-    dataset_key = key(sorted(sources)[:5], len(sources), _dataset_name(dataset))
-    originals = Originals(run_dir, sources, dataset_key, None if ranks.world == 1 else ranks.rank)
     results: dict[str, Any] = {
         "redrawer": manifest,
         "redrawer_signature": signature,
@@ -397,22 +429,15 @@ def reconstruct_run(
     plans = {}
     for captioner, records in captions.items():
         with _stage(summary, f"redraw {captioner}") as entry:
-            plans[captioner] = plan(
-                captioner,
-                records,
-                run_dir,
-                originals,
-                drawer.layout_options(),
-                signature,
-                seed,
-                canvas_mode,
-                progress and ranks.main,
-                dialect=dialects[captioner],
-            )
-            seconds = redraw(plans[captioner], drawer, batch, progress, ranks)
-            results["captioners"][captioner] = _entry(plans[captioner], seconds)
-            entry.update(done=len(plans[captioner].todo), reused=results["captioners"][captioner]["reused"])
-            entry["skipped"] = sum(plans[captioner].skipped.values())
+            repaired = originals.repaired
+            recorded = (previous.get("captioners", {}).get(captioner) or {}).get("redraw_keys")
+            plans[captioner] = planned = plan(
+                captioner, records, run_dir, originals, drawer.layout_options(), signature, seed, canvas_mode,
+                progress and ranks.main, dialect=dialects[captioner], recorded=recorded,
+            )  # fmt: skip
+            results["captioners"][captioner] = _entry(planned, redraw(planned, drawer, batch, progress, ranks))
+            entry.update(done=len(planned.todo), reused=results["captioners"][captioner]["reused"])
+            entry.update(skipped=sum(planned.skipped.values()), repaired=planned.repaired + originals.repaired - repaired)
     if scores:
         score(
             run_dir, results, plans, originals, detector, device, kid_subset_size, seed, previous, summary, ranks, progress
@@ -451,32 +476,52 @@ def reconstruct_spec(
     )  # fmt: skip
 
 
-def _dataset_name(dataset: Any) -> str:
-    return dataset if isinstance(dataset, str) else type(dataset).__name__
+def _image_digests(dataset: Any, sources: Mapping[str, Any]) -> dict[str, str]:
+    """example_id -> sha256 of its image's bytes (of a dataset's files through the hash cache: an unchanged file is
+    not read again)."""
+    from pancap_retrieval.data import image_digests, row_digests
+
+    if hasattr(dataset, "column_names") and "image" in dataset.column_names:
+        return {example_id: image for example_id, (image, _) in row_digests(dataset).items()}
+    ids = list(sources)
+    return dict(zip(ids, image_digests([sources[i].get("image") for i in ids])))
 
 
-def _stage_key(redrawer, model, steps, options, seed, canvas_mode, captions, sources, scores, detector) -> str | None:
-    """The key of the whole stage, or None when it cannot be known (a redrawer or detector object)."""
+def _stage_key(redrawer, model, steps, options, seed, canvas_mode, captions, digests, scores, detector) -> str | None:
+    """The key of the whole stage, or None when it cannot be known (a redrawer or detector object). The image
+    bytes are in it, and the pixel limit: an image that could not be read is tried again once either changes."""
+    from pancap_retrieval.data import max_image_pixels
+
     if not isinstance(redrawer, str) or not (detector is None or detector == "auto"):
         return None
-    from pancap_retrieval.pipeline import _path_fingerprint
-
     caption_keys = {
         name: key([(r.example_id, r.status, r.caption, r.stages) for r in records])
         for name, records in captions.items()
     }
     return key(
-        SCORES_VERSION, redrawer, model, _path_fingerprint(model), steps, options, seed, canvas_mode,
-        caption_keys, sorted(sources), scores, detector,
+        SCORES_VERSION, redrawer, model, path_fingerprint(model), steps, options, seed, canvas_mode,
+        caption_keys, sorted(digests.items()), scores, detector, max_image_pixels(),
     )  # fmt: skip
 
 
-def _files_present(run_dir: Path, results: Mapping[str, Any]) -> bool:
-    for captioner in results.get("captioners", {}):
+def _files_present(run_dir: Path, results: Mapping[str, Any], originals: Originals) -> bool:
+    """Whether every redraw and original that ``results`` show is on disk, whole, with its layouts line: checked
+    against the sizes they were written with, so a cut file or line sends the stage through its plan again
+    (which makes just what is broken)."""
+    for captioner, entry in results.get("captioners", {}).items():
         folder = run_dir / "images" / file_name(captioner)
         layouts = read_layouts(folder / "layouts.jsonl")
-        if any(not (folder / entry["image"]).is_file() for entry in layouts.values()):
-            return False
+        kept = entry.get("redraw_keys")
+        if not isinstance(kept, dict):
+            return False  # written before redraws were recorded: plan again
+        for example_id, redraw_key in kept.items():
+            line = layouts.get(example_id)
+            if line is None or line.get("key") != redraw_key or not redraw_intact(folder, line):
+                log.warning("%s: a redraw of %s is missing or cut; it is drawn again", folder, example_id)
+                return False
+            if not originals.have(example_id):
+                log.warning("%s: missing or cut; it is made again", originals.path(example_id))
+                return False
     return True
 
 
@@ -574,7 +619,8 @@ def score(
     detector_name = "auto" if isinstance(detector, str) else (None if detector is None else type(detector).__name__)
     for captioner, planned in plans.items():
         entry = results["captioners"][captioner]
-        score_key = key(SCORES_VERSION, [(i, k) for i, _, k in planned.kept], detector_name, kid_subset_size, seed)
+        kept = [(i, k, originals.digests.get(i)) for i, _, k in planned.kept]
+        score_key = key(SCORES_VERSION, kept, detector_name, kid_subset_size, seed)
         old = previous.get("captioners", {}).get(captioner, {})
         with _stage(summary, f"score {captioner}") as stage:
             if old.get("score_key") == score_key and "scores" in old:

@@ -79,7 +79,79 @@ def case_scores_of_captions_with_no_common_image(tmp: Path) -> tuple[list[str], 
     return ["score", "pancapscore", "--pred", str(pred), "--ref", str(ref)], "no example id is in both"
 
 
+def case_option_text_that_is_not_yaml(tmp: Path) -> tuple[list[str], str]:
+    args = ["caption", "--captioner", "detector", "--dataset", "sample", "--out", str(tmp / "run")]
+    return [*args, "-o", "score_threshold=[1,"], "the value of score_threshold is not valid YAML"
+
+
+def case_threshold_out_of_range(tmp: Path) -> tuple[list[str], str]:
+    args = ["caption", "--captioner", "detector", "--dataset", "sample", "--out", str(tmp / "run")]
+    return [*args, "-o", "score_threshold=-5"], "score_threshold=-5: Input should be greater than or equal to 0"
+
+
+def case_unknown_dialect(tmp: Path) -> tuple[list[str], str]:
+    args = ["caption", "--captioner", "detector", "--dataset", "sample", "--out", str(tmp / "run")]
+    return [*args, "-o", 'dialect="[1,"'], "dialect='[1,': Input should be 'norm', 'asmv2' or 'pixel'"
+
+
+def _import(tmp: Path, record: dict) -> list[str]:
+    captions = tmp / "c.jsonl"
+    captions.write_text(json.dumps(record) + "\n")
+    return ["captions", "import", str(captions), "--captioner", "mine", "--dataset", "sample", "--out", str(tmp / "run")]
+
+
+def case_import_meta_not_an_object(tmp: Path) -> tuple[list[str], str]:
+    record = {"example_id": "skimage-astronaut", "caption": "x", "meta": [1]}
+    return _import(tmp, record), "meta must be an object (or left out), not list"
+
+
+def case_import_stages_not_an_object(tmp: Path) -> tuple[list[str], str]:
+    record = {"example_id": "skimage-astronaut", "caption": "x", "stages": "abc"}
+    return _import(tmp, record), "stages must be an object (or left out), not str"
+
+
+def case_import_of_no_image_of_the_dataset(tmp: Path) -> tuple[list[str], str]:
+    return _import(tmp, {"example_id": "not-in-sample", "caption": "x"}), "none of its 1 captions belongs to sample"
+
+
+def case_import_line_that_is_not_a_record(tmp: Path) -> tuple[list[str], str]:
+    args = _import(tmp, {"example_id": "skimage-astronaut", "caption": "x"})
+    with Path(args[2]).open("a") as handle:
+        handle.write("123\n")
+    return args, ":2: a int, not a JSON object; fix or delete that line"
+
+
+def case_retrieve_with_a_bad_captions_file(tmp: Path) -> tuple[list[str], str]:
+    captions = tmp / "c.jsonl"
+    captions.write_text(json.dumps({"example_id": "skimage-astronaut", "caption": "x", "meta": "m"}) + "\n")
+    args = ["retrieve", "--dataset", "sample", "--captions", str(captions), "--out", str(tmp / "run")]
+    return args, "meta must be an object"
+
+
+def case_reconstruct_with_a_bad_captions_file(tmp: Path) -> tuple[list[str], str]:
+    captions = tmp / "c.jsonl"
+    captions.write_text(json.dumps({"example_id": "skimage-astronaut", "caption": "x", "stages": [1]}) + "\n")
+    args = ["reconstruct", "--dataset", "sample", "--captions", str(captions), "--out", str(tmp / "run")]
+    return args, "stages must be an object"
+
+
+def case_text_limit_that_is_not_a_number(tmp: Path) -> tuple[list[str], str]:
+    os.environ["PANCAP_MAX_TEXT_BYTES"] = "lots"  # restored by the test
+    args = ["caption", "--captioner", "reference", "--dataset", "sample", "--out", str(tmp / "run")]
+    return args, "PANCAP_MAX_TEXT_BYTES must be a whole number of bytes"
+
+
 CASES = [
+    case_option_text_that_is_not_yaml,
+    case_threshold_out_of_range,
+    case_unknown_dialect,
+    case_import_meta_not_an_object,
+    case_import_stages_not_an_object,
+    case_import_of_no_image_of_the_dataset,
+    case_import_line_that_is_not_a_record,
+    case_retrieve_with_a_bad_captions_file,
+    case_reconstruct_with_a_bad_captions_file,
+    case_text_limit_that_is_not_a_number,
     case_scores_of_captions_with_no_common_image,
     case_non_utf8_suite,
     case_batch_size_zero,
@@ -91,13 +163,16 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__[5:] for c in CASES])
-def test_bad_input_is_one_line_and_a_non_zero_exit(tmp_path, case):
+def test_bad_input_is_one_line_and_a_non_zero_exit_and_leaves_no_folder(tmp_path, monkeypatch, case):
+    monkeypatch.setenv("PANCAP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PANCAP_MAX_TEXT_BYTES", os.environ.get("PANCAP_MAX_TEXT_BYTES", ""))
     args, message = case(tmp_path)
     code, stderr = invoke(*args)
     assert code != 0
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], stderr
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr and "--overwrite" not in stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_full_disk_is_one_line(tmp_path, monkeypatch):
@@ -123,3 +198,30 @@ def test_a_corrupt_embedding_cache_is_named_with_the_fix(tmp_path, monkeypatch):
     code, stderr = invoke(*args, "--out", str(tmp_path / "two"))
     assert code != 0 and len(stderr.strip().splitlines()) == 1, stderr
     assert "delete it and rerun to rebuild it" in stderr and ".sqlite" in stderr
+
+
+def test_a_caption_or_description_over_the_text_limit_is_cut_and_counted(tmp_path, monkeypatch, caplog):
+    from pancap_retrieval.data import load_dataset
+
+    monkeypatch.setenv("PANCAP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PANCAP_MAX_TEXT_BYTES", "1000")
+    captions = tmp_path / "c.jsonl"
+    lines = [{"example_id": "skimage-astronaut", "caption": "an astronaut " * 1000},
+             {"example_id": "skimage-camera", "caption": "a camera"}]  # fmt: skip
+    captions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["captions", "import", str(captions), "--captioner", "mine", "--dataset",
+                                      "sample", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["cut"] == 1
+    assert "1 text(s) over 1,000 bytes cut" in caplog.text and "skimage-astronaut" in caplog.text
+    stored = {r.example_id: r.caption for r in CaptionStore(store_path(out, "mine", "sample", "test")).records()}
+    assert len(stored["skimage-astronaut"].encode()) == 1000 and stored["skimage-camera"] == "a camera"
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    (folder / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "description": "é" * 2000}) + "\n")
+    assert len(load_dataset(f"imagefolder:{folder}")["description"][0].encode()) == 1000
+    assert "imagefolder" in caplog.text and "descriptions: 1 text(s) over 1,000 bytes cut" in caplog.text

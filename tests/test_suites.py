@@ -84,3 +84,25 @@ def test_the_suite_reference_in_readme_is_current():
         "README's suite reference is stale: paste the output of "
         "`python -c 'from pancap_retrieval.suite import suite_reference; print(suite_reference())'`"
     )
+
+
+def test_a_captions_file_is_known_by_its_content_not_its_spelling(tmp_path, monkeypatch):
+    """The same file named by another path is the same store (reused); another content under the same name is
+    refused with a fix that applies to run and import alike."""
+    import json as json_
+
+    from pancap_retrieval.data import load_dataset
+    from pancap_retrieval.errors import PancapError
+    from pancap_retrieval.pipeline import import_captions
+
+    dataset = load_dataset("sample")
+    ids = dataset["example_id"][:3]
+    (tmp_path / "caps.jsonl").write_text("".join(json_.dumps({"example_id": i, "caption": f"a photo {i}"}) + "\n" for i in ids))
+    monkeypatch.chdir(tmp_path)
+    first = import_captions("caps.jsonl", "mine", "sample", dataset, tmp_path / "run")
+    (tmp_path / "sub").mkdir()
+    again = import_captions(str(tmp_path / "sub" / ".." / "caps.jsonl"), "mine", "sample", dataset, tmp_path / "run")
+    assert first["imported"] == 3 and again.get("reused") is True
+    (tmp_path / "other.jsonl").write_text(json_.dumps({"example_id": ids[0], "caption": "something else"}) + "\n")
+    with pytest.raises(PancapError, match="give these captions another name"):
+        import_captions("other.jsonl", "mine", "sample", dataset, tmp_path / "run")

@@ -25,7 +25,11 @@ class Example:
 
 
 class Captioner(ABC):
-    """Captions batches of examples. Implementations return one record per example, failed ones included."""
+    """Captions batches of examples. Implementations return one record per example, failed ones included.
+
+    ``needs_image`` and ``reads_description`` say what a caption is made from, so that a rerun captions an
+    image again exactly when that changed (:func:`input_keys`).
+    """
 
     name: str = "captioner"
     default_batch_size: int = 1
@@ -33,6 +37,7 @@ class Captioner(ABC):
     # The box dialect of the captions it writes (pancap_retrieval.captions.boxes); its manifest says it as
     # ``box_dialect`` and the store's manifest keeps it (pancap_retrieval.captions.store.store_dialect).
     box_dialect: str = "auto"
+    reads_description: bool = True
 
     @abstractmethod
     def caption_batch(self, examples: list[Example]) -> list[CaptionRecord]:
@@ -50,6 +55,8 @@ class CaptionRunStats:
     ok: int = 0
     failed: int = 0
     failures: dict[str, str] = field(default_factory=dict)
+    changed: int = 0  # images whose record was made from another image or description, captioned again
+    cut: int = 0  # captions over the text limit, cut to it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,8 +64,25 @@ class CaptionRunStats:
             "skipped_done": self.skipped_done,
             "ok": self.ok,
             "failed": self.failed,
+            "changed": self.changed,
+            "cut": self.cut,
             "failures": dict(list(self.failures.items())[:50]),
         }
+
+
+def input_keys(dataset: Any, captioner: Any) -> dict[str, str]:
+    """example_id -> the key of what ``captioner`` (an instance or its class) is given of that row: the bytes of
+    its image when it ``needs_image``, its description when it ``reads_description``. A stored caption is reused
+    only while its row has the same key."""
+    from pancap_retrieval.artifacts import key
+    from pancap_retrieval.data import row_digests
+
+    image = getattr(captioner, "needs_image", True)
+    text = getattr(captioner, "reads_description", True)
+    return {
+        example_id: key(image_digest if image else None, text_digest if text else None)
+        for example_id, (image_digest, text_digest) in row_digests(dataset).items()
+    }
 
 
 def iter_examples(dataset: Any, decode: bool = True) -> Iterable[dict[str, Any]]:
@@ -106,23 +130,34 @@ def caption_dataset(
 ) -> CaptionRunStats:
     """Caption every row of ``dataset`` not yet in ``store``; each record is appended as soon as it exists.
 
-    An image that cannot be decoded, or an example the captioner fails on, is stored as a failed record with the
-    reason and the run goes on. With ``retry_failed`` the failed ids of an earlier run are tried again.
+    A record is kept only while its row's input (:func:`input_keys`) is unchanged: a changed image or description
+    is captioned again (counted in ``changed``). An image that cannot be decoded, or an example the captioner fails
+    on, is stored as a failed record with the reason and the run goes on. With ``retry_failed`` the failed ids of
+    an earlier run are tried again. A caption over the text limit is cut to it and counted in ``cut``.
     """
     from tqdm.auto import tqdm
 
+    from pancap_retrieval.data import max_text_bytes
+    from pancap_retrieval.data.records import cut_text
+
     batch_size = batch_size or captioner.default_batch_size
-    done = store.done_ids(include_failed=not retry_failed)
-    stats = CaptionRunStats()
+    inputs = input_keys(dataset, captioner)
+    done = store.done_ids(include_failed=not retry_failed, inputs=inputs)
+    stats = CaptionRunStats(changed=len(store.changed_ids(inputs)))
     ids = [str(i) for i in dataset["example_id"]]
     pending = [index for index, example_id in enumerate(ids) if example_id not in done]
     stats.total, stats.skipped_done = len(ids), len(ids) - len(pending)
     if pending and len(pending) < len(ids):
         dataset = dataset.select(pending)
+    limit = max_text_bytes()
     bar = tqdm(total=len(pending), desc=f"caption {captioner.name}", unit="img", disable=not progress)
     if pending:  # rows are decoded one batch at a time: memory stays bounded at any dataset size
         for batch in _batches((rows or iter_examples)(dataset, decode=captioner.needs_image), batch_size):
             for record in _caption_rows(captioner, batch):
+                record.input = inputs.get(record.example_id)
+                if isinstance(record.caption, str) and cut_text(record.caption, limit) != record.caption:
+                    record.caption = cut_text(record.caption, limit)
+                    stats.cut += 1
                 store.append(record)
                 if record.status == "ok":
                     stats.ok += 1
@@ -131,6 +166,11 @@ def caption_dataset(
                     stats.failures[record.example_id] = record.error or "unknown error"
             bar.update(len(batch))
     bar.close()
+    if stats.cut:
+        log.warning(
+            "%s: %d caption(s) over %s bytes cut to that size (set PANCAP_MAX_TEXT_BYTES to change the limit)",
+            captioner.name, stats.cut, f"{limit:,}",
+        )  # fmt: skip
     return stats
 
 

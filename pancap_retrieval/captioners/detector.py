@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pancap_retrieval.captioners.base import Captioner, Example
 from pancap_retrieval.captions.boxes import DIALECTS, Box, format_box_group
@@ -22,6 +22,7 @@ from pancap_retrieval.captions.store import CaptionRecord
 from pancap_retrieval.detection.coco import count_phrase, ordinal
 from pancap_retrieval.detection.detector import Detection, Detector
 from pancap_retrieval.detection.measure import ImageAnalysis
+from pancap_retrieval.registry import Count, Fraction
 
 _LIGHTING_ADJECTIVE = {
     "bright": "brightly lit",
@@ -340,17 +341,18 @@ class DetectorCaptioner(Captioner):
     name = "detector"
     default_batch_size = 8
     needs_image = True
+    reads_description = False
 
     def __init__(
         self,
-        score_threshold: float = 0.3,
-        dialect: str = "norm",
-        nms_iou: float = 0.5,
+        score_threshold: Fraction = 0.3,
+        dialect: Literal["norm", "asmv2", "pixel"] = "norm",
+        nms_iou: Fraction = 0.5,
         model: str | Path | None = None,
         providers: list[str] | None = None,
         batch_size: int | None = None,
-        relations_per_entity: int = 2,
-        max_relations: int = 8,
+        relations_per_entity: Count = 2,
+        max_relations: Count = 8,
     ) -> None:
         if dialect not in DIALECTS:
             raise ValueError(f"unknown box dialect {dialect!r}; known: {', '.join(DIALECTS)}")

@@ -3,8 +3,9 @@
 Run under ``accelerate launch`` or ``torchrun``; a single process works the same way without a launcher. Rank R
 captions ``dataset.shard(num_shards=world, index=R, contiguous=True)`` into ``<store>.rank{R}``; after a barrier
 rank 0 merges every rank file and the records already in the store, one record per id (an ok record is never
-replaced by a failed one), in dataset order, writes the store atomically and removes the rank files. A rerun skips
-ids already in the store or in a rank file, whatever the number of processes.
+replaced by a failed one of the same input), in dataset order, writes the store atomically and removes the rank
+files. A rerun skips ids already in the store or in a rank file made from the same input, whatever the number of
+processes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pancap_retrieval.artifacts import atomic_write
-from pancap_retrieval.captioners.base import Captioner, CaptionRunStats, caption_dataset
+from pancap_retrieval.captioners.base import Captioner, CaptionRunStats, caption_dataset, input_keys
 from pancap_retrieval.captions.store import CaptionRecord, CaptionStore
 from pancap_retrieval.ranks import process_state
 
@@ -45,7 +46,8 @@ def merge_rank_stores(store_path: str | Path, order: list[str]) -> int:
     for source in [store_path, *rank_files]:
         for record in CaptionStore(source).records():
             previous = latest.get(record.example_id)
-            if previous is not None and previous.status == "ok" and record.status != "ok":
+            same_input = previous is not None and previous.input == record.input
+            if same_input and previous.status == "ok" and record.status != "ok":
                 continue
             latest[record.example_id] = record
     position = {example_id: index for index, example_id in enumerate(order)}
@@ -56,12 +58,13 @@ def merge_rank_stores(store_path: str | Path, order: list[str]) -> int:
     return len(ordered)
 
 
-def _done_ids(store_path: Path, retry_failed: bool) -> set[str]:
-    """Ids finished in the store or in any rank file (read without repairing: other ranks own those files)."""
+def _done_ids(store_path: Path, retry_failed: bool, inputs: dict[str, str]) -> set[str]:
+    """Ids finished in the store or in any rank file from the input their row has now (read without repairing:
+    other ranks own those files)."""
     done: set[str] = set()
     for path in [store_path, *store_path.parent.glob(f"{store_path.name}.rank*")]:
         for record in CaptionStore(path).records() if path.is_file() else []:
-            if record.status == "ok" or not retry_failed:
+            if (record.status == "ok" or not retry_failed) and inputs.get(record.example_id) == record.input:
                 done.add(record.example_id)
     return done
 
@@ -83,7 +86,7 @@ def caption_sharded(
     world, rank = state.num_processes, state.process_index
     store_path = Path(store_path)
     order = [str(i) for i in dataset["example_id"]]
-    done = _done_ids(store_path, retry_failed)
+    done = _done_ids(store_path, retry_failed, input_keys(dataset, captioner))
     if world > 1:  # every rank has read the rank files before any of them is appended to
         state.wait_for_everyone()
     shard = dataset.shard(num_shards=world, index=rank, contiguous=True) if world > 1 else dataset

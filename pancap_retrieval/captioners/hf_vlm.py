@@ -60,6 +60,7 @@ class ImageTextToTextCaptioner(Captioner):
     default_prompt = "detailed"
     model_class = "AutoModelForImageTextToText"
     default_batch_size = 4
+    reads_description = False
 
     def __init__(
         self,

@@ -86,7 +86,7 @@ def read_captions(path: str | Path) -> list[CaptionRecord]:
     if stripped.startswith("{"):
         first = json.loads(stripped.splitlines()[0]) if _is_json(stripped.splitlines()[0]) else None
         if isinstance(first, dict) and "example_id" in first and ("status" in first or "caption" in first):
-            return CaptionStore(path).records()
+            return CaptionStore(path, input_file=True).records()
         records = []
         for number, line in enumerate(raw.splitlines(), start=1):
             if not line.strip():

@@ -11,11 +11,19 @@ that names what differs (:func:`check_store_key`): a store never mixes two setti
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pancap_retrieval.artifacts import ArtefactError, JsonlStore, file_name, read_json, write_json
+from pancap_retrieval.artifacts import (
+    STORE_LINE_FIX,
+    ArtefactError,
+    JsonlStore,
+    file_name,
+    read_json,
+    write_json,
+)
 from pancap_retrieval.errors import CaptionFileError, PancapError
 
 Status = Literal["ok", "failed"]
@@ -27,7 +35,11 @@ class StoreMismatchError(PancapError):
 
 @dataclass
 class CaptionRecord:
-    """One image's caption. A failed generation has ``status="failed"``, ``caption=None`` and the error."""
+    """One image's caption. A failed generation has ``status="failed"``, ``caption=None`` and the error.
+
+    ``input`` is the key of what the captioner was given (the image's bytes and, for a captioner that reads it,
+    the description): a record is reused only while its row still has that key.
+    """
 
     example_id: str
     caption: str | None
@@ -35,6 +47,7 @@ class CaptionRecord:
     status: Status = "ok"
     error: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    input: str | None = None
 
     @classmethod
     def failed(cls, example_id: str, error: str, **meta: Any) -> CaptionRecord:
@@ -42,19 +55,33 @@ class CaptionRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaptionRecord:
+        """A record from its JSON object; a field of the wrong type is one :class:`CaptionFileError` line."""
         if "example_id" not in data:
             raise CaptionFileError(f"record without example_id: {str(data)[:80]}")
+        example_id = data["example_id"]
+        where = f"record {str(example_id)[:60]!r}"
+        if not isinstance(example_id, str | int) or isinstance(example_id, bool):
+            raise CaptionFileError(f"{where}: example_id must be a string, not {type(example_id).__name__}")
         status = data.get("status", "ok")
         caption = data.get("caption")
         if status not in ("ok", "failed") or (caption is not None and not isinstance(caption, str)):
-            raise CaptionFileError(f"record {str(data['example_id'])[:60]!r}: bad status or caption")
+            raise CaptionFileError(f"{where}: bad status or caption")
+        for name, kind, what in (("stages", dict, "an object"), ("meta", dict, "an object")):
+            if data.get(name) is not None and not isinstance(data[name], kind):
+                raise CaptionFileError(
+                    f"{where}: {name} must be {what} (or left out), not {type(data[name]).__name__}"
+                )
+        for name in ("error", "input"):
+            if data.get(name) is not None and not isinstance(data[name], str):
+                raise CaptionFileError(f"{where}: {name} must be text, not {type(data[name]).__name__}")
         return cls(
-            example_id=str(data["example_id"]),
+            example_id=str(example_id),
             caption=caption,
             stages=data.get("stages") or {},
             status=status,
             error=data.get("error"),
             meta=data.get("meta") or {},
+            input=data.get("input"),
         )
 
 
@@ -89,9 +116,10 @@ class CaptionStore:
     ``duplicate_ids`` counts ids that appear on more than one line (a retried image, or a hand-made file).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, input_file: bool = False) -> None:
+        """``input_file``: a captions file given to pancap (being imported), not a store of a run folder."""
         self.path = Path(path)
-        self._lines = JsonlStore(self.path)
+        self._lines = JsonlStore(self.path, "fix or delete that line" if input_file else STORE_LINE_FIX)
         self.duplicate_ids = 0
 
     @property
@@ -109,16 +137,35 @@ class CaptionStore:
         latest: dict[str, CaptionRecord] = {}
         lines = 0
         for data in self._read():
-            record = CaptionRecord.from_dict(data)
+            try:
+                record = CaptionRecord.from_dict(data)
+            except CaptionFileError as exc:
+                raise CaptionFileError(f"{self.path}: {exc}") from None
             latest[record.example_id] = record
             lines += 1
         self.duplicate_ids = lines - len(latest)
         return list(latest.values())
 
-    def done_ids(self, include_failed: bool = False) -> set[str]:
-        """Ids with a finished caption (failed ones too when asked), repairing a torn tail first."""
-        done = {str(data.get("example_id")): data.get("status", "ok") for data in self._read(repair=True)}
-        return {i for i, status in done.items() if include_failed or status == "ok"}
+    def done_ids(self, include_failed: bool = False, inputs: Mapping[str, str] | None = None) -> set[str]:
+        """Ids with a finished caption (failed ones too when asked), repairing a torn line first. With ``inputs``
+        (id -> input key) only the records made from the input an id has now count."""
+        done = self._latest_status(repair=True)
+        return {
+            i
+            for i, (status, made_from) in done.items()
+            if (include_failed or status == "ok") and (inputs is None or inputs.get(i) == made_from)
+        }
+
+    def changed_ids(self, inputs: Mapping[str, str]) -> set[str]:
+        """Ids of ``inputs`` with a record made from another input (an image or description changed since)."""
+        done = self._latest_status()
+        return {i for i, (_, made_from) in done.items() if i in inputs and inputs[i] != made_from}
+
+    def _latest_status(self, repair: bool = False) -> dict[str, tuple[str, str | None]]:
+        return {
+            str(data.get("example_id")): (data.get("status", "ok"), data.get("input"))
+            for data in self._read(repair=repair)
+        }
 
     def append(self, record: CaptionRecord) -> None:
         self._lines.append(asdict(record))
@@ -153,6 +200,9 @@ def _differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> str:
     if not recorded:
         return "unknown inputs (no manifest beside it)"
     parts = []
+    recorded = dict(recorded)
+    if isinstance(recorded.get("captioner"), dict):  # older runs kept the captioner's own manifest here
+        recorded["captioner"] = recorded["captioner"].get("name")
     for name in ("captioner", "source", "model_fingerprint", "dataset", "split"):
         if recorded.get(name) != wanted.get(name):
             parts.append(f"{name} {recorded.get(name)!r} (this run: {wanted.get(name)!r})")

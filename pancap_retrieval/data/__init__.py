@@ -15,10 +15,15 @@ from pancap_retrieval.data.records import (
     COLUMNS,
     DEFAULT_MAX_IMAGE_PIXELS,
     MAX_PIXELS_ENV,
+    MAX_TEXT_ENV,
     RowsById,
+    cut_texts,
+    image_digests,
     is_hub_id,
     max_image_pixels,
+    max_text_bytes,
     open_image,
+    row_digests,
     undecoded,
     unreadable_ids,
 )
@@ -35,16 +40,21 @@ __all__ = [
     "DATASETS",
     "DATASET_SPEC_HELP",
     "MAX_PIXELS_ENV",
+    "MAX_TEXT_ENV",
     "RowsById",
     "as_dataset_spec",
+    "cut_texts",
     "dataset_info",
     "describe_datasets",
     "description_dialect",
+    "image_digests",
     "load_dataset",
     "max_image_pixels",
+    "max_text_bytes",
     "open_image",
     "parse_spec",
     "require_descriptions",
+    "row_digests",
     "split_spec",
     "undecoded",
     "unreadable_ids",
@@ -189,6 +199,7 @@ def load_dataset(
     """
     spec = as_dataset_spec(spec, split, limit)
     max_image_pixels()  # a bad $PANCAP_MAX_IMAGE_PIXELS is reported now, not once per image later
+    max_text_bytes()
     loader = DATASETS.get(spec.kind)
     if spec.revision is not None:
         return loader(spec.arg, spec.split, spec.limit, revision=spec.revision)
@@ -197,16 +208,18 @@ def load_dataset(
 
 def dataset_info(spec: str | DatasetSpec, dataset: datasets.Dataset) -> dict[str, Any]:
     """What a manifest records of a loaded dataset: spec, kind, source (resolved path or Hub id), split, revision,
-    limit, n, unreadable images and a SHA-256 of its rows (ids, descriptions, sizes), which names the data
-    evaluated whatever its source."""
+    limit, n, unreadable images and a SHA-256 of its rows (ids, descriptions, sizes and the bytes of each image),
+    which names the data evaluated whatever its source."""
     import hashlib
     import json
 
     spec = as_dataset_spec(spec)
     digest = hashlib.sha256()
+    images = row_digests(dataset)
     table = dataset.select_columns(["example_id", "description", "width", "height"])
     for row in table.iter(batch_size=1000):
         for values in zip(row["example_id"], row["description"], row["width"], row["height"]):
+            values = (*values, images[str(values[0])][0])
             digest.update((json.dumps(values, ensure_ascii=False) + "\n").encode())
     splits = sorted(set(dataset.unique("split"))) if len(dataset) else []
     info = {

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,106 @@ def max_image_pixels() -> int | None:
     return limit or None
 
 
+MAX_TEXT_ENV = "PANCAP_MAX_TEXT_BYTES"
+DEFAULT_MAX_TEXT_BYTES = 64 * 1024
+
+
+def max_text_bytes() -> int | None:
+    """The size limit of a description or a caption, in UTF-8 bytes: ``$PANCAP_MAX_TEXT_BYTES``, else 64 KiB;
+    None = no limit (``0``). A longer text is cut to it with a counted warning (:func:`cut_texts`)."""
+    value = os.environ.get(MAX_TEXT_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_TEXT_BYTES
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise DatasetError(
+            f"{MAX_TEXT_ENV} must be a whole number of bytes (0 for no limit), got {value!r}; "
+            f"unset it for the default of {DEFAULT_MAX_TEXT_BYTES}"
+        )
+    return limit or None
+
+
+def cut_text(text: str, limit: int | None) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (at a character boundary); unchanged when it fits.
+
+    >>> cut_text("abcdé", 5), cut_text("abc", None)
+    ('abcd', 'abc')
+    """
+    if limit is None or len(text) * 4 <= limit:
+        return text
+    data = text.encode("utf-8")
+    return text if len(data) <= limit else data[:limit].decode("utf-8", errors="ignore")
+
+
+def cut_texts(texts: dict[str, str], what: str) -> dict[str, str]:
+    """``texts`` (id -> text) with every text over :func:`max_text_bytes` cut to it; one warning counts and names
+    them, so a huge text never costs minutes of silent work."""
+    limit = max_text_bytes()
+    cut = {i: cut_text(t, limit) for i, t in texts.items() if isinstance(t, str) and cut_text(t, limit) != t}
+    if cut:
+        shown = ", ".join(list(cut)[:5]) + (" ..." if len(cut) > 5 else "")
+        log.warning(
+            "%s: %d text(s) over %s bytes cut to that size (%s; set %s to change the limit): %s",
+            what, len(cut), f"{limit:,}", "UTF-8", MAX_TEXT_ENV, shown,
+        )  # fmt: skip
+    return {**texts, **cut}
+
+
+def image_digests(images: Sequence[Any]) -> list[str]:
+    """sha256 of each image cell's encoded bytes: a file path (hashed through the cache of
+    :func:`~pancap_retrieval.artifacts.file_digests`, so an unchanged file is not read again), bytes, a
+    ``{"bytes", "path"}`` dict or a PIL image (its mode, size and pixels)."""
+    import hashlib
+
+    from pancap_retrieval.artifacts import file_digests
+
+    out: list[str | None] = [None] * len(images)
+    paths: dict[int, str] = {}
+    for n, image in enumerate(images):
+        if isinstance(image, dict):
+            image = image.get("bytes") or image.get("path")
+        if isinstance(image, str | Path):
+            paths[n] = str(image)
+        elif isinstance(image, bytes | bytearray):
+            out[n] = hashlib.sha256(image).hexdigest()
+        elif hasattr(image, "tobytes") and hasattr(image, "mode"):
+            head = f"{image.mode}:{image.size}:".encode()
+            out[n] = hashlib.sha256(head + image.tobytes()).hexdigest()
+        else:
+            out[n] = "none"
+    for n, digest in zip(paths, file_digests(list(paths.values()))):
+        out[n] = digest
+    return [str(d) for d in out]
+
+
+_DIGESTS: weakref.WeakKeyDictionary[Any, dict[str, tuple[str, str]]] = weakref.WeakKeyDictionary()
+
+
+def row_digests(dataset: datasets.Dataset) -> dict[str, tuple[str, str]]:
+    """example_id -> (sha256 of its image's bytes, sha256 of its description): what a row's results are keyed by.
+
+    Images are read only when their file changed since they were last hashed; the answer is kept with the
+    dataset object while it lives (a dataset loaded again is hashed again: its files may have changed).
+    """
+    import hashlib
+
+    if dataset in _DIGESTS:
+        return _DIGESTS[dataset]
+    digests: dict[str, tuple[str, str]] = {}
+    columns = [c for c in ("example_id", "image", "description") if c in dataset.column_names]
+    table = (undecoded(dataset) if "image" in columns else dataset).select_columns(columns)
+    for batch in table.iter(batch_size=1000):
+        ids = batch["example_id"]
+        images = image_digests(batch["image"]) if "image" in batch else ["none"] * len(ids)
+        for example_id, image, text in zip(ids, images, batch.get("description") or [""] * len(ids)):
+            digests[str(example_id)] = (image, hashlib.sha256((text or "").encode()).hexdigest())
+    _DIGESTS[dataset] = digests
+    return digests
+
+
 def _open_unchecked(source: Any) -> Image.Image:
     """``PIL.Image.open`` (header only) without PIL's own decompression-bomb check, which the pixel limit replaces.
 
@@ -155,11 +256,12 @@ def build_dataset(rows: Sequence[Row], what: str = "dataset") -> datasets.Datase
     images = [
         {"bytes": row.image, "path": None} if isinstance(row.image, bytes) else row.image for row in rows
     ]
+    descriptions = cut_texts({row.example_id: row.description for row in rows}, f"{what} descriptions")
     return datasets.Dataset.from_dict(
         {
             "example_id": [row.example_id for row in rows],
             "image": images,
-            "description": [row.description for row in rows],
+            "description": [descriptions[row.example_id] for row in rows],
             "width": [width for width, _ in sizes],
             "height": [height for _, height in sizes],
             "split": [row.split for row in rows],

@@ -7,7 +7,6 @@ Importing this module imports neither torch nor sentence-transformers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pancap_retrieval.artifacts import DiskCache
+from pancap_retrieval.artifacts import DiskCache, fingerprint_dir
 from pancap_retrieval.artifacts import key as cache_key
 from pancap_retrieval.errors import ModelLoadError, RegistryError, RetrievalError
 from pancap_retrieval.loading import choose_device, choose_dtype, device_type, model_dir
@@ -167,27 +166,6 @@ def resolve_local(name_or_path: str, *, revision: str | None = None) -> tuple[Pa
     return local, fingerprint_dir(local)
 
 
-def fingerprint_dir(path: Path) -> str:
-    """A short content fingerprint of a model directory, for cache keys.
-
-    Small files are hashed in full; large ones by their hub blob name (a content hash, when the file is a link
-    into the Hugging Face cache) or else by size and modification time.
-    """
-    digest = hashlib.sha256()
-    for file in sorted(p for p in Path(path).rglob("*") if p.is_file() and ".git" not in p.parts):
-        rel = file.relative_to(path).as_posix()
-        digest.update(rel.encode())
-        if file.is_symlink():
-            digest.update(Path(os.readlink(file)).name.encode())
-            continue
-        stat = file.stat()
-        if stat.st_size <= 4 << 20:
-            digest.update(file.read_bytes())
-        else:
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
-
-
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero), as float32."""
     x = np.asarray(x, dtype=np.float32)
@@ -228,10 +206,29 @@ class EmbedStats:
         """Share of texts of which a part was not read (0 in chunk mode)."""
         return self.over_limit_rate if self.long_text == "truncate" else 0.0
 
+    COUNTS = ("n_texts", "n_long", *CACHE_COUNTS)
+
     def add(self, other: EmbedStats) -> None:
-        for name in ("n_texts", "n_long", *CACHE_COUNTS):
+        for name in self.COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.max_seq_length = other.max_seq_length or self.max_seq_length
+
+    def counts(self) -> dict[str, int]:
+        """The counts and ``max_seq_length``: what :meth:`from_counts` reads back (kept with a result, so that a
+        rerun that reuses it reports the embedding that made it)."""
+        return {**{name: getattr(self, name) for name in self.COUNTS}, "max_seq_length": self.max_seq_length}
+
+    def since(self, before: dict[str, int]) -> EmbedStats:
+        """What was added to these stats after ``before`` (a :meth:`counts`)."""
+        return EmbedStats.from_counts(
+            {**{n: getattr(self, n) - before.get(n, 0) for n in self.COUNTS}, "max_seq_length": self.max_seq_length},
+            self.long_text,
+        )
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, Any], long_text: str) -> EmbedStats:
+        known = {n: int(counts.get(n) or 0) for n in (*cls.COUNTS, "max_seq_length")}
+        return cls(long_text=long_text, **known)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -513,8 +510,8 @@ class Embedder:
         bar.close()
         return np.concatenate(parts), calls
 
-    def manifest(self) -> dict[str, Any]:
-        """What identifies these embeddings in a run manifest."""
+    def manifest(self, stats: EmbedStats | None = None) -> dict[str, Any]:
+        """What identifies these embeddings in a run manifest, with ``stats`` (default: this instance's)."""
         return {
             "embedder": self.name,
             "path": str(self.path),
@@ -524,7 +521,7 @@ class Embedder:
             "query_prefix": self.query_prefix,
             "passage_prefix": self.passage_prefix,
             "dtype": self.dtype,
-            "stats": self.stats.as_dict(),
+            "stats": (stats or self.stats).as_dict(),
         }
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pancap_retrieval.errors import ModelLoadError
 from pancap_retrieval.loading import choose_device, choose_dtype, resolve_model
+from pancap_retrieval.registry import Fraction, NonNegative
 from reconstruct.layout import MAX_BOXES, MAX_TOKENS
 from reconstruct.redrawers.base import Redrawer
 
@@ -117,8 +118,8 @@ class GLIGENRedrawer(Redrawer):
         device: str | None = None,
         dtype: str | None = None,
         steps: int = 50,
-        guidance_scale: float = 7.5,
-        gligen_scheduled_sampling_beta: float = 0.3,
+        guidance_scale: NonNegative = 7.5,
+        gligen_scheduled_sampling_beta: Fraction = 0.3,
         negative_prompt: str = "",
         canvas_size: int = 512,
         revision: str | None = None,
@@ -331,7 +332,7 @@ class Text2ImageRedrawer(Redrawer):
         device: str | None = None,
         dtype: str | None = None,
         steps: int = 20,
-        guidance_scale: float = 4.5,
+        guidance_scale: NonNegative = 4.5,
         negative_prompt: str = "",
         canvas_size: int | None = None,
         max_prompt_tokens: int | None = None,
