@@ -492,7 +492,7 @@ def leaderboard(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     Runs that differ in dataset, split, limit, embedder, text prep, long-text mode or redrawer get columns of
     their own, labelled by what differs; of runs that measured the same thing the first by name is shown, and a line
     says so."""
-    from pancap_retrieval.leaderboard import markdown, shown_runs, table, write_leaderboard
+    from pancap_retrieval.leaderboard import footnotes, markdown, shown_runs, table, write_leaderboard
     from pancap_retrieval.results import read_results
 
     if out is not None:
@@ -502,6 +502,8 @@ def leaderboard(run_dirs: tuple[Path, ...], out: Path | None) -> None:
         click.echo(f"pancap: {line}", err=True)
     columns, rows = table([results for _, results in runs])
     click.echo(markdown(columns, rows))
+    for line in footnotes(rows):
+        click.echo(line)
 
 
 # ---------------------------------------------------------------- reconstruction

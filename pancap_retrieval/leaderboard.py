@@ -14,12 +14,15 @@ import base64
 import csv
 import io
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pancap_retrieval.artifacts import write_if_changed
 from pancap_retrieval.results import read_results
+
+log = logging.getLogger(__name__)
 
 DIRECTIONS = ("c2d", "d2c")
 DIRECTION_TITLES = {"c2d": "caption -> description", "d2c": "description -> caption"}
@@ -28,34 +31,72 @@ DIRECTION_TITLES = {"c2d": "caption -> description", "d2c": "description -> capt
 @dataclass(frozen=True)
 class Metric:
     """A column: its words, where its value is, whether it is a fraction shown in percent, whether results carry
-    a bootstrap interval for it (``<name>_ci`` beside the value)."""
+    a bootstrap interval for it (``<name>_ci`` beside the value), and what it means (the HTML header's tooltip)."""
 
     label: str
     path: tuple[str, ...]
     percent: bool = False
     ci: bool = False
+    help: str = ""
 
 
+_RANK_HELP = {
+    "R@1": "share of queries whose match is ranked first",
+    "R@5": "share of queries whose match is in the top 5",
+    "R@10": "share of queries whose match is in the top 10",
+    "MRR": "mean of 1 / rank of the match",
+    "median_rank": "median rank of the match (1 is best)",
+}
 RETRIEVAL_METRICS = tuple(
-    Metric(f"{d} {m}", (d, m), percent=True, ci=True) for d in DIRECTIONS for m in ("R@1", "R@5", "R@10", "MRR")
+    Metric(
+        f"{d} {m.replace('_', ' ')}", (d, m), percent=m != "median_rank", ci=True,
+        help=f"{DIRECTION_TITLES[d]}: {_RANK_HELP[m]}",
+    )
+    for d in DIRECTIONS
+    for m in ("R@1", "R@5", "R@10", "MRR", "median_rank")
 )
 # Paths into a captioner's ``scores`` in reconstruction.json. The box rates count the caption's boxes whose phrase
 # names a COCO class ("boxes checked"), found by the detector at IoU >= 0.5.
-REDRAW_N = Metric("redraw n", ("n_pairs",))
-REDRAW_COSINE = Metric("redraw cosine", ("cosine", "mean"))
-BOXES_FOUND_IN_ORIGINAL = Metric("boxes found in original", ("adherence", "original", "success_rate"), True)
-BOXES_REFOUND_IN_REDRAW = Metric("boxes re-found in redraw", ("adherence", "redraw", "success_rate"), True)
+REDRAW_N = Metric("redraw n", ("n_pairs",), help="redraws scored")
+REDRAW_COSINE = Metric(
+    "redraw cosine", ("cosine", "mean"), help="mean Inception-feature cosine of each redraw with its original"
+)
+REDRAW_R1 = Metric(
+    "redraw R@1", ("retrieval", "R@1"), percent=True, ci=True,
+    help="each original found from its redraw among all the originals, ranked first",
+)
+BOXES_FOUND_IN_ORIGINAL = Metric(
+    "boxes found in original", ("adherence", "original", "success_rate"), True,
+    help="share of the checked boxes the detector finds in the original (IoU >= 0.5): are the boxes right?",
+)
+BOXES_REFOUND_IN_REDRAW = Metric(
+    "boxes re-found in redraw", ("adherence", "redraw", "success_rate"), True,
+    help="share of the checked boxes the detector finds again in the redraw: did the redrawer draw them?",
+)
 RECONSTRUCTION_METRICS = (
     REDRAW_N,
     REDRAW_COSINE,
-    Metric("redraw R@1", ("retrieval", "R@1"), percent=True, ci=True),
-    Metric("shuffled R@1", ("shuffled", "R@1"), percent=True),
-    Metric("FID", ("fid", "value")),
-    Metric("boxes checked", ("adherence", "original", "instances")),
+    REDRAW_R1,
+    Metric("shuffled R@1", ("shuffled", "R@1"), percent=True, help="redraw R@1 with the pairs shifted by one: the floor"),
+    Metric("FID", ("fid", "value"), help="Frechet Inception distance of redraws to originals (lower is better; large-sample statistic)"),
+    Metric("boxes checked", ("adherence", "original", "instances"), help="caption boxes whose phrase names a COCO class"),
     BOXES_FOUND_IN_ORIGINAL,
     BOXES_REFOUND_IN_REDRAW,
 )
-N = Metric("n", ("n",))
+N = Metric("n", ("n",), help="captions scored in retrieval")
+# Below this many scored captions a row's figures are marked: intervals are wide and recall coarse.
+N_FLOOR = 20
+# A row that scored less than this share of the dataset's images is marked (no description, no or failed caption).
+COVERAGE_FLOOR = 0.95
+# Footnote marks and what they say, shown under the Markdown and HTML tables.
+FOOTNOTES = {
+    "*": f"fewer than {N_FLOOR} captions scored: the intervals are wide and each image moves R@k by over 5 points",
+    "†": f"under {COVERAGE_FLOOR:.0%} of the dataset's images scored (no description, no caption or a failed "
+    "caption): see `skipped` in results.json",
+    "–": "R@k with k at least the gallery size is 100% by definition, so it is not shown",
+    "‡": "true by construction: the detector captioner's boxes are the boxes the detector finds in the original",
+    "§": "sketch redraws draw labelled boxes, not the scene: redraw R@1 sits at the shuffled floor",
+}
 UNITS_NOTE = (
     "Recall, MRR and box rates in percent; [low, high] is the {level} bootstrap interval; "
     "n is the number of captions scored, redraw n the number of redraws; an empty cell was not measured."
@@ -64,11 +105,13 @@ UNITS_NOTE = (
 
 @dataclass(frozen=True)
 class Cell:
-    """One measured value (a fraction when ``percent``) and its interval, if it has one."""
+    """One measured value (a fraction when ``percent``), its interval if it has one, and a footnote mark
+    (:data:`FOOTNOTES`) when the number means less than it seems."""
 
     value: float | int
     ci: tuple[float, float] | None = None
     percent: bool = False
+    mark: str = ""
 
     def number(self, value: float | int | None = None) -> float | int:
         """The value (or ``value``) in the unit shown: percent for fractions."""
@@ -80,8 +123,8 @@ class Cell:
         return f"{number:.{1 if self.percent else 3}f}" if isinstance(number, float) else str(number)
 
     def value_text(self) -> str:
-        """The value as shown: one decimal for percent, three for other floats."""
-        return self._show(self.value)
+        """The value as shown: one decimal for percent, three for other floats; then its footnote mark."""
+        return self._show(self.value) + self.mark
 
     def ci_text(self) -> str:
         """``[59.8, 64.0]``, or empty without an interval."""
@@ -90,6 +133,22 @@ class Cell:
     def text(self) -> str:
         """``61.9 [59.8, 64.0]``."""
         return f"{self.value_text()} {self.ci_text()}".strip()
+
+
+@dataclass(frozen=True)
+class Undefined:
+    """A cell whose value holds by definition (R@k with k >= the gallery): shown as ``–``, never as a number."""
+
+    mark: str = "–"
+
+    def text(self) -> str:
+        return self.mark
+
+    def value_text(self) -> str:
+        return self.mark
+
+    def ci_text(self) -> str:
+        return ""
 
 
 def _lookup(data: Any, path: tuple[str, ...]) -> Any:
@@ -171,35 +230,85 @@ def shown_runs(
 
 
 def table(results_list: list[dict[str, Any]], names: list[str] | None = None) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows (captioner first, then :class:`Cell` or None) over several runs.
+    """Columns and rows (captioner first, then :class:`Cell`, :class:`Undefined` or None) over several runs.
 
     Runs that measured the same thing are shown once (:func:`shown_runs`). With several runs every column is
-    prefixed with the run's label (dataset/split embedder, and what else tells the runs apart).
+    prefixed with the run's label (dataset/split embedder, and what else tells the runs apart). Columns come in
+    the order of the metric lists, whatever the order of the captioners: a reconstruction metric that no
+    captioner of a run has is left out. Cells whose number means less than it seems carry a footnote mark.
     """
     runs = shown_runs(results_list, names)[0]
     columns: list[str] = []
-    cells: dict[str, dict[str, Cell | None]] = {}
-    many = len(runs) > 1
-
-    def put(captioner: str, column: str, value: Cell | None, always: bool) -> None:
-        if value is None and not always:
-            return
-        if column not in columns:
-            columns.append(column)
-        cells.setdefault(captioner, {})[column] = value
-
+    cells: dict[str, dict[str, Any]] = {}
     for label, results in runs:
-        prefix = f"{label} " if many else ""
-        for row in results.get("rows", []):
-            n = row.get("n")
-            put(row["captioner"], f"{prefix}n", Cell(n) if isinstance(n, int) else None, True)
-            for metric in RETRIEVAL_METRICS:
-                put(row["captioner"], prefix + metric.label, cell(row, metric), True)
-        for captioner, entry in (results.get("reconstruction") or {}).get("captioners", {}).items():
-            for metric in RECONSTRUCTION_METRICS:
-                put(captioner, prefix + metric.label, cell(entry.get("scores"), metric), False)
+        prefix = f"{label} " if len(runs) > 1 else ""
+        run_cells = _run_cells(results)
+        present = {metric for by_metric in run_cells.values() for metric in by_metric}
+        order = [metric for metric in (N, *RETRIEVAL_METRICS, *RECONSTRUCTION_METRICS) if metric in present]
+        columns += [prefix + metric.label for metric in order]
+        for captioner, by_metric in run_cells.items():
+            line = cells.setdefault(captioner, {})
+            line.update({prefix + metric.label: value for metric, value in by_metric.items()})
     rows = [[captioner] + [line.get(c) for c in columns] for captioner, line in cells.items()]
     return ["captioner", *columns], rows
+
+
+def _run_cells(results: dict[str, Any]) -> dict[str, dict[Metric, Any]]:
+    """captioner -> metric -> cell of one run; every retrieval column of a row even when empty, and the
+    reconstruction metrics each captioner has."""
+    out: dict[str, dict[Metric, Any]] = {}
+    for row in results.get("rows", []):
+        n = row.get("n")
+        marks = ("*" if isinstance(n, int) and n < N_FLOOR else "") + (
+            "†" if isinstance(row.get("coverage"), (int, float)) and row["coverage"] < COVERAGE_FLOOR else ""
+        )
+        line = out.setdefault(row["captioner"], {N: Cell(n, mark=marks) if isinstance(n, int) else None})
+        for metric in RETRIEVAL_METRICS:
+            line[metric] = _retrieval_cell(row, metric)
+    reconstruction = results.get("reconstruction") or {}
+    sketch = _lookup(reconstruction, ("redrawer", "name")) == "sketch"
+    for captioner, entry in reconstruction.get("captioners", {}).items():
+        line = out.setdefault(captioner, {})
+        for metric in RECONSTRUCTION_METRICS:
+            value = cell(entry.get("scores"), metric)
+            if value is None:
+                continue
+            if (metric is BOXES_FOUND_IN_ORIGINAL and captioner == "detector") or (metric is REDRAW_R1 and sketch):
+                value = replace(value, mark="‡" if metric is BOXES_FOUND_IN_ORIGINAL else "§")
+            line[metric] = value
+    return out
+
+
+def _retrieval_cell(row: dict[str, Any], metric: Metric) -> Cell | Undefined | None:
+    """The row's cell of a retrieval metric; R@k with k at least the gallery size is :class:`Undefined`."""
+    value = cell(row, metric)
+    direction, name = metric.path
+    gallery = _lookup(row, (direction, "gallery_size")) or row.get("n")
+    if value is not None and name.startswith("R@") and isinstance(gallery, int) and int(name[2:]) >= gallery:
+        return Undefined()
+    return value
+
+
+def footnotes(rows: list[list[Any]]) -> list[str]:
+    """The :data:`FOOTNOTES` lines of the marks the table's cells carry, in the order of the marks."""
+    used = {ch for row in rows for value in row[1:] if value is not None for ch in value.text()}
+    return [f"{mark} {text}" for mark, text in FOOTNOTES.items() if mark in used]
+
+
+def caveats(results_list: list[dict[str, Any]]) -> list[str]:
+    """One warning per row whose figures mean less than they seem: too few captions, too few images scored."""
+    lines = []
+    for results in results_list:
+        for row in results.get("rows", []):
+            n, coverage = row.get("n"), row.get("coverage")
+            where = f"{row['captioner']} ({run_label(results)})"
+            if isinstance(n, int) and n < N_FLOOR:
+                lines.append(f"{where}: only {n} captions scored (under {N_FLOOR}): its figures are marked *")
+            if isinstance(coverage, (int, float)) and coverage < COVERAGE_FLOOR:
+                skipped = {k: v for k, v in (row.get("skipped") or {}).items() if v}
+                why = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in skipped.items()) or "no reason recorded"
+                lines.append(f"{where}: {coverage:.0%} of the images scored ({why}): marked †")
+    return lines
 
 
 def column_metric(column: str) -> Metric | None:
@@ -286,9 +395,14 @@ def write_leaderboard(run_dirs: list[str | Path], out_dir: str | Path) -> dict[s
     title = ", ".join(label for label, _ in runs)
     note = UNITS_NOTE.format(level=confidence_level(results_list))
     shown = "".join(f"{line}.\n\n" for line in left_out)
+    notes = footnotes(rows)
+    for line in caveats(results_list):
+        log.warning("%s", line)
+    below = "".join(f"\n{line}\n" for line in notes)
     paths = {
         "markdown": write_if_changed(
-            out_dir / "leaderboard.md", f"# pancap leaderboard: {title}\n\n{note}\n\n{shown}{markdown(columns, rows)}\n"
+            out_dir / "leaderboard.md",
+            f"# pancap leaderboard: {title}\n\n{note}\n\n{shown}{markdown(columns, rows)}\n{below}",
         )
     }
     buffer = io.StringIO(newline="")
@@ -301,21 +415,63 @@ def write_leaderboard(run_dirs: list[str | Path], out_dir: str | Path) -> dict[s
     if len(results_list) == 1:
         paths["plot"] = plot_recall(results_list[0], out_dir / "recall_at_k.png")
         plot = paths["plot"].read_bytes()
-    paths["html"] = write_if_changed(out_dir / "leaderboard.html", html_page(title, note, columns, rows, plot))
+    paths["html"] = write_if_changed(
+        out_dir / "leaderboard.html", html_page(title, note, columns, rows, plot, notes)
+    )
     return paths
 
 
-def html_page(title: str, note: str, columns: list[str], rows: list[list[Any]], plot_png: bytes | None) -> str:
-    """The leaderboard as one self-contained HTML page (styles, script and plot inline), sortable by column."""
+def html_page(
+    title: str, note: str, columns: list[str], rows: list[list[Any]], plot_png: bytes | None, notes: list[str] = ()
+) -> str:
+    """The leaderboard as one self-contained HTML page (styles, script and plot inline): sortable by column,
+    each header's meaning as its tooltip, the captioner column kept in view, a legend (units, footnotes) and a
+    toggle per group of columns."""
     from pancap_retrieval.pages import render
 
+    headers = [{"label": columns[0], "help": "the system each row measures", "group": ""}]
+    for column in columns[1:]:
+        metric = column_metric(column)
+        headers.append({
+            "label": column,
+            "help": metric.help if metric else "",
+            "group": column_group(column, metric),
+        })  # fmt: skip
     body = [
-        [{"text": row[0], "ci": ""}]
-        + [{"text": v.value_text(), "ci": v.ci_text()} if isinstance(v, Cell) else {"text": "", "ci": ""} for v in row[1:]]
+        [{"text": row[0], "ci": "", "sort": row[0]}]
+        + [
+            {"text": v.value_text(), "ci": v.ci_text(), "sort": _sort_value(v)} if v is not None
+            else {"text": "", "ci": "", "sort": ""}
+            for v in row[1:]
+        ]
         for row in rows
     ]
+    groups = list(dict.fromkeys(h["group"] for h in headers[1:]))
+    metrics = dict.fromkeys(column_metric(c) for c in columns[1:])
+    glossary = [(m.label, m.help) for m in metrics if m is not None and m.help]
     plot = base64.b64encode(plot_png).decode("ascii") if plot_png else None
-    return render("leaderboard.html.j2", ("pancap_retrieval",), title=title, note=note, columns=columns, rows=body, plot=plot)
+    return render(
+        "leaderboard.html.j2", ("pancap_retrieval",), title=title, note=note, headers=headers, rows=body,
+        plot=plot, notes=notes, groups=groups, glossary=glossary,
+    )  # fmt: skip
+
+
+def column_group(column: str, metric: Metric | None) -> str:
+    """The group a column is shown and hidden with in the HTML page: its run's label and what it measures.
+
+    >>> column_group("sample/test minilm c2d R@5", column_metric("c2d R@5"))
+    'sample/test minilm caption -> description'
+    """
+    if metric is None:
+        return column
+    prefix = column[: len(column) - len(metric.label)]
+    if metric in RETRIEVAL_METRICS:
+        return prefix + DIRECTION_TITLES[metric.path[0]]
+    return prefix + ("retrieval" if metric is N else "reconstruction")
+
+
+def _sort_value(value: Cell | Undefined) -> str:
+    return "" if isinstance(value, Undefined) else repr(value.number())
 
 
 def recall_figure(results: dict[str, Any]) -> Any:

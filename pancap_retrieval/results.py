@@ -73,11 +73,27 @@ def base_manifest(**fields: Any) -> dict[str, Any]:
     }
 
 
+# What `pancap reconstruct` writes without retrieval: a run folder with redraw scores and no retrieval rows.
+RECONSTRUCTION_FILE = "reconstruction.json"
+
+
 def read_results(run_dir: str | Path) -> dict[str, Any]:
+    """The results of any run folder pancap writes (``results.json``; a ``pancap reconstruct`` folder's
+    ``reconstruction.json`` as results with no retrieval rows), or of a results file named directly."""
     path = Path(run_dir)
     path = path if path.suffix == ".json" else path / RESULTS_FILE
+    if not path.is_file() and (path.parent / RECONSTRUCTION_FILE).is_file():
+        from pancap_retrieval.artifacts import read_json
+
+        reconstruction = read_json(path.parent / RECONSTRUCTION_FILE)
+        if not isinstance(reconstruction, dict):
+            raise PancapError(f"{path.parent / RECONSTRUCTION_FILE}: not a JSON object; run the stage again")
+        dataset = reconstruction.get("dataset") or {"name": path.parent.name}
+        return {"dataset": dataset, "rows": [], "reconstruction": reconstruction}
     if not path.is_file():
-        raise PancapError(f"no {RESULTS_FILE} in {path.parent}: not a pancap run folder")
+        raise PancapError(
+            f"no {RESULTS_FILE} or {RECONSTRUCTION_FILE} in {path.parent}: not a pancap run folder"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
