@@ -324,7 +324,7 @@ def existing_store(out: Path, name: str, dataset_name: str, split: str) -> Capti
 def _retrieval_row(
     name: str,
     records: list[CaptionRecord],
-    descriptions: dict[str, str],
+    descriptions: dict[str, str | list[str]],
     embedder: Any,
     embedder_spec: EmbedderSpec,
     suite: Suite,
@@ -373,6 +373,7 @@ def _retrieval_row(
         "d2c": result["d2c"],
         "text_prep": result["text_prep"],
         "embedding": result["embedding"],
+        **{k: result[k] for k in ("descriptions_per_image", "rule") if k in result},
     }
     write_json(stage_file, {"key": row_key, "row": row})
     return row, False
@@ -458,7 +459,9 @@ def run_suite(suite: Suite, out: str | Path, options: RunOptions | None = None) 
 def _run_locked(suite: Suite, out: Path, dataset: Any, options: RunOptions) -> list[Path]:
     summary = RunSummary()
     write_json(out / "suite.json", suite.model_dump())
-    descriptions = dict(zip(dataset["example_id"], dataset["description"]))
+    from pancap_retrieval.data.records import descriptions_by_id
+
+    descriptions = descriptions_by_id(dataset)
 
     captions: dict[str, list[CaptionRecord]] = {}
     caption_reports: dict[str, Any] = {}
@@ -546,9 +549,12 @@ def _retrieve(
             )
             entry.update(done=0 if reused else row["n"], reused=row["n"] if reused else 0)
             rows.append(row)
+    from pancap_retrieval.retrieval.metrics import MULTI_DESCRIPTION_RULE
+
     manifest = base_manifest(
         suite=suite.model_dump(),
         dataset=dataset_info,
+        retrieval_rule=MULTI_DESCRIPTION_RULE,
         embedder=embedder.manifest(),
         captioners=inputs["reports"],
         seed=suite.seed,
