@@ -483,6 +483,8 @@ def _run_locked(suite: Suite, out: Path, dataset: Any, options: RunOptions) -> l
     from pancap_retrieval.data import dataset_info as describe
 
     dataset_info = describe(suite.dataset, dataset)
+    if dataset.info.license:  # the source's licence, for whoever shares the results (pancap export)
+        dataset_info["license"] = dataset.info.license
     inputs = {"captions": captions, "reports": caption_reports, "descriptions": descriptions}
     run_dirs = [
         _retrieve(suite, embedder_spec, out, inputs, dataset_info, reconstruction, summary)

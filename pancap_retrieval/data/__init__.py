@@ -56,12 +56,15 @@ DATASET_SPEC_HELP = (
     "docci:OWNER/MIRROR@a1b2c3d; or a local copy of one, docci:DIR); `imagefolder:PATH` (every image under "
     "PATH; descriptions from PATH/metadata.jsonl, one line per image like "
     '{"file_name": "cat.jpg", "description": "A tabby cat ..."}); `sapancap:SA1B_DIR` (the shipped SA-Pancap '
-    "captions with your SA-1B images under SA1B_DIR/sam/sa_0000NN/). Images over "
+    "captions with your SA-1B images under SA1B_DIR/sam/sa_0000NN/); `hf:OWNER/NAME@REVISION` or `hf:DIR` (any "
+    "Hugging Face dataset: the Hub, pinned, or a save_to_disk / parquet / jsonl folder; options config, image, "
+    "text, id, images=DIR via --dataset-option KEY=VALUE); presets `urban1k:`, `iiw:`, `sharegpt4v-1k:` "
+    "(pancap list datasets). Images over "
     f"${MAX_PIXELS_ENV} pixels (default {DEFAULT_MAX_IMAGE_PIXELS}; 0 = no limit) are recorded as failed, "
     "not decoded."
 )
 # Kinds whose argument can name a Hub repository, and so can be pinned to a revision.
-REVISIONED_KINDS = frozenset({"docci"})
+REVISIONED_KINDS = frozenset({"docci", "hf", "urban1k", "iiw", "sharegpt4v-1k"})
 
 DATASETS = Registry(
     "dataset",
@@ -84,6 +87,11 @@ DATASETS = Registry(
             "pancap_retrieval.data.sapancap:load_sapancap",
             "SA-Pancap (PancapChain paper): 630 human-checked panoptic captions of SA-1B images, "
             "shipped in the package (MIT); images from your SA-1B copy",
+        ),
+        "hf": Entry(
+            "pancap_retrieval.data.hf:load_hf",
+            "any Hugging Face dataset: hf:OWNER/NAME@REVISION (the Hub, pinned) or hf:DIR (save_to_disk, "
+            "parquet, arrow, jsonl or csv files, an image folder); columns and several descriptions per image",
         ),
     },
 )
@@ -110,6 +118,11 @@ _DESCRIPTIONS: dict[str, dict[str, Any]] = {
         "splits": ["val", "test"],
         "source": "captions in pancap_retrieval/data/sapancap/; images: SA-1B folder as ARG or $PANCAP_SA1B_DIR",
         "spec": "sapancap:SA1B_DIR",
+    },
+    "hf": {
+        "splits": ["(the set's own; default: the only one, else test)"],
+        "source": "the Hub at a pinned revision, or a local folder, read by the datasets library",
+        "spec": "hf:OWNER/NAME@REVISION | hf:DIR",
     },
 }
 
@@ -189,9 +202,10 @@ def load_dataset(
     spec = as_dataset_spec(spec, split, limit)
     max_image_pixels()  # a bad $PANCAP_MAX_IMAGE_PIXELS is reported now, not once per image later
     loader = DATASETS.get(spec.kind)
+    options = spec.loader_options()
     if spec.revision is not None:
-        return loader(spec.arg, spec.split, spec.limit, revision=spec.revision)
-    return loader(spec.arg, spec.split, spec.limit)
+        options["revision"] = spec.revision
+    return loader(spec.arg, spec.split, spec.limit, **options)
 
 
 def dataset_info(spec: str | DatasetSpec, dataset: datasets.Dataset) -> dict[str, Any]:
