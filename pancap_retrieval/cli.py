@@ -262,14 +262,41 @@ def captions_import(
 
     A store of the same captioner name made from another source is replaced only with --overwrite.
     """
-    from pancap_retrieval.artifacts import RunLock
+    from pancap_retrieval.artifacts import RunLock, file_name
+    from pancap_retrieval.export import check_system, write_captions_of
     from pancap_retrieval.pipeline import import_captions, load_data, make_run_dir
 
     spec = _dataset_spec(dataset, dataset_options, split)
     data = load_data(spec)
+    exported = check_system(file, captioner)  # a dataset written by pancap export: its system of that name
     make_run_dir(out)
     with RunLock(out):
+        if exported:  # the system's captions become a captions file in the run folder, imported from there
+            file = write_captions_of(file, captioner, out / "imported" / f"{file_name(captioner)}.jsonl")
         report = import_captions(file, captioner, spec.name, data, out, overwrite=overwrite)
+    click.echo(json.dumps(report, indent=2))
+
+
+@cli.command("export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--to", "to", type=click.Path(file_okay=False, path_type=Path), default=None, help="folder for the dataset"
+)
+@click.option("--with-images", is_flag=True, help="include each system's redraws as an Image column")
+@click.option(
+    "--push-to-hub", "push_to_hub", default=None, metavar="OWNER/NAME", help="also push it to this Hub dataset repo"
+)
+@_OVERWRITE
+def export_command(run_dir: Path, to: Path | None, with_images: bool, push_to_hub: str | None, overwrite: bool):
+    """Write RUN_DIR as a Hugging Face dataset: parquet shards under data/ and a dataset card (README.md).
+
+    One row per image: example_id, description(s) and per system its caption, boxes, caption->description rank,
+    redraw cosine and boxes re-found (and the redraw with --with-images). datasets.load_dataset(DIR) loads it, and
+    `pancap captions import DIR --captioner NAME` takes a system's captions back. Nothing is left half-written.
+    """
+    from pancap_retrieval.export import export_run
+
+    report = export_run(run_dir, to, with_images=with_images, push_to_hub=push_to_hub, overwrite=overwrite)
     click.echo(json.dumps(report, indent=2))
 
 
