@@ -93,6 +93,19 @@ DATASETS = Registry(
             "any Hugging Face dataset: hf:OWNER/NAME@REVISION (the Hub, pinned) or hf:DIR (save_to_disk, "
             "parquet, arrow, jsonl or csv files, an image folder); columns and several descriptions per image",
         ),
+        "urban1k": Entry(
+            "pancap_retrieval.data.presets:load_urban1k",
+            "Urban1k (Long-CLIP): 1,000 city photos with long captions, from Urban1k.zip, CC BY-NC 4.0",
+        ),
+        "iiw": Entry(
+            "pancap_retrieval.data.presets:load_iiw",
+            "ImageInWords descriptions (config IIW-400, DCI_Test or DOCCI_Test) over your DOCCI/DCI images, CC BY 4.0",
+        ),
+        "sharegpt4v-1k": Entry(
+            "pancap_retrieval.data.presets:load_sharegpt4v_1k",
+            "ShareGPT4V captions over your COCO/SA-1B images; definition=first-1k (first 1,000 of the 1.2M file: "
+            "Long-CLIP, TULIP) or definition=sam-10k (share4v_sam_10k.json: LoTLIP, FLAIR), no default",
+        ),
     },
 )
 
@@ -123,6 +136,21 @@ _DESCRIPTIONS: dict[str, dict[str, Any]] = {
         "splits": ["(the set's own; default: the only one, else test)"],
         "source": "the Hub at a pinned revision, or a local folder, read by the datasets library",
         "spec": "hf:OWNER/NAME@REVISION | hf:DIR",
+    },
+    "urban1k": {
+        "splits": ["test"],
+        "source": "Urban1k.zip unpacked, a folder holding it, or BeichenZhang/Urban1k@REVISION on the Hub",
+        "spec": "urban1k:DIR | urban1k:BeichenZhang/Urban1k@REVISION",
+    },
+    "iiw": {
+        "splits": ["test"],
+        "source": "the datasets/ folder of github.com/google/imageinwords; images=DIR of DOCCI or DCI images",
+        "spec": "iiw:DIR with config=IIW-400|DCI_Test|DOCCI_Test and images=DIR",
+    },
+    "sharegpt4v-1k": {
+        "splits": ["test"],
+        "source": "a folder with the ShareGPT4V json, or Lin-Chen/ShareGPT4V@REVISION; images=DIR",
+        "spec": "sharegpt4v-1k:DIR with definition=first-1k|sam-10k and images=DIR",
     },
 }
 

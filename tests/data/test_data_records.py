@@ -40,7 +40,7 @@ def test_parse_spec() -> None:
 
 def test_unknown_dataset_lists_the_known_ones() -> None:
     with pytest.raises(
-        RegistryError, match="unknown dataset 'coco'; known: docci, imagefolder, sample, sapancap"
+        RegistryError, match="unknown dataset 'coco'; known: docci, hf, iiw, imagefolder, sample, sapancap, sharegpt4v-1k, urban1k"
     ):
         load_dataset("coco")
 
