@@ -56,7 +56,7 @@ def test_iiw_descriptions_over_docci_images(tmp_path) -> None:
     assert rows["example_id"] == ["test_00000", "test_00001", "test_00002"]
     assert rows["description"] == [f"An IIW description {n}." for n in range(3)]
     assert rows["width"] == [20, 21, 22] and rows.info.license == "CC BY 4.0"
-    with pytest.raises(DatasetError, match="no config 'DCI_Test'.*found: DOCCI_Test"):
+    with pytest.raises(DatasetError, match=r"no config 'DCI_Test'.*found: DOCCI_Test"):
         load_dataset(DatasetSpec(name=f"iiw:{tmp_path / 'iiw'}", config="DCI_Test", images=str(docci)))
     with pytest.raises(DatasetError, match="iiw needs a config"):
         load_dataset(DatasetSpec(name=f"iiw:{tmp_path / 'iiw'}", images=str(docci)))
