@@ -139,7 +139,7 @@ def open_source(arg: str, split: str | None, revision: str | None, config: str |
             "names the data it read"
         )
     kwargs = {"name": config, "revision": revision}
-    opened = _streamed(arg, kwargs, label, split)
+    opened = _streamed(arg, kwargs, f"{label}@{revision}", split)
     opened.identity = [arg, revision, config, opened.split]
     return opened
 
@@ -194,7 +194,7 @@ def _streamed(source: str, kwargs: dict[str, Any], label: str, split: str | None
     import datasets
 
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    splits = _guarded(label, kwargs, lambda: datasets.load_dataset(source, streaming=True, **kwargs))
+    splits = guarded(label, kwargs, lambda: datasets.load_dataset(source, streaming=True, **kwargs))
     chosen = choose(label, split, list(splits))
     table = splits[chosen]
 
@@ -216,7 +216,7 @@ def _license(table: Any) -> str | None:
 def _open_disk(root: Path, label: str, split: str | None) -> Opened:
     import datasets
 
-    loaded = _guarded(label, {}, lambda: datasets.load_from_disk(str(root)))
+    loaded = guarded(label, {}, lambda: datasets.load_from_disk(str(root)))
     if isinstance(loaded, datasets.DatasetDict):
         chosen = choose(label, split, list(loaded))
         table = loaded[chosen]
@@ -242,7 +242,7 @@ def choose(label: str, split: str | None, known: list[str]) -> str:
     return split
 
 
-def _guarded(label: str, kwargs: dict[str, Any], call: Callable[[], Any]) -> Any:
+def guarded(label: str, kwargs: dict[str, Any], call: Callable[[], Any]) -> Any:
     """``call()``, with whatever ``datasets`` raises turned into one line that says the likely fix."""
     try:
         return call()
