@@ -42,6 +42,24 @@ _SPLIT = click.option(
     help="split (default: the dataset's own: test for docci, sample, sapancap; train for imagefolder)",
 )
 _DATASET = click.option("--dataset", required=True, help=DATASET_SPEC_HELP)
+_DATASET_OPTION = click.option(
+    "--dataset-option",
+    "dataset_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="option of an hf: dataset or preset (repeatable): config, image, text, id (column names), images (a "
+    "folder of images), definition (sharegpt4v-1k: first-1k | sam-10k), revision",
+)
+
+
+def _dataset_spec(dataset: str, options: tuple[str, ...], split: str | None = None, limit: int | None = None):
+    """The typed dataset spec of ``--dataset`` with its ``--dataset-option`` values, split and limit."""
+    from pancap_retrieval.data.hf import spec_fields
+    from pancap_retrieval.suite import DatasetSpec, validated
+
+    fields = spec_fields(dataset, options)
+    fields.update({name: value for name, value in (("split", split), ("limit", limit)) if value is not None})
+    return validated(DatasetSpec, fields, "--dataset: ")
 _CAPTIONS = click.option(
     "--captions",
     "captions",
@@ -186,11 +204,12 @@ def data_group() -> None:
 @click.argument("dataset")
 @_SPLIT
 @click.option("--limit", type=click.IntRange(min=1), default=5, show_default=True, help="rows to show")
-def data_show(dataset: str, split: str | None, limit: int) -> None:
+@_DATASET_OPTION
+def data_show(dataset: str, split: str | None, limit: int, dataset_options: tuple[str, ...]) -> None:
     """Print the first rows of DATASET (a name or name:ARG) as JSON lines."""
     from pancap_retrieval.data import load_dataset
 
-    rows = load_dataset(dataset, split=split, limit=limit)
+    rows = load_dataset(_dataset_spec(dataset, dataset_options, split, limit))
     for row in rows.remove_columns("image"):
         click.echo(json.dumps(row, ensure_ascii=False))
     click.echo(f"# {len(rows)} rows of {dataset} split {rows[0]['split'] if len(rows) else split}", err=True)
@@ -265,6 +284,7 @@ def captions_parse(file: Path, dialect: str | None, width: int | None, height: i
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--captioner", required=True, help="the name the captions appear under")
 @click.option("--dataset", required=True, help=f"the dataset the captions belong to; {DATASET_SPEC_HELP}")
+@_DATASET_OPTION
 @_SPLIT
 @_RUN_OUT
 @_OVERWRITE
@@ -276,24 +296,61 @@ def captions_parse(file: Path, dialect: str | None, width: int | None, height: i
     "(asmv2: PancapChain; default: auto, each box told by its form)",
 )
 def captions_import(
-    file: Path, captioner: str, dataset: str, split: str | None, out: Path, overwrite: bool, dialect: str | None
+    file: Path, captioner: str, dataset: str, dataset_options: tuple[str, ...], split: str | None, out: Path,
+    overwrite: bool, dialect: str | None,
 ) -> None:
-    """Import precomputed captions (our JSONL, the paper repo's answer files and JSON lists) into a run's store.
+    """Import precomputed captions (our JSONL, the paper repo's answer files and JSON lists, a dataset written by
+    `pancap export`) into a run's store.
 
     A store of the same captioner name made from another source is replaced only with --overwrite.
     """
-    from pancap_retrieval.artifacts import RunLock
+    import shutil
+    import tempfile
+
+    from pancap_retrieval.artifacts import RunLock, file_name
+    from pancap_retrieval.export import check_system, write_captions_of
     from pancap_retrieval.pipeline import import_captions, load_data, make_run_dir, read_import
     from pancap_retrieval.suite import CaptionerSpec, validated
 
     validated(CaptionerSpec, {"name": captioner, "file": str(file)})
-    data = load_data(dataset, split, None)
-    screened = read_import(file, dataset, data)  # the whole file is checked before --out is made
-    make_run_dir(out)
-    with RunLock(out):
-        report = import_captions(
-            file, captioner, dataset, data, out, overwrite=overwrite, dialect=dialect, screened=screened
-        )
+    spec = _dataset_spec(dataset, dataset_options, split)
+    data = load_data(spec)
+    with tempfile.TemporaryDirectory() as scratch:
+        exported = check_system(file, captioner)  # a dataset written by pancap export: its system of that name
+        source = write_captions_of(file, captioner, Path(scratch) / "captions.jsonl") if exported else file
+        screened = read_import(source, spec.name, data)  # the whole file is checked before --out is made
+        make_run_dir(out)
+        with RunLock(out):
+            if exported:  # the system's captions are kept in the run folder as the captions file imported
+                file = out / "imported" / f"{file_name(captioner)}.jsonl"
+                file.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, file)
+            report = import_captions(
+                file, captioner, spec.name, data, out, overwrite=overwrite, dialect=dialect, screened=screened
+            )
+    click.echo(json.dumps(report, indent=2))
+
+
+@cli.command("export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--to", "to", type=click.Path(file_okay=False, path_type=Path), default=None, help="folder for the dataset"
+)
+@click.option("--with-images", is_flag=True, help="include each system's redraws as an Image column")
+@click.option(
+    "--push-to-hub", "push_to_hub", default=None, metavar="OWNER/NAME", help="also push it to this Hub dataset repo"
+)
+@_OVERWRITE
+def export_command(run_dir: Path, to: Path | None, with_images: bool, push_to_hub: str | None, overwrite: bool):
+    """Write RUN_DIR as a Hugging Face dataset: parquet shards under data/ and a dataset card (README.md).
+
+    One row per image: example_id, description(s) and per system its caption, boxes, caption->description rank,
+    redraw cosine and boxes re-found (and the redraw with --with-images). datasets.load_dataset(DIR) loads it, and
+    `pancap captions import DIR --captioner NAME` takes a system's captions back. Nothing is left half-written.
+    """
+    from pancap_retrieval.export import export_run
+
+    report = export_run(run_dir, to, with_images=with_images, push_to_hub=push_to_hub, overwrite=overwrite)
     click.echo(json.dumps(report, indent=2))
 
 
@@ -304,6 +361,7 @@ def captions_import(
 @click.option("--captioner", required=True, help="registry name (`pancap list captioners`)")
 @click.option("--model", default=None, help="hub id or local directory of the weights")
 @_DATASET
+@_DATASET_OPTION
 @_SPLIT
 @_LIMIT
 @_RUN_OUT
@@ -323,7 +381,9 @@ def captions_import(
     metavar="KEY=VALUE",
     help="captioner option, e.g. -o dialect=asmv2 -o score_threshold=0.4 (values read as YAML)",
 )
-def caption(captioner, model, dataset, split, limit, out, batch_size, retry_failed, overwrite, extra) -> None:
+def caption(
+    captioner, model, dataset, dataset_options, split, limit, out, batch_size, retry_failed, overwrite, extra
+) -> None:
     """Caption DATASET into the run folder's caption store (resumable: finished images are skipped).
 
     The store remembers the captioner's options: a rerun with other options stops and says what differs
@@ -338,10 +398,13 @@ def caption(captioner, model, dataset, split, limit, out, batch_size, retry_fail
         CaptionerSpec, {"name": captioner, "model": model, "batch_size": batch_size, "options": options}
     )
     captioner_options(spec.name, spec.captioner_options())
-    data = load_data(dataset, split, limit)
+    dataset_spec = _dataset_spec(dataset, dataset_options, split, limit)
+    data = load_data(dataset_spec)
     make_run_dir(out)
     with RunLock(out):
-        stats, path = run_captioner(spec, dataset, data, out, retry_failed=retry_failed, overwrite=overwrite)
+        stats, path = run_captioner(
+            spec, dataset_spec.name, data, out, retry_failed=retry_failed, overwrite=overwrite
+        )
     click.echo(json.dumps({"store": str(path), **stats}, indent=2))
     if stats.get("failed_in_store"):
         click.echo(
@@ -398,6 +461,7 @@ def convert_llava_command(src: str, lora: str | None, vision_tower: str | None, 
 
 @cli.command("retrieve")
 @_DATASET
+@_DATASET_OPTION
 @_SPLIT
 @_LIMIT
 @_CAPTIONS
@@ -416,7 +480,9 @@ def convert_llava_command(src: str, lora: str | None, vision_tower: str | None, 
 @_SEED
 @_RUN_OUT
 @_OVERWRITE
-def retrieve(dataset, split, limit, captions, embedder, long_text, backend, text_prep, seed, out, overwrite) -> None:
+def retrieve(
+    dataset, dataset_options, split, limit, captions, embedder, long_text, backend, text_prep, seed, out, overwrite
+) -> None:
     """Text-to-text retrieval of captions against the dataset's descriptions, both ways.
 
     --captions takes a captions file, or the name of a captioner whose store is already in --out (made by
@@ -429,7 +495,7 @@ def retrieve(dataset, split, limit, captions, embedder, long_text, backend, text
         Suite,
         {
             "name": "retrieve",
-            "dataset": {"name": dataset, "split": split, "limit": limit},
+            "dataset": _dataset_spec(dataset, dataset_options, split, limit).model_dump(exclude_none=True),
             "captioners": [_captions_spec(c) for c in captions],
             "embedders": [{"name": embedder, "long_text": long_text}],
             "retrieval": {"backend": backend, "text_prep": text_prep},
@@ -513,6 +579,7 @@ def leaderboard(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 @click.option("--redrawer", default="sketch", show_default=True, help="sketch | gligen | text2image")
 @click.option("--model", default=None, help="hub id or local directory of the pipeline")
 @_DATASET
+@_DATASET_OPTION
 @_SPLIT
 @_LIMIT
 @_CAPTIONS
@@ -526,7 +593,7 @@ def leaderboard(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 @_RUN_OUT
 @_OVERWRITE
 def reconstruct_command(
-    redrawer, model, dataset, split, limit, captions, seed, steps, out, overwrite
+    redrawer, model, dataset, dataset_options, split, limit, captions, seed, steps, out, overwrite
 ) -> None:
     """Redraw each image from its caption and score the redraw against the original.
 
@@ -538,8 +605,9 @@ def reconstruct_command(
 
     specs = [validated(CaptionerSpec, _captions_spec(c)) for c in captions]
     spec = validated(ReconstructionSpec, {"redrawer": redrawer, "model": model, "steps": steps})
-    data = load_data(dataset, split, limit)
-    result = run_reconstruction(data, dataset, specs, out, spec, seed, RunOptions(overwrite=overwrite))
+    dataset_spec = _dataset_spec(dataset, dataset_options, split, limit)
+    data = load_data(dataset_spec)
+    result = run_reconstruction(data, dataset_spec.name, specs, out, spec, seed, RunOptions(overwrite=overwrite))
     for name, entry in result["captioners"].items():
         click.echo(
             f"{name}: redrawn {entry['redrawn']}, reused {entry['reused']}, "

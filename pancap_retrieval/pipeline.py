@@ -356,7 +356,7 @@ def existing_store(out: Path, name: str, dataset_name: str, split: str) -> Capti
 def _retrieval_row(
     name: str,
     records: list[CaptionRecord],
-    descriptions: dict[str, str],
+    descriptions: dict[str, str | list[str]],
     embedder: Any,
     embedder_spec: EmbedderSpec,
     suite: Suite,
@@ -409,6 +409,7 @@ def _retrieval_row(
         "d2c": result["d2c"],
         "text_prep": result["text_prep"],
         "embedding": result["embedding"],
+        **{k: result[k] for k in ("descriptions_per_image", "rule") if k in result},
     }
     counts = embedder.stats.since(before).counts()
     write_json(stage_file, {"key": row_key, "row": row, "embed_counts": counts})
@@ -510,7 +511,9 @@ def run_suite(suite: Suite, out: str | Path, options: RunOptions | None = None) 
 def _run_locked(suite: Suite, out: Path, dataset: Any, options: RunOptions) -> list[Path]:
     summary = RunSummary()
     write_json(out / "suite.json", suite.model_dump())
-    descriptions = dict(zip(dataset["example_id"], dataset["description"]))
+    from pancap_retrieval.data.records import descriptions_by_id
+
+    descriptions = descriptions_by_id(dataset)
 
     captions: dict[str, list[CaptionRecord]] = {}
     caption_reports: dict[str, Any] = {}
@@ -532,6 +535,8 @@ def _run_locked(suite: Suite, out: Path, dataset: Any, options: RunOptions) -> l
     from pancap_retrieval.data import dataset_info as describe
 
     dataset_info = describe(suite.dataset, dataset)
+    if dataset.info.license:  # the source's licence, for whoever shares the results (pancap export)
+        dataset_info["license"] = dataset.info.license
     inputs = {"captions": captions, "reports": caption_reports, "descriptions": descriptions}
     run_dirs = [
         _retrieve(suite, embedder_spec, out, inputs, dataset_info, reconstruction, summary)
@@ -617,9 +622,12 @@ def _retrieve(
             entry["repaired"] = int(bool(row.pop("repaired", False)))
             rows.append(row)
             rows_reused += [name] * (reused is not None)
+    from pancap_retrieval.retrieval.metrics import MULTI_DESCRIPTION_RULE
+
     manifest = base_manifest(
         suite=suite.model_dump(),
         dataset=dataset_info,
+        retrieval_rule=MULTI_DESCRIPTION_RULE,
         embedder=embedder.manifest(stats),
         captioners=inputs["reports"],
         seed=suite.seed,

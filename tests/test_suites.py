@@ -80,6 +80,10 @@ def test_the_suite_reference_in_readme_is_current():
     start, end = "<!-- suite-reference: start -->\n", "<!-- suite-reference: end -->"
     assert start in readme and end in readme
     shown = readme.split(start, 1)[1].split(end, 1)[0]
+    from pancap_retrieval.suite import Suite
+
+    sections = [line for line in suite_reference().splitlines() if line.startswith("**")]
+    assert len(sections) == 1 + len(Suite.model_json_schema()["$defs"]), "a nested suite model has no section"
     assert shown.strip() == suite_reference().strip(), (
         "README's suite reference is stale: paste the output of "
         "`python -c 'from pancap_retrieval.suite import suite_reference; print(suite_reference())'`"

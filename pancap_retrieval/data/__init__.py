@@ -67,12 +67,15 @@ DATASET_SPEC_HELP = (
     "docci:OWNER/MIRROR@a1b2c3d; or a local copy of one, docci:DIR); `imagefolder:PATH` (every image under "
     "PATH; descriptions from PATH/metadata.jsonl, one line per image like "
     '{"file_name": "cat.jpg", "description": "A tabby cat ..."}); `sapancap:SA1B_DIR` (the shipped SA-Pancap '
-    "captions with your SA-1B images under SA1B_DIR/sam/sa_0000NN/). Images over "
+    "captions with your SA-1B images under SA1B_DIR/sam/sa_0000NN/); `hf:OWNER/NAME@REVISION` or `hf:DIR` (any "
+    "Hugging Face dataset: the Hub, pinned, or a save_to_disk / parquet / jsonl folder; options config, image, "
+    "text, id, images=DIR via --dataset-option KEY=VALUE); presets `urban1k:`, `iiw:`, `sharegpt4v-1k:` "
+    "(pancap list datasets). Images over "
     f"${MAX_PIXELS_ENV} pixels (default {DEFAULT_MAX_IMAGE_PIXELS}; 0 = no limit) are recorded as failed, "
     "not decoded."
 )
 # Kinds whose argument can name a Hub repository, and so can be pinned to a revision.
-REVISIONED_KINDS = frozenset({"docci"})
+REVISIONED_KINDS = frozenset({"docci", "hf", "urban1k", "iiw", "sharegpt4v-1k"})
 
 DATASETS = Registry(
     "dataset",
@@ -95,6 +98,24 @@ DATASETS = Registry(
             "pancap_retrieval.data.sapancap:load_sapancap",
             "SA-Pancap (PancapChain paper): 630 human-checked panoptic captions of SA-1B images, "
             "shipped in the package (MIT); images from your SA-1B copy",
+        ),
+        "hf": Entry(
+            "pancap_retrieval.data.hf:load_hf",
+            "any Hugging Face dataset: hf:OWNER/NAME@REVISION (the Hub, pinned) or hf:DIR (save_to_disk, "
+            "parquet, arrow, jsonl or csv files, an image folder); columns and several descriptions per image",
+        ),
+        "urban1k": Entry(
+            "pancap_retrieval.data.presets:load_urban1k",
+            "Urban1k (Long-CLIP): 1,000 city photos with long captions, from Urban1k.zip, CC BY-NC 4.0",
+        ),
+        "iiw": Entry(
+            "pancap_retrieval.data.presets:load_iiw",
+            "ImageInWords descriptions (config IIW-400, DCI_Test or DOCCI_Test) over your DOCCI/DCI images, CC BY 4.0",
+        ),
+        "sharegpt4v-1k": Entry(
+            "pancap_retrieval.data.presets:load_sharegpt4v_1k",
+            "ShareGPT4V captions over your COCO/SA-1B images; definition=first-1k (first 1,000 of the 1.2M file: "
+            "Long-CLIP, TULIP) or definition=sam-10k (share4v_sam_10k.json: LoTLIP, FLAIR), no default",
         ),
     },
 )
@@ -121,6 +142,26 @@ _DESCRIPTIONS: dict[str, dict[str, Any]] = {
         "splits": ["val", "test"],
         "source": "captions in pancap_retrieval/data/sapancap/; images: SA-1B folder as ARG or $PANCAP_SA1B_DIR",
         "spec": "sapancap:SA1B_DIR",
+    },
+    "hf": {
+        "splits": ["(the set's own; default: the only one, else test)"],
+        "source": "the Hub at a pinned revision, or a local folder, read by the datasets library",
+        "spec": "hf:OWNER/NAME@REVISION | hf:DIR",
+    },
+    "urban1k": {
+        "splits": ["test"],
+        "source": "Urban1k.zip unpacked, a folder holding it, or BeichenZhang/Urban1k@REVISION on the Hub",
+        "spec": "urban1k:DIR | urban1k:BeichenZhang/Urban1k@REVISION",
+    },
+    "iiw": {
+        "splits": ["test"],
+        "source": "the datasets/ folder of github.com/google/imageinwords; images=DIR of DOCCI or DCI images",
+        "spec": "iiw:DIR with config=IIW-400|DCI_Test|DOCCI_Test and images=DIR",
+    },
+    "sharegpt4v-1k": {
+        "splits": ["test"],
+        "source": "a folder with the ShareGPT4V json, or Lin-Chen/ShareGPT4V@REVISION; images=DIR",
+        "spec": "sharegpt4v-1k:DIR with definition=first-1k|sam-10k and images=DIR",
     },
 }
 
@@ -201,9 +242,10 @@ def load_dataset(
     max_image_pixels()  # a bad $PANCAP_MAX_IMAGE_PIXELS is reported now, not once per image later
     max_text_bytes()
     loader = DATASETS.get(spec.kind)
+    options = spec.loader_options()
     if spec.revision is not None:
-        return loader(spec.arg, spec.split, spec.limit, revision=spec.revision)
-    return loader(spec.arg, spec.split, spec.limit)
+        options["revision"] = spec.revision
+    return loader(spec.arg, spec.split, spec.limit, **options)
 
 
 def dataset_info(spec: str | DatasetSpec, dataset: datasets.Dataset) -> dict[str, Any]:

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLUMNS = ("example_id", "image", "description", "width", "height", "split")
+# The one optional column: every description of an image, for sets with several (``description`` is the first).
+DESCRIPTIONS_COLUMN = "descriptions"
 MAX_PIXELS_ENV = "PANCAP_MAX_IMAGE_PIXELS"
 # PIL warns above Image.MAX_IMAGE_PIXELS (89,478,485) and refuses twice that; pancap's default is the refusal point.
 DEFAULT_MAX_IMAGE_PIXELS = 2 * 89_478_485
@@ -281,6 +283,12 @@ def undecoded(dataset: datasets.Dataset) -> datasets.Dataset:
     if isinstance(feature, datasets.Image) and not feature.decode:
         return dataset
     return dataset.cast_column("image", datasets.Image(decode=False))
+
+
+def descriptions_by_id(dataset: datasets.Dataset) -> dict[str, str | list[str]]:
+    """example_id -> its description, or the list of all its descriptions where the set has several per image."""
+    column = DESCRIPTIONS_COLUMN if DESCRIPTIONS_COLUMN in dataset.column_names else "description"
+    return dict(zip(dataset["example_id"], dataset[column]))
 
 
 def unreadable_ids(dataset: datasets.Dataset) -> list[str]:

@@ -39,13 +39,22 @@ def positive_ranks(
     gallery: Any,
     positives: Sequence[int] | np.ndarray,
     *,
+    groups: Sequence[int] | np.ndarray | None = None,
     tie_rule: TieRule = "pessimistic",
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     device: str | None = None,
 ) -> np.ndarray:
     """1-based rank of each query's positive gallery row, chunked over queries (no full Nq x Ng matrix).
 
-    ``positives[i]`` is the gallery row of query i's positive.
+    ``positives[i]`` is the gallery row of query i's positive. With ``groups`` (one integer per gallery row, e.g.
+    the image each description belongs to), ``positives[i]`` is a group instead: every gallery row of that group
+    is a positive of query i, and its rank is the rank of its best positive (the any-hit rule of CLIP_benchmark:
+    R@k counts a query when any of its positives is in the top k). The other positives never count against it;
+    the tie rule applies to the other items. Groups of one row each give exactly the one-positive ranks.
+
+    >>> g = np.array([[1, 0], [0, 1], [0.6, 0.8]], dtype=np.float32)
+    >>> positive_ranks(np.array([[0, 1]], dtype=np.float32), g, [0], groups=[0, 1, 0]).tolist()
+    [2]
 
     >>> g = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)
     >>> q = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)
@@ -58,13 +67,17 @@ def positive_ranks(
     pos = np.asarray(positives)
     if pos.shape != (q.shape[0],) or not np.issubdtype(pos.dtype, np.integer):
         raise RetrievalError(f"positives must be {q.shape[0]} integer gallery rows, got shape {pos.shape}")
-    if pos.size and (pos.min() < 0 or pos.max() >= g.shape[0]):
-        raise RetrievalError(f"a positive is outside the gallery rows 0..{g.shape[0] - 1}")
     if tie_rule not in ("pessimistic", "index"):
         raise RetrievalError(f"tie_rule must be 'pessimistic' or 'index', not {tie_rule!r}")
     pos = pos.astype(np.int64)
+    if groups is None:
+        if pos.size and (pos.min() < 0 or pos.max() >= g.shape[0]):
+            raise RetrievalError(f"a positive is outside the gallery rows 0..{g.shape[0] - 1}")
+        group_of, best, s_pos = np.arange(g.shape[0]), pos, canonical_scores(q, g[pos])
+    else:
+        group_of = _checked_groups(groups, g.shape[0])
+        best, s_pos = _best_positives(q, g, pos, group_of)
     tol = 2 * float32_error_bound(q, g)
-    s_pos = canonical_scores(q, g[pos])
     ranks = np.empty(q.shape[0], dtype=np.int64)
     step = chunk_rows(g.shape[0], 16, chunk_bytes)  # float32 block + float64 temporaries
     # near ties are rescored in float64 in slices: each holds a float32 and a float64 copy of both rows
@@ -76,7 +89,8 @@ def positive_ranks(
         extra = np.zeros(stop - start, dtype=np.int64)
         for first in range(0, len(rows), pair_step):
             tied_rows, tied_cols = rows[first : first + pair_step], cols[first : first + pair_step]
-            before = _ranked_before(q, g, pos, s_pos, tied_rows + start, tied_cols, tie_rule)
+            tied = (tied_rows + start, tied_cols)
+            before = _ranked_before(q, g, (pos, best, group_of), s_pos, tied, tie_rule)
             extra += np.bincount(tied_rows, weights=before, minlength=stop - start).astype(np.int64)
         ranks[start:stop] = 1 + above + extra
     return ranks
@@ -85,21 +99,56 @@ def positive_ranks(
 def _ranked_before(
     q: np.ndarray,
     g: np.ndarray,
-    pos: np.ndarray,
+    positives: tuple[np.ndarray, np.ndarray, np.ndarray],
     s_pos: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
+    tied: tuple[np.ndarray, np.ndarray],
     tie_rule: TieRule,
 ) -> np.ndarray:
-    """Whether gallery row ``cols[i]``, within float32 error of query ``rows[i]``'s positive, ranks before it."""
+    """Whether gallery row ``cols[i]``, within float32 error of query ``rows[i]``'s best positive, ranks before it.
+
+    ``positives`` is (each query's positive group, its best positive row, the group of each gallery row); a row of
+    the query's own group is a positive and never ranks before it.
+    """
+    pos, best, group_of = positives
+    rows, cols = tied
     canon = canonical_scores(q[rows], g[cols])
     target = s_pos[rows]
     before = canon > target
     if tie_rule == "pessimistic":
-        before |= (canon == target) & (cols != pos[rows])
+        before |= canon == target
     else:
-        before |= (canon == target) & (cols < pos[rows])
-    return before
+        before |= (canon == target) & (cols < best[rows])
+    return before & (group_of[cols] != pos[rows])
+
+
+def _checked_groups(groups: Sequence[int] | np.ndarray, n_gallery: int) -> np.ndarray:
+    group_of = np.asarray(groups)
+    if group_of.shape != (n_gallery,) or not np.issubdtype(group_of.dtype, np.integer):
+        raise RetrievalError(f"groups must be {n_gallery} integers, one per gallery row, got shape {group_of.shape}")
+    return group_of.astype(np.int64)
+
+
+def _best_positives(
+    q: np.ndarray, g: np.ndarray, pos: np.ndarray, group_of: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: the gallery row of its best positive (the lowest row among equal best scores) and its score."""
+    order = np.argsort(group_of, kind="stable")  # rows of a group together, ascending within it
+    starts = np.searchsorted(group_of[order], pos, side="left")
+    stops = np.searchsorted(group_of[order], pos, side="right")
+    counts = stops - starts
+    if (counts == 0).any():
+        missing = int(pos[np.argmax(counts == 0)])
+        raise RetrievalError(f"positive group {missing} has no gallery row")
+    query_of = np.repeat(np.arange(q.shape[0]), counts)
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    rows = order[np.repeat(starts, counts) + offsets]
+    scores = canonical_scores(q[query_of], g[rows])
+    s_pos = np.full(q.shape[0], -np.inf)
+    np.maximum.at(s_pos, query_of, scores)
+    best = np.full(q.shape[0], g.shape[0], dtype=np.int64)
+    at_best = scores == s_pos[query_of]
+    np.minimum.at(best, query_of[at_best], rows[at_best])
+    return best, s_pos
 
 
 class _Scorer:
@@ -229,9 +278,19 @@ def _pairs(items: Mapping[str, Any] | Iterable[tuple[str, Any]], what: str) -> l
     return pairs
 
 
+Descriptions = Mapping[str, str | Sequence[str]] | Iterable[tuple[str, str | Sequence[str]]]
+# What results.json and the manifest say of images with several descriptions.
+MULTI_DESCRIPTION_RULE = (
+    "an image may have several descriptions: caption->description is a hit at k when any of the image's "
+    "descriptions is in the caption's top k (rank = the best of them; CLIP_benchmark's rule), and each "
+    "description is a query of description->caption with the image's caption as its positive; ties count "
+    "against the positive"
+)
+
+
 def evaluate_retrieval(
     captions: Mapping[str, str | None] | Iterable[tuple[str, str | None]],
-    descriptions: Mapping[str, str] | Iterable[tuple[str, str]],
+    descriptions: Descriptions,
     *,
     embedder: Any = "minilm",
     caption_mode: str = "strip",
@@ -256,26 +315,40 @@ def evaluate_retrieval(
     With a search ``backend`` the result also holds ``top``: per direction, each query id's ``top_k`` gallery ids
     from :func:`~pancap_retrieval.retrieval.index.search` (ties by ascending gallery index), to look at.
     ``ranks``: per direction, each query id's rank of its positive.
+
+    A description value may be a list: the image's several descriptions (see :data:`MULTI_DESCRIPTION_RULE`).
+    Then every description is a c2d gallery item and a d2c query; ``ranks["d2c"]`` holds each image's best rank
+    and ``ranks["d2c_each"]`` the rank of each of its descriptions, in order; ``top["d2c"]`` one list per
+    description. With one description per image everything is as before.
     """
     gallery_ids, gallery_texts, query_ids, query_texts, skipped = _sides(captions, descriptions)
     query_ids, prepared, prep_manifest = _prepare(
         query_ids, query_texts, caption_mode, cache_dir, prep_options, skipped
     )
     vectors, embedding, model = _embed(embedder, device, cache_dir, prepared, gallery_texts, gallery_ids, query_ids)
-    common = {"ks": ks, "tie_rule": tie_rule, "n_bootstrap": n_bootstrap, "seed": seed, "device": device}
+    multi = len(set(gallery_ids)) < len(gallery_ids)
     out: dict[str, Any] = {"top": None, "ranks": {}}
-    positives = {"c2d": vectors["paired_rows"], "d2c": np.arange(len(query_ids))}
+    positives = {"c2d": vectors["c2d_positives"], "d2c": vectors["d2c_positives"]}
+    groups = {"c2d": vectors["groups"] if multi else None, "d2c": None}
     pairs = {"c2d": (vectors["cap_q"], vectors["desc_p"]), "d2c": (vectors["desc_q"], vectors["cap_p"])}
     for direction, (queries, gallery) in pairs.items():
-        ranks = positive_ranks(queries, gallery, positives[direction], tie_rule=tie_rule, device=device)
+        ranks = positive_ranks(
+            queries, gallery, positives[direction], groups=groups[direction], tie_rule=tie_rule, device=device
+        )
         out[direction] = {
-            **retrieval_metrics(ranks, common["ks"], n_bootstrap=n_bootstrap, seed=seed),
+            **retrieval_metrics(ranks, ks, n_bootstrap=n_bootstrap, seed=seed),
             "gallery_size": int(gallery.shape[0]),
             "tie_rule": tie_rule,
         }
-        out["ranks"][direction] = dict(zip(query_ids, (int(r) for r in ranks)))
+        if multi:
+            out[direction]["positives"] = "any description of the image" if direction == "c2d" else "its caption"
+        owners = query_ids if direction == "c2d" else [gallery_ids[r] for r in vectors["d2c_rows"]]
+        out["ranks"].update(_ranks_by_image(direction, owners, ranks, multi))
     if backend is not None:
-        out["top"] = _top(pairs, backend, top_k, gallery_ids, query_ids, device)
+        out["top"] = _top(pairs, backend, top_k, gallery_ids, query_ids, vectors["d2c_rows"], device)
+    if multi:
+        out["descriptions_per_image"] = len(gallery_ids) / len(set(gallery_ids))
+        out["rule"] = MULTI_DESCRIPTION_RULE
     return {
         **out,
         "n": len(query_ids),
@@ -287,20 +360,32 @@ def evaluate_retrieval(
     }
 
 
+def _ranks_by_image(direction: str, owners: list[str], ranks: np.ndarray, multi: bool) -> dict[str, Any]:
+    """``{direction: {image id: rank}}``; with several descriptions, d2c also ``d2c_each`` (every rank, in order)."""
+    if direction == "c2d" or not multi:
+        return {direction: dict(zip(owners, (int(r) for r in ranks)))}
+    each: dict[str, list[int]] = {}
+    for owner, rank in zip(owners, ranks):
+        each.setdefault(owner, []).append(int(rank))
+    return {direction: {owner: min(values) for owner, values in each.items()}, "d2c_each": each}
+
+
 def _sides(
     captions: Mapping[str, str | None] | Iterable[tuple[str, str | None]],
-    descriptions: Mapping[str, str] | Iterable[tuple[str, str]],
+    descriptions: Descriptions,
 ) -> tuple[list[str], list[str], list[str], list[str], dict[str, int]]:
-    """Gallery (descriptions) and queries (captions) with separate id lists; unusable items counted."""
+    """Gallery (descriptions, an image id per description) and queries (captions) with separate id lists;
+    unusable items counted."""
     skipped = {"empty_caption": 0, "no_description": 0, "empty_description": 0}
     gallery_ids: list[str] = []
     gallery_texts: list[str] = []
-    for image_id, text in _pairs(descriptions, "description"):
-        if not isinstance(text, str) or not text.strip():
-            skipped["empty_description"] += 1
-            continue
-        gallery_ids.append(image_id)
-        gallery_texts.append(text)
+    for image_id, value in _pairs(descriptions, "description"):
+        for text in [value] if isinstance(value, str) or value is None else list(value):
+            if not isinstance(text, str) or not text.strip():
+                skipped["empty_description"] += 1
+                continue
+            gallery_ids.append(image_id)
+            gallery_texts.append(text)
     if not gallery_ids:
         raise RetrievalError("no usable description: the gallery is empty")
     known = set(gallery_ids)
@@ -360,14 +445,29 @@ def _embed(
     desc_p = model.embed_passages(gallery_texts, label="descriptions")
     description_stats = model.last_stats.as_dict()
     cap_p = cap_q if symmetric else model.embed_passages(prepared, label="captions")
-    row_of = {image_id: row for row, image_id in enumerate(gallery_ids)}
-    paired_rows = np.array([row_of[image_id] for image_id in query_ids], dtype=np.int64)
+    group_of: dict[str, int] = {}
+    rows_of: dict[str, list[int]] = {}
+    for row, image_id in enumerate(gallery_ids):
+        group_of.setdefault(image_id, len(group_of))
+        rows_of.setdefault(image_id, []).append(row)
+    # d2c queries: the descriptions of each captioned image, in caption order
+    d2c_rows = np.array([row for image_id in query_ids for row in rows_of[image_id]], dtype=np.int64)
     desc_q = (
-        desc_p[paired_rows]
+        desc_p[d2c_rows]
         if symmetric
-        else model.embed_queries([gallery_texts[r] for r in paired_rows], label="descriptions")
+        else model.embed_queries([gallery_texts[r] for r in d2c_rows], label="descriptions")
     )
-    vectors = {"cap_q": cap_q, "cap_p": cap_p, "desc_p": desc_p, "desc_q": desc_q, "paired_rows": paired_rows}
+    caption_row = {image_id: row for row, image_id in enumerate(query_ids)}
+    vectors = {
+        "cap_q": cap_q,
+        "cap_p": cap_p,
+        "desc_p": desc_p,
+        "desc_q": desc_q,
+        "groups": np.array([group_of[image_id] for image_id in gallery_ids], dtype=np.int64),
+        "c2d_positives": np.array([group_of[image_id] for image_id in query_ids], dtype=np.int64),
+        "d2c_rows": d2c_rows,
+        "d2c_positives": np.array([caption_row[gallery_ids[r]] for r in d2c_rows], dtype=np.int64),
+    }
     return vectors, {"captions": caption_stats, "descriptions": description_stats}, model
 
 
@@ -377,14 +477,28 @@ def _top(
     top_k: int,
     gallery_ids: list[str],
     query_ids: list[str],
+    d2c_rows: np.ndarray,
     device: str | None,
 ) -> dict[str, Any]:
-    """Each query's ``top_k`` gallery ids per direction from the search backend, to look at."""
+    """Each query's ``top_k`` gallery ids per direction from the search backend, to look at.
+
+    c2d lists the image id of each description found (an image with several descriptions may appear more than
+    once); with several descriptions per image, d2c holds one list per description of the image, in order.
+    """
     from pancap_retrieval.retrieval.index import search
 
     top: dict[str, Any] = {"backend": backend}
+    multi = len(set(gallery_ids)) < len(gallery_ids)
     for direction, ids in (("c2d", gallery_ids), ("d2c", query_ids)):
         queries, gallery = pairs[direction]
         _, found = search(queries, gallery, min(top_k, len(ids)), backend=backend, device=device)
-        top[direction] = {q: [ids[i] for i in row if i >= 0] for q, row in zip(query_ids, found)}
+        lists = [[ids[i] for i in row if i >= 0] for row in found]
+        owners = query_ids if direction == "c2d" else [gallery_ids[r] for r in d2c_rows]
+        if direction == "d2c" and multi:
+            grouped: dict[str, list[list[str]]] = {}
+            for owner, found_ids in zip(owners, lists):
+                grouped.setdefault(owner, []).append(found_ids)
+            top[direction] = grouped
+        else:
+            top[direction] = dict(zip(owners, lists))
     return top

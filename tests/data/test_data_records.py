@@ -16,7 +16,7 @@ from pancap_retrieval.errors import DatasetError, RegistryError
 
 
 def test_registry_names_and_targets() -> None:
-    assert DATASETS.names() == ["docci", "imagefolder", "sample", "sapancap"]
+    assert DATASETS.names() == ["docci", "hf", "iiw", "imagefolder", "sample", "sapancap", "sharegpt4v-1k", "urban1k"]
     assert DATASETS.target("sapancap") == "pancap_retrieval.data.sapancap:load_sapancap"
     assert DATASETS.target("docci") == "pancap_retrieval.data.docci:load_docci"
 
@@ -40,14 +40,14 @@ def test_parse_spec() -> None:
 
 def test_unknown_dataset_lists_the_known_ones() -> None:
     with pytest.raises(
-        RegistryError, match="unknown dataset 'coco'; known: docci, imagefolder, sample, sapancap"
+        RegistryError, match="unknown dataset 'coco'; known: docci, hf, iiw, imagefolder, sample, sapancap, sharegpt4v-1k, urban1k"
     ):
         load_dataset("coco")
 
 
 def test_describe_datasets() -> None:
     rows = {row["name"]: row for row in describe_datasets()}
-    assert sorted(rows) == ["docci", "imagefolder", "sample", "sapancap"]
+    assert sorted(rows) == ["docci", "hf", "iiw", "imagefolder", "sample", "sapancap", "sharegpt4v-1k", "urban1k"]
     assert rows["docci"]["splits"] == ["train", "test", "qual_dev", "qual_test"]
     assert rows["sample"]["splits"] == ["test"]
     assert rows["imagefolder"]["splits"] == ["train"]

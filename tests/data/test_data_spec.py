@@ -46,7 +46,7 @@ def test_split_spec(spec: str, expected: tuple[str, str | None, str | None]) -> 
         ("imagefolder:/photos", "v1", "a revision ('v1') pins a dataset on the Hub"),
         ("docci:./data/docci", "v1", "local data has none: remove it"),
         ("sample", "main", "pins a dataset on the Hub (docci:OWNER/NAME@REVISION)"),
-        ("coco:x", None, "unknown dataset 'coco'; known: docci, imagefolder, sample, sapancap"),
+        ("coco:x", None, "unknown dataset 'coco'; known: docci, hf, iiw, imagefolder, sample, sapancap, sharegpt4v-1k, urban1k"),
     ],
 )
 def test_split_spec_refuses(spec: str, revision: str | None, message: str) -> None:
@@ -78,7 +78,7 @@ def test_a_suite_pins_the_revision_and_fails_on_a_bad_dataset_before_any_work(tm
     dataset = load_suite(suite).dataset
     assert (dataset.name, dataset.revision, dataset.arg) == ("docci:owner/mirror@3f2a9c1", "3f2a9c1", "owner/mirror")
     suite.write_text(base + "  name: cocoa:/data\n")
-    with pytest.raises(SuiteError, match="unknown dataset 'cocoa'; known: docci, imagefolder, sample, sapancap"):
+    with pytest.raises(SuiteError, match="unknown dataset 'cocoa'; known: docci, hf, iiw, imagefolder, sample, sapancap, sharegpt4v-1k, urban1k"):
         load_suite(suite)
     suite.write_text(base + "  name: sample\n  revision: main\n")
     with pytest.raises(SuiteError, match="pins a dataset on the Hub"):
