@@ -538,6 +538,10 @@ def _run_locked(suite: Suite, out: Path, dataset: Any, options: RunOptions) -> l
     if dataset.info.license:  # the source's licence, for whoever shares the results (pancap export)
         dataset_info["license"] = dataset.info.license
     inputs = {"captions": captions, "reports": caption_reports, "descriptions": descriptions}
+    if suite.pancapscore is not None:
+        with summary.stage("pancapscore") as entry:
+            inputs["pancapscore"] = _pancapscore(suite, out, dataset)
+            entry["done"] = len(inputs["pancapscore"])
     run_dirs = [
         _retrieve(suite, embedder_spec, out, inputs, dataset_info, reconstruction, summary)
         for embedder_spec in suite.embedders
@@ -641,9 +645,21 @@ def _retrieve(
     }
     if reconstruction is not None:
         results["reconstruction"] = reconstruction
+    if inputs.get("pancapscore"):
+        results["pancapscore"] = inputs["pancapscore"]
     write_json(run_dir / "results.json", results)
     write_json(run_dir / "manifest.json", manifest)
     return run_dir
+
+
+def _pancapscore(suite: Suite, out: Path, dataset: Any) -> dict[str, Any]:
+    """PancapScore of every captioner of the suite against its reference (pancap_retrieval.pancapscore.run_scores)."""
+    from pancap_retrieval.data import description_dialect
+    from pancap_retrieval.pancapscore.run_scores import score_captioners
+
+    split = _split_of(dataset, None)
+    stores = {spec.name: store_path(out, spec.name, suite.dataset.name, split) for spec in suite.captioners}
+    return score_captioners(out, stores, suite.pancapscore, dataset, description_dialect(suite.dataset))
 
 
 def _reconstruct(
