@@ -624,6 +624,7 @@ def _retrieve(
             stats.add(made)
             entry.update(done=0 if reused is not None else row["n"], reused=row["n"] if reused is not None else 0)
             entry["repaired"] = int(bool(row.pop("repaired", False)))
+            entry["note"] = _coverage_note(row, len(descriptions))
             rows.append(row)
             rows_reused += [name] * (reused is not None)
     from pancap_retrieval.retrieval.metrics import MULTI_DESCRIPTION_RULE
@@ -660,6 +661,16 @@ def _pancapscore(suite: Suite, out: Path, dataset: Any) -> dict[str, Any]:
     split = _split_of(dataset, None)
     stores = {spec.name: store_path(out, spec.name, suite.dataset.name, split) for spec in suite.captioners}
     return score_captioners(out, stores, suite.pancapscore, dataset, description_dialect(suite.dataset))
+
+
+def _coverage_note(row: dict[str, Any], images: int) -> str | None:
+    """What the summary says of a row that scored under 95% of the images: how many were left out, and why."""
+    from pancap_retrieval.leaderboard import COVERAGE_FLOOR
+
+    if row.get("coverage", 1.0) >= COVERAGE_FLOOR:
+        return None
+    why = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (row.get("skipped") or {}).items() if v)
+    return f"scored {row['n']} of {images} images; left out: {why or 'no reason recorded'}"
 
 
 def _reconstruct(
