@@ -656,10 +656,16 @@ _CAPTION_FILES = (
 
 @score_group.command("pancapscore")
 @click.option(
-    "--pred", required=True, type=click.Path(path_type=Path), help=f"predicted captions: {_CAPTION_FILES}"
+    "--pred", type=click.Path(path_type=Path), default=None,
+    help=f"predicted captions: {_CAPTION_FILES}; or give --run and --captioner",
 )
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="a run folder: score the captions of --captioner in it (instead of --pred)")
+@click.option("--captioner", default=None, help="with --run: the captioner whose captions are scored")
 @click.option(
-    "--ref", required=True, type=click.Path(path_type=Path), help="reference captions, same formats"
+    "--ref", required=True,
+    help="reference captions: a captions file (same formats), or the shipped SA-Pancap ground truth by name, "
+    "sapancap:test or sapancap:val (630 captions in the package; no download)",
 )
 @click.option(
     "--judge",
@@ -677,7 +683,7 @@ _CAPTION_FILES = (
     "--dataset",
     default=None,
     help="the dataset of the images: their sizes (asmv2 and pixel boxes are read on them) and the references' "
-    f"box dialect; {DATASET_SPEC_HELP}",
+    f"box dialect (default with --run: the run's dataset); {DATASET_SPEC_HELP}",
 )
 @_SPLIT
 @click.option(
@@ -690,27 +696,28 @@ _CAPTION_FILES = (
     "--ref-dialect",
     type=click.Choice(["auto", "asmv2", "norm", "pixel"]),
     default=None,
-    help="box dialect of REF (default: the --dataset's, else what its store declares, else auto)",
+    help="box dialect of REF (default: sapancap's norm, the --dataset's, else what its store declares, else auto)",
 )
 def score_pancapscore_command(
-    pred: Path,
-    ref: Path,
-    judge: str,
-    out: Path | None,
-    dataset: str | None,
-    split: str | None,
-    pred_dialect: str | None,
-    ref_dialect: str | None,
+    pred: Path | None, run_dir: Path | None, captioner: str | None, ref: str, judge: str, out: Path | None,
+    dataset: str | None, split: str | None, pred_dialect: str | None, ref_dialect: str | None,
 ) -> None:
     """PancapScore (tag, location, attribute, relation, global) of PRED against REF.
 
     Entities are matched one to one by tag and box (IoU >= 0.5); overall = tag + location + attribute +
     relation + 0.1 x global, times 100. Each side's boxes are read in its own dialect on the image's size (from
-    --dataset, or from the image each record's image_path names). Example: pancap score pancapscore --pred
-    preds.jsonl --ref sapancap_test_gtcaption.json
+    --dataset, or from the image each record's image_path names). Examples: pancap score pancapscore --pred
+    preds.jsonl --ref sapancap:test; pancap score pancapscore --run runs/sa --captioner pancapchain --ref
+    sapancap:test
     """
     from pancap_retrieval.pancapscore import BoxFrames, markdown_table, score_pancapscore
+    from pancap_retrieval.pancapscore.sources import Side, reference_side, run_side
 
+    if (pred is None) == (run_dir is None) or (run_dir is not None) != (captioner is not None):
+        raise click.UsageError("give either --pred FILE, or --run DIR with --captioner NAME")
+    predicted = run_side(run_dir, captioner) if run_dir is not None else Side(pred)
+    reference = reference_side(ref)
+    dataset, split = dataset or predicted.dataset, split or (predicted.split if not dataset else None)
     sizes: dict[str, tuple[int, int]] = {}
     if dataset is not None:
         from pancap_retrieval.data import description_dialect
@@ -718,9 +725,9 @@ def score_pancapscore_command(
 
         data = load_data(dataset, split, None).select_columns(["example_id", "width", "height"])
         sizes = {i: (w, h) for i, w, h in zip(data["example_id"], data["width"], data["height"]) if w and h}
-        ref_dialect = ref_dialect or description_dialect(dataset)
-    frames = BoxFrames(pred_dialect, ref_dialect, sizes)
-    result = score_pancapscore(pred, ref, judge=judge, out=out, frames=frames)
+        ref_dialect = ref_dialect or reference.dialect or description_dialect(dataset)
+    frames = BoxFrames(pred_dialect, ref_dialect or reference.dialect, sizes)
+    result = score_pancapscore(predicted.path, reference.path, judge=judge, out=out, frames=frames)
     click.echo(markdown_table(result))
 
 

@@ -83,7 +83,20 @@ RECONSTRUCTION_METRICS = (
     BOXES_FOUND_IN_ORIGINAL,
     BOXES_REFOUND_IN_REDRAW,
 )
+# Paths into a captioner's summary under ``pancapscore`` in results.json (pancap_retrieval.pancapscore.run_scores).
+PANCAPSCORE_METRICS = (
+    *(
+        Metric(f"PancapScore {dim} F1", ("f1", dim), percent=True, help=f"PancapScore's {dim} F1 (mean of per-image F1s)")
+        for dim in ("tag", "location", "attribute", "relation", "global")
+    ),
+    Metric("PancapScore", ("overall",), help="tag + location + attribute + relation + 0.1 x global, x 100 (max 410)"),
+    Metric(
+        "PancapScore tag+location", ("partial",),
+        help="tag + location F1, x 100 (max 200): the rule judge's score, which computes no other dimension",
+    ),
+)
 N = Metric("n", ("n",), help="captions scored in retrieval")
+ALL_METRICS = (N, *RETRIEVAL_METRICS, *RECONSTRUCTION_METRICS, *PANCAPSCORE_METRICS)
 # Below this many scored captions a row's figures are marked: intervals are wide and recall coarse.
 N_FLOOR = 20
 # A row that scored less than this share of the dataset's images is marked (no description, no or failed caption).
@@ -244,7 +257,7 @@ def table(results_list: list[dict[str, Any]], names: list[str] | None = None) ->
         prefix = f"{label} " if len(runs) > 1 else ""
         run_cells = _run_cells(results)
         present = {metric for by_metric in run_cells.values() for metric in by_metric}
-        order = [metric for metric in (N, *RETRIEVAL_METRICS, *RECONSTRUCTION_METRICS) if metric in present]
+        order = [metric for metric in ALL_METRICS if metric in present]
         columns += [prefix + metric.label for metric in order]
         for captioner, by_metric in run_cells.items():
             line = cells.setdefault(captioner, {})
@@ -276,6 +289,9 @@ def _run_cells(results: dict[str, Any]) -> dict[str, dict[Metric, Any]]:
             if (metric is BOXES_FOUND_IN_ORIGINAL and captioner == "detector") or (metric is REDRAW_R1 and sketch):
                 value = replace(value, mark="‡" if metric is BOXES_FOUND_IN_ORIGINAL else "§")
             line[metric] = value
+    for captioner, summary in (results.get("pancapscore") or {}).items():
+        line = out.setdefault(captioner, {})
+        line.update({m: value for m in PANCAPSCORE_METRICS if (value := cell(summary, m)) is not None})
     return out
 
 
@@ -319,7 +335,7 @@ def column_metric(column: str) -> Metric | None:
     """
     found = [
         metric
-        for metric in (N, *RETRIEVAL_METRICS, *RECONSTRUCTION_METRICS)
+        for metric in ALL_METRICS
         if column == metric.label or column.endswith(f" {metric.label}")
     ]
     return max(found, key=lambda metric: len(metric.label), default=None)
@@ -467,6 +483,8 @@ def column_group(column: str, metric: Metric | None) -> str:
     prefix = column[: len(column) - len(metric.label)]
     if metric in RETRIEVAL_METRICS:
         return prefix + DIRECTION_TITLES[metric.path[0]]
+    if metric in PANCAPSCORE_METRICS:
+        return prefix + "PancapScore"
     return prefix + ("retrieval" if metric is N else "reconstruction")
 
 

@@ -538,6 +538,10 @@ def _run_locked(suite: Suite, out: Path, dataset: Any, options: RunOptions) -> l
     if dataset.info.license:  # the source's licence, for whoever shares the results (pancap export)
         dataset_info["license"] = dataset.info.license
     inputs = {"captions": captions, "reports": caption_reports, "descriptions": descriptions}
+    if suite.pancapscore is not None:
+        with summary.stage("pancapscore") as entry:
+            inputs["pancapscore"] = _pancapscore(suite, out, dataset)
+            entry["done"] = len(inputs["pancapscore"])
     run_dirs = [
         _retrieve(suite, embedder_spec, out, inputs, dataset_info, reconstruction, summary)
         for embedder_spec in suite.embedders
@@ -620,6 +624,7 @@ def _retrieve(
             stats.add(made)
             entry.update(done=0 if reused is not None else row["n"], reused=row["n"] if reused is not None else 0)
             entry["repaired"] = int(bool(row.pop("repaired", False)))
+            entry["note"] = _coverage_note(row, len(descriptions))
             rows.append(row)
             rows_reused += [name] * (reused is not None)
     from pancap_retrieval.retrieval.metrics import MULTI_DESCRIPTION_RULE
@@ -641,9 +646,31 @@ def _retrieve(
     }
     if reconstruction is not None:
         results["reconstruction"] = reconstruction
+    if inputs.get("pancapscore"):
+        results["pancapscore"] = inputs["pancapscore"]
     write_json(run_dir / "results.json", results)
     write_json(run_dir / "manifest.json", manifest)
     return run_dir
+
+
+def _pancapscore(suite: Suite, out: Path, dataset: Any) -> dict[str, Any]:
+    """PancapScore of every captioner of the suite against its reference (pancap_retrieval.pancapscore.run_scores)."""
+    from pancap_retrieval.data import description_dialect
+    from pancap_retrieval.pancapscore.run_scores import score_captioners
+
+    split = _split_of(dataset, None)
+    stores = {spec.name: store_path(out, spec.name, suite.dataset.name, split) for spec in suite.captioners}
+    return score_captioners(out, stores, suite.pancapscore, dataset, description_dialect(suite.dataset))
+
+
+def _coverage_note(row: dict[str, Any], images: int) -> str | None:
+    """What the summary says of a row that scored under 95% of the images: how many were left out, and why."""
+    from pancap_retrieval.leaderboard import COVERAGE_FLOOR
+
+    if row.get("coverage", 1.0) >= COVERAGE_FLOOR:
+        return None
+    why = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (row.get("skipped") or {}).items() if v)
+    return f"scored {row['n']} of {images} images; left out: {why or 'no reason recorded'}"
 
 
 def _reconstruct(

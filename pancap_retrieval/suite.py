@@ -174,6 +174,14 @@ class ReconstructionSpec(_Strict):
     )
 
 
+class PancapScoreSpec(_Strict):
+    reference: str = Field(
+        description="what every captioner is scored against: a captions file, the shipped SA-Pancap ground truth "
+        "(sapancap:test or sapancap:val), or dataset (the run dataset's own descriptions)"
+    )
+    judge: str = Field(default="rule", description="rule (offline: tag and location) or hf:MODEL_ID_OR_DIR")
+
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 
 
@@ -197,6 +205,9 @@ class Suite(_Strict):
     retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec, description="search and text preparation")
     reconstruction: ReconstructionSpec | None = Field(
         default=None, description="redraw each image from its caption and score the redraw (left out: no redraws)"
+    )
+    pancapscore: PancapScoreSpec | None = Field(
+        default=None, description="PancapScore of every captioner against a reference (left out: not scored)"
     )
     seed: int = Field(default=0, description="seed of the bootstrap, the redraws and every sampled choice")
 
@@ -253,6 +264,10 @@ def with_paths_from(data: dict[str, Any], base: Path) -> dict[str, Any]:
         ]
     if isinstance(data.get("reconstruction"), dict) and "model" in data["reconstruction"]:
         data["reconstruction"] = {**data["reconstruction"], "model": _maybe_path(data["reconstruction"]["model"], base)}
+    score = data.get("pancapscore")
+    reference = score.get("reference") if isinstance(score, dict) else None
+    if isinstance(reference, str) and ":" not in reference and reference != "dataset":  # a captions file
+        data["pancapscore"] = {**score, "reference": str(base / Path(reference).expanduser())}
     dataset = data.get("dataset")
     if isinstance(dataset, dict) and isinstance(dataset.get("name"), str):
         data["dataset"] = {**dataset, "name": _dataset_path(dataset["name"], base)}
@@ -311,6 +326,7 @@ def suite_reference() -> str:
         ("embedders[]", EmbedderSpec),
         ("retrieval", RetrievalSpec),
         ("reconstruction", ReconstructionSpec),
+        ("pancapscore", PancapScoreSpec),
         ("dataset.columns", DatasetColumns),
     ]
     out = []

@@ -144,3 +144,32 @@ def test_a_column_group_hides_in_chromium(tmp_path):
     hidden, shown = hidden_cells("description -&gt; caption"), hidden_cells("caption -&gt; description")
     assert (hidden, shown) == (2 * 5, 0)  # the header and the row's cell of each of the five d2c columns
     assert 'data-group="description -&gt; caption"> description' in dom  # its box, now unchecked
+
+
+def test_a_run_that_dropped_images_says_how_many_and_why(tmp_path):
+    """An image folder whose metadata misses 3 of 24 descriptions: the run's summary says how many images were
+    left out and why, and the leaderboard marks the row."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from pancap_retrieval.cli import cli
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"im{i:02d}.png")
+        if i >= 3:
+            lines.append(json.dumps({"file_name": f"im{i:02d}.png", "description": f"picture number {i} of a {i % 5} thing"}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "s.yaml").write_text(
+        "name: s\ndataset: imagefolder:imgs\ncaptioners: [{name: reference}]\nretrieval: {bootstrap_samples: 20}\n"
+    )
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "run_summary.json").read_text())
+    note = next(s for s in summary["stages"] if s["stage"].startswith("retrieve reference"))["note"]
+    assert note.startswith("scored 21 of 24 images; left out:"), note
+    assert "21†" in (tmp_path / "run" / "leaderboard.md").read_text()
+    assert FOOTNOTES["†"] in (tmp_path / "run" / "leaderboard.md").read_text()
