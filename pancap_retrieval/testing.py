@@ -676,7 +676,9 @@ def random_align(seed: int = 0) -> tuple[Any, Any]:
         "hidden_dim": 64,
     }
     config = AlignConfig(
-        text_config={**_TINY_TOWER, "vocab_size": len(tokenizer), "max_position_embeddings": 512},
+        text_config={
+            **_TINY_TOWER, "vocab_size": len(tokenizer), "max_position_embeddings": 512, "initializer_range": 0.2
+        },
         vision_config=vision,
         projection_dim=32,  # the image embedding is the vision tower's pooled output: its last block's width
     )
@@ -690,7 +692,7 @@ def _blip_configs(preset: str, vocab_size: int) -> dict[str, Any]:
     """``BlipConfig`` keywords at ``preset``: ViT + BERT with cross-attention to the image."""
     if preset == "tiny":
         vision = {**_TINY_TOWER, "image_size": _TINY_IMAGE, "patch_size": 15}
-        text = {**_TINY_TOWER, "encoder_hidden_size": 32}
+        text = {**_TINY_TOWER, "encoder_hidden_size": 32, "initializer_range": 0.2}
         joint = 16
     elif preset == "full":  # blip-itm-large-coco: ViT-L/16 at 384, BERT-base
         vision = {

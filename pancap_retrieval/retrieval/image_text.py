@@ -140,12 +140,18 @@ def load_parts(
 
     local = model_dir(model, revision=revision)
     try:
-        loaded = getattr(transformers, model_class).from_pretrained(
-            str(local), dtype=dtype, trust_remote_code=trust_remote_code
+        loaded, info = getattr(transformers, model_class).from_pretrained(
+            str(local), dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True
         )
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise ModelLoadError(f"cannot load {model_class} from {model!r}: {type(exc).__name__}: {first}") from None
+    absent = sorted({*info.get("missing_keys", ()), *(str(m[0]) for m in info.get("mismatched_keys", ()))})
+    if absent:  # random weights where a checkpoint of another class was given
+        raise ModelLoadError(
+            f"{model!r} has no weights for {len(absent)} tensors of {type(loaded).__name__} (e.g. {absent[0]}): "
+            "pass a checkpoint of that class"
+        )
     processor = load_processor(str(local), trust_remote_code)
     return str(local), loaded.to(device).eval(), processor, fingerprint_dir(local)
 
