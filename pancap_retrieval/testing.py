@@ -813,3 +813,37 @@ def random_blip_captioner(seed: int = 0) -> tuple[Any, Any]:
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.sep_token_id, pad_token_id=0
     )
     return model, _blip_processor(_TINY_IMAGE, tokenizer)
+
+
+def random_siglip2(seed: int = 0) -> tuple[Any, Any]:
+    """A tiny random-weight ``Siglip2Model`` (NaFlex vision: patches at the image's aspect ratio, up to 16) and its
+    ``Siglip2Processor``; the tokenizer's vocabulary is the corpus's words and every byte (any text tokenizes)."""
+    import torch
+    from transformers import (
+        Siglip2Config,
+        Siglip2ImageProcessorPil,
+        Siglip2Model,
+        Siglip2Processor,
+        Siglip2Tokenizer,
+    )
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    vocab.update({f"<0x{b:02X}>": 5 + b for b in range(256)})
+    for word in sorted({w for line in IMAGE_TEXT_CORPUS for w in line.split()}):
+        vocab.setdefault(f"\u2581{word}", len(vocab))
+    tokenizer = Siglip2Tokenizer(vocab=vocab, merges=[], model_max_length=64)
+    config = Siglip2Config(
+        text_config={
+            **_TINY_TOWER,
+            "vocab_size": len(tokenizer),
+            "max_position_embeddings": 64,
+            "pad_token_id": 0,
+            "eos_token_id": 1,
+            "bos_token_id": 2,
+        },
+        vision_config={**_TINY_TOWER, "patch_size": 8, "num_patches": 16},
+    )
+    torch.manual_seed(seed)
+    model = Siglip2Model(config).eval()
+    image_processor = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=16)
+    return model, Siglip2Processor(image_processor=image_processor, tokenizer=tokenizer)

@@ -24,14 +24,15 @@ LONG = (
     "zebras, quiet yaks and jumping kangaroos queue by 9 huge vans; fog wraps the pier, boats bob, gulls cry!"
 )
 TEXTS = [SHORT[0], LONG, SHORT[1], SHORT[2]]
-# entry -> (builder in pancap_retrieval.testing, options making LONG the only text over the window)
+# case -> (registry entry, options making LONG the only text over the window)
 ENTRIES = {
-    "clip": ("random_clip", {}),
-    "longclip": ("random_clip", {}),
-    "align": ("random_align", {"max_length": 16}),
-    "blip": ("random_blip_retrieval", {"max_length": 16}),
-    "siglip": ("random_siglip", {}),
-    "hf": ("random_clip", {}),
+    "clip": ("clip", {}),
+    "longclip": ("longclip", {}),
+    "align": ("align", {"max_length": 16}),
+    "blip": ("blip", {"max_length": 16}),
+    "siglip": ("siglip", {}),
+    "siglip2": ("siglip", {}),
+    "hf": ("hf", {}),
 }
 
 
@@ -55,14 +56,16 @@ def model_dirs(tmp_path_factory):
         "align": testing.random_align(),
         "blip": testing.random_blip_retrieval(),
         "siglip": testing.random_siglip(root / "spm"),
+        "siglip2": testing.random_siglip2(),
     }
     dirs = {name: testing.save_pretrained(root / name, *pair) for name, pair in parts.items()}
     dirs["hf"] = dirs["clip"]
     return dirs
 
 
-def build(name, model_dirs, **options):
-    return get_retriever(name, model=str(model_dirs[name]), show_progress=False, **{**ENTRIES[name][1], **options})
+def build(case, model_dirs, **options):
+    entry, defaults = ENTRIES[case]
+    return get_retriever(entry, model=str(model_dirs[case]), show_progress=False, **{**defaults, **options})
 
 
 def normalised(x):
@@ -75,7 +78,8 @@ def direct_features(name, directory, images, texts, window):
     import transformers
 
     processor = transformers.AutoProcessor.from_pretrained(directory)
-    pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    vision = dict(processor.image_processor(images=images, return_tensors="pt"))  # SigLIP2: masks and shapes too
+    pixels = vision["pixel_values"]
     tokenizer = processor.tokenizer
     with torch.inference_mode():
         if name == "blip":
@@ -85,13 +89,13 @@ def direct_features(name, directory, images, texts, window):
             text = model.text_proj(model.text_encoder(ids["input_ids"], ids["attention_mask"])[0][:, 0])
             return normalised(image), normalised(text)
         model = transformers.AutoModel.from_pretrained(directory).eval()
-        if name == "siglip":  # padded to the window, no attention mask: as SigLIP was trained
+        if name.startswith("siglip"):  # padded to the window, no attention mask: as SigLIP was trained
             ids = tokenizer(texts, padding="max_length", truncation=True, max_length=window, return_tensors="pt")
             text = model.get_text_features(input_ids=ids["input_ids"])
         else:
             ids = tokenizer(texts, padding=True, truncation=True, max_length=window, return_tensors="pt")
             text = model.get_text_features(**ids)
-        return normalised(model.get_image_features(pixel_values=pixels)), normalised(text)
+        return normalised(model.get_image_features(**vision)), normalised(text)
 
 
 @pytest.mark.parametrize("name", ENTRIES)
@@ -137,7 +141,7 @@ def test_long_text_policy_is_applied_and_reported(name, model_dirs):
     assert (stats["long_text"], stats["n_over_window"], stats["truncated_rate"]) == ("chunk", 1, 0.0)
     assert stats["n_windows"] > 4
     manifest = chunk.manifest()
-    assert (manifest["name"], manifest["text_window"], manifest["long_text"]) == (name, window, "chunk")
+    assert (manifest["name"], manifest["text_window"], manifest["long_text"]) == (ENTRIES[name][0], window, "chunk")
     assert manifest["fingerprint"] == truncate.fingerprint and len(manifest["fingerprint"]) == 16
     assert {"model", "revision", "dtype", "device"} <= set(manifest)
     json.dumps(manifest)
@@ -160,6 +164,7 @@ def test_windows_are_the_model_s_unless_given(model_dirs):
         "align": 64,  # as its processor pads, not the 512 positions
         "blip": 512,
         "siglip": 64,
+        "siglip2": 64,
         "hf": 77,
     }
     assert build("align", model_dirs, max_length=512).text_window == 512
@@ -304,7 +309,7 @@ def test_registry_lists_every_entry_with_its_window_without_importing_torch():
         "print(RETRIEVERS.names()); print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.splitlines() == [str(sorted(ENTRIES)), "False"]
+    assert out.splitlines() == [str(sorted({entry for entry, _ in ENTRIES.values()})), "False"]
     for name, description in RETRIEVERS.describe():
         assert "text window" in description, name
     from click.testing import CliRunner
