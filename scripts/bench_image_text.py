@@ -15,7 +15,10 @@ descriptions of pancap's sample set (about 140 words each, over CLIP's 77 tokens
 - ``summary``: every figure above.
 
 Peak memory is the CUDA allocator's peak during the step on a GPU, the process's peak resident memory so far on a
-CPU.
+CPU. The tokenizers are the test ones (one token per character for CLIP, a few dozen whole words and single
+characters for BLIP's BERT), so a description fills the text window: texts/s and re-ranked pairs/s are for full
+windows (77 tokens for CLIP, 512 for BLIP), an upper bound of the cost of real descriptions; their vocabularies
+are small, which leaves out about 10% of the parameters (token embeddings) and none of the compute.
 
     python scripts/bench_image_text.py --out bench_image_text.jsonl          # GPU, full size
     python scripts/bench_image_text.py --tiny                                # CPU, tiny models
