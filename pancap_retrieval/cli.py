@@ -94,8 +94,8 @@ def cli() -> None:
 
 @cli.group("list", cls=PancapGroup)
 def list_group() -> None:
-    """List what is registered, with a line on each: datasets, captioners, embedders, backends, redrawers,
-    judges, text-preps."""
+    """List what is registered, with a line on each: datasets, captioners, retrievers, embedders, backends,
+    redrawers, judges, text-preps."""
 
 
 def _echo_entries(rows: list[tuple[str, str]]) -> None:
@@ -145,6 +145,15 @@ def list_captioners(with_options: bool) -> None:
     from pancap_retrieval.captioners import CAPTIONERS, PRECOMPUTED, PRECOMPUTED_DESCRIPTION
 
     _echo_registry(CAPTIONERS, with_options, ((PRECOMPUTED, PRECOMPUTED_DESCRIPTION),))
+
+
+@list_group.command("retrievers")
+@_OPTIONS
+def list_retrievers(with_options: bool) -> None:
+    """Image-text retrievers (dual encoders) by name, each with its default model and text window."""
+    from pancap_retrieval.retrieval.image_text import RETRIEVERS
+
+    _echo_registry(RETRIEVERS, with_options)
 
 
 @list_group.command("embedders")

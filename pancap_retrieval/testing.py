@@ -560,3 +560,290 @@ def random_pixart_sigma_pipeline(seed: int = 0) -> Any:
         transformer=transformer,
         scheduler=DPMSolverMultistepScheduler(),
     )
+
+
+# ------------------------------------------------------------------------------------------- image-text models
+
+# Text the tiny image-text models' tokenizers know as whole words (any other word is spelt in pieces).
+IMAGE_TEXT_CORPUS = [
+    "a photo of a cat on a mat",
+    "a woman in a space suit stands in front of a flag",
+    "a cup of coffee on a wooden table",
+    "a red rocket on a launch pad under a blue sky",
+    "a picture of two dogs playing in the grass",
+]
+# Full-size architectures for timing on a GPU, random weights: CLIP ViT-L/14-336 (``openai/clip-vit-large-patch14-336``)
+# and BLIP ViT-L/16-384 with its BERT-base text tower (``Salesforce/blip-itm-large-coco``).
+IMAGE_TEXT_PRESETS = ("tiny", "full")
+_TINY_TOWER = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
+_TINY_IMAGE = 30  # pixels a side; patches of 15
+
+
+def wordpiece_tokenizer(corpus: list[str] | None = None, model_max_length: int = 512) -> Any:
+    """A real ``BertTokenizer`` whose vocabulary is the corpus's words, every character and every ``##`` character:
+    any lower-case ASCII text tokenizes, words outside the corpus in pieces."""
+    import string
+
+    from transformers import BertTokenizer
+
+    words = sorted({w for line in corpus or IMAGE_TEXT_CORPUS for w in line.lower().split()})
+    chars = [c for c in string.ascii_lowercase + string.digits + string.punctuation]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+    vocab += [w for w in words if w not in vocab]
+    return BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=model_max_length)
+
+
+def sentencepiece_file(path: str | Path, corpus: list[str] | None = None, vocab_size: int = 400) -> Path:
+    """A unigram SentencePiece model trained on ``corpus`` with byte fallback, written to ``path`` (SigLIP's format)."""
+    import sentencepiece as spm
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus or IMAGE_TEXT_CORPUS),
+        model_prefix=str(path.with_suffix("")),
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        byte_fallback=True,
+        unk_id=2,
+        bos_id=-1,
+        eos_id=1,
+        pad_id=0,
+        minloglevel=2,
+    )
+    return path.with_suffix(".model")
+
+
+def _clip_configs(preset: str) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """(text tower, vision tower, projection size) of CLIP at ``preset``."""
+    if preset == "tiny":
+        return dict(_TINY_TOWER), {**_TINY_TOWER, "image_size": _TINY_IMAGE, "patch_size": 15}, 16
+    if preset == "full":
+        text = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}
+        vision = {k: v for k, v in CLIP_VIT_L14_336.items() if k != "projection_dim"}
+        return text, vision, 768
+    raise ValueError(f"unknown preset {preset!r}; known: {', '.join(IMAGE_TEXT_PRESETS)}")
+
+
+def random_clip(preset: str = "tiny", text_positions: int = 77, seed: int = 0) -> tuple[Any, Any]:
+    """A random-weight ``CLIPModel`` and its ``CLIPProcessor``; ``text_positions=248`` is LongCLIP's layout.
+
+    The tokenizer is :func:`byte_level_tokenizer` (one token per character); the text tower pools at its EOS id.
+    """
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
+
+    tokenizer = byte_level_tokenizer(model_max_length=text_positions)
+    text, vision, projection = _clip_configs(preset)
+    config = CLIPConfig(
+        text_config={
+            **text,
+            "vocab_size": len(tokenizer),
+            "max_position_embeddings": text_positions,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config=vision,
+        projection_dim=projection,
+    )
+    torch.manual_seed(seed)
+    model = CLIPModel(config).eval()
+    side = vision["image_size"]
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side}),
+        tokenizer=tokenizer,
+    )
+    return model, processor
+
+
+def random_align(seed: int = 0) -> tuple[Any, Any]:
+    """A tiny random-weight ``AlignModel`` (EfficientNet vision, BERT text) and its ``AlignProcessor``."""
+    import torch
+    from transformers import AlignConfig, AlignModel, AlignProcessor, EfficientNetImageProcessorPil
+
+    tokenizer = wordpiece_tokenizer()
+    vision = {
+        "image_size": 32,
+        "width_coefficient": 1.0,
+        "depth_coefficient": 1.0,
+        "kernel_sizes": [3, 3],
+        "in_channels": [32, 16],
+        "out_channels": [16, 32],
+        "strides": [1, 2],
+        "num_block_repeats": [1, 1],
+        "expand_ratios": [1, 6],
+        "hidden_dim": 64,
+    }
+    config = AlignConfig(
+        text_config={
+            **_TINY_TOWER, "vocab_size": len(tokenizer), "max_position_embeddings": 512, "initializer_range": 0.2
+        },
+        vision_config=vision,
+        projection_dim=32,  # the image embedding is the vision tower's pooled output: its last block's width
+    )
+    torch.manual_seed(seed)
+    model = AlignModel(config).eval()
+    image_processor = EfficientNetImageProcessorPil(size={"height": 32, "width": 32}, do_center_crop=False)
+    return model, AlignProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def _blip_configs(preset: str, vocab_size: int) -> dict[str, Any]:
+    """``BlipConfig`` keywords at ``preset``: ViT + BERT with cross-attention to the image."""
+    if preset == "tiny":
+        vision = {**_TINY_TOWER, "image_size": _TINY_IMAGE, "patch_size": 15}
+        text = {**_TINY_TOWER, "encoder_hidden_size": 32, "initializer_range": 0.2}
+        joint = 16
+    elif preset == "full":  # blip-itm-large-coco: ViT-L/16 at 384, BERT-base
+        vision = {
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "image_size": 384,
+            "patch_size": 16,
+        }
+        text = {
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "encoder_hidden_size": 1024,
+        }
+        joint = 256
+    else:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(IMAGE_TEXT_PRESETS)}")
+    vision["initializer_range"] = 0.02  # BLIP's vision default (1e-10) makes every image's features the same
+    text.update(vocab_size=vocab_size, max_position_embeddings=512, pad_token_id=0, bos_token_id=2, sep_token_id=3)
+    return {"text_config": text, "vision_config": vision, "image_text_hidden_size": joint}
+
+
+def _blip_processor(side: int, tokenizer: Any) -> Any:
+    from transformers import BlipImageProcessorPil, BlipProcessor
+
+    return BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": side, "width": side}), tokenizer=tokenizer)
+
+
+def random_blip_retrieval(preset: str = "tiny", seed: int = 0) -> tuple[Any, Any]:
+    """A random-weight ``BlipForImageTextRetrieval`` (ITC projections and ITM head) and its ``BlipProcessor``."""
+    import torch
+    from transformers import BlipConfig, BlipForImageTextRetrieval
+
+    tokenizer = wordpiece_tokenizer()
+    config = BlipConfig(**_blip_configs(preset, len(tokenizer)))
+    torch.manual_seed(seed)
+    model = BlipForImageTextRetrieval(config).eval()
+    return model, _blip_processor(config.vision_config.image_size, tokenizer)
+
+
+def random_siglip(directory: str | Path, seed: int = 0) -> tuple[Any, Any]:
+    """A tiny random-weight ``SiglipModel`` and its ``SiglipProcessor`` (a SentencePiece tokenizer trained here,
+    its model file written under ``directory``)."""
+    import torch
+    from transformers import (
+        SiglipConfig,
+        SiglipImageProcessorPil,
+        SiglipModel,
+        SiglipProcessor,
+        SiglipTokenizer,
+    )
+
+    tokenizer = SiglipTokenizer(str(sentencepiece_file(Path(directory) / "spiece.model")), model_max_length=64)
+    config = SiglipConfig(
+        text_config={
+            **_TINY_TOWER,
+            "vocab_size": len(tokenizer),
+            "max_position_embeddings": 64,
+            "bos_token_id": None,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        },
+        vision_config={**_TINY_TOWER, "image_size": _TINY_IMAGE, "patch_size": 15},
+    )
+    torch.manual_seed(seed)
+    model = SiglipModel(config).eval()
+    image_processor = SiglipImageProcessorPil(size={"height": _TINY_IMAGE, "width": _TINY_IMAGE})
+    return model, SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def random_git(seed: int = 0) -> tuple[Any, Any]:
+    """A tiny random-weight ``GitForCausalLM`` (CLIP-style vision, BERT-style decoder) and its ``GitProcessor``."""
+    import torch
+    from transformers import CLIPImageProcessorPil, GenerationConfig, GitConfig, GitForCausalLM, GitProcessor
+
+    tokenizer = wordpiece_tokenizer()
+    config = GitConfig(
+        vision_config={**_TINY_TOWER, "image_size": _TINY_IMAGE, "patch_size": 15},
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        initializer_range=0.2,
+    )
+    torch.manual_seed(seed)
+    model = GitForCausalLM(config).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": _TINY_IMAGE}, crop_size={"height": _TINY_IMAGE, "width": _TINY_IMAGE}
+    )
+    return model, GitProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def random_blip_captioner(seed: int = 0) -> tuple[Any, Any]:
+    """A tiny random-weight ``BlipForConditionalGeneration`` (ViT, BERT decoder) and its ``BlipProcessor``."""
+    import torch
+    from transformers import BlipConfig, BlipForConditionalGeneration, GenerationConfig
+
+    tokenizer = wordpiece_tokenizer()
+    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+    config = BlipConfig(**_blip_configs("tiny", len(tokenizer)))
+    config.text_config.bos_token_id = tokenizer.bos_token_id
+    config.text_config.sep_token_id = tokenizer.sep_token_id
+    config.text_config.initializer_range = 0.2
+    torch.manual_seed(seed)
+    model = BlipForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.sep_token_id, pad_token_id=0
+    )
+    return model, _blip_processor(_TINY_IMAGE, tokenizer)
+
+
+def random_siglip2(seed: int = 0) -> tuple[Any, Any]:
+    """A tiny random-weight ``Siglip2Model`` (NaFlex vision: patches at the image's aspect ratio, up to 16) and its
+    ``Siglip2Processor``; the tokenizer's vocabulary is the corpus's words and every byte (any text tokenizes)."""
+    import torch
+    from transformers import (
+        Siglip2Config,
+        Siglip2ImageProcessorPil,
+        Siglip2Model,
+        Siglip2Processor,
+        Siglip2Tokenizer,
+    )
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    vocab.update({f"<0x{b:02X}>": 5 + b for b in range(256)})
+    for word in sorted({w for line in IMAGE_TEXT_CORPUS for w in line.split()}):
+        vocab.setdefault(f"\u2581{word}", len(vocab))
+    tokenizer = Siglip2Tokenizer(vocab=vocab, merges=[], model_max_length=64)
+    config = Siglip2Config(
+        text_config={
+            **_TINY_TOWER,
+            "vocab_size": len(tokenizer),
+            "max_position_embeddings": 64,
+            "pad_token_id": 0,
+            "eos_token_id": 1,
+            "bos_token_id": 2,
+        },
+        vision_config={**_TINY_TOWER, "patch_size": 8, "num_patches": 16},
+    )
+    torch.manual_seed(seed)
+    model = Siglip2Model(config).eval()
+    image_processor = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=16)
+    return model, Siglip2Processor(image_processor=image_processor, tokenizer=tokenizer)

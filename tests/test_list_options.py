@@ -12,6 +12,7 @@ from pancap_retrieval.loading import resolve_model
 KINDS = {
     "datasets": ("pancap_retrieval.data", "DATASETS"),
     "captioners": ("pancap_retrieval.captioners", "CAPTIONERS"),
+    "retrievers": ("pancap_retrieval.retrieval.image_text", "RETRIEVERS"),
     "embedders": ("pancap_retrieval.retrieval.embedder", "EMBEDDERS"),
     "backends": ("pancap_retrieval.retrieval.index", "SEARCH_BACKENDS"),
     "redrawers": ("reconstruct.redrawers", "REDRAWERS"),

@@ -37,6 +37,15 @@ CAPTIONERS = Registry(
             "pancap_retrieval.captioners.hf_vlm:Blip2Captioner",
             "BLIP-2 as a plain captioner, no prompt (default Salesforce/blip2-opt-2.7b)",
         ),
+        "git": Entry(
+            "pancap_retrieval.captioners.paper:GitCaptioner",
+            "GIT short captions, a row of the paper's table (GitForCausalLM; default microsoft/git-large-coco)",
+        ),
+        "blip": Entry(
+            "pancap_retrieval.captioners.paper:BlipCaptioner",
+            "BLIP short captions, a row of the paper's table (BlipForConditionalGeneration; default "
+            "Salesforce/blip-image-captioning-large)",
+        ),
         "hf": Entry(
             "pancap_retrieval.captioners.hf_vlm:ImageTextToTextCaptioner",
             "any transformers image-text-to-text model: -o model=ID_OR_DIR -o prompt=NAME_OR_TEXT",

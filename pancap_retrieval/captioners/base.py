@@ -107,8 +107,9 @@ def iter_examples(dataset: Any, decode: bool = True) -> Iterable[dict[str, Any]]
         yield row
 
 
-def _batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
-    """Consecutive lists of ``size`` items (the last one shorter) from any iterable, read lazily."""
+def batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    """Consecutive lists of ``size`` items (the last one shorter) from any iterable, read lazily: the one image-batch
+    loop of pancap (captioners caption, image-text retrievers encode, one batch of decoded images at a time)."""
     batch: list[Any] = []
     for item in items:
         batch.append(item)
@@ -152,7 +153,7 @@ def caption_dataset(
     limit = max_text_bytes()
     bar = tqdm(total=len(pending), desc=f"caption {captioner.name}", unit="img", disable=not progress)
     if pending:  # rows are decoded one batch at a time: memory stays bounded at any dataset size
-        for batch in _batches((rows or iter_examples)(dataset, decode=captioner.needs_image), batch_size):
+        for batch in batches((rows or iter_examples)(dataset, decode=captioner.needs_image), batch_size):
             for record in _caption_rows(captioner, batch):
                 record.input = inputs.get(record.example_id)
                 if isinstance(record.caption, str) and cut_text(record.caption, limit) != record.caption:

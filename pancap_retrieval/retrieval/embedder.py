@@ -460,7 +460,7 @@ class Embedder:
                     f"max_seq_length {max_len} leaves {budget} tokens for text after the prefix"
                 )
             overlap = min(self.overlap, budget // 2)  # a short window keeps at least half of it new
-            for piece, size in _windows(text, encoded, i, budget, overlap, self.model.tokenizer):
+            for piece, size in token_windows(text, encoded, i, budget, overlap, self.model.tokenizer):
                 pieces.append(piece)
                 owners.append(i)
                 weights.append(size)
@@ -525,7 +525,7 @@ class Embedder:
         }
 
 
-def _windows(
+def token_windows(
     text: str, encoded: Any, row: int, budget: int, overlap: int, tokenizer: Any
 ) -> list[tuple[str, int]]:
     """Windows of ``text`` of at most ``budget`` tokens, about ``overlap`` shared, cut at word starts.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pancap_retrieval.errors import ModelLoadError, RegistryError, RetrievalError
-from pancap_retrieval.retrieval.embedder import MODEL_SPECS, Embedder, _windows, get_spec, resolve_local
+from pancap_retrieval.retrieval.embedder import MODEL_SPECS, Embedder, get_spec, resolve_local, token_windows
 
 LONG = (
     "A red bicycle leans against a weathered brick wall beside an unbelievably tall sunflower. Two pigeons peck "
@@ -74,7 +74,7 @@ def test_windows_cover_the_text_within_the_budget(minilm: Embedder) -> None:
     tokenizer = minilm.model.tokenizer
     encoded = tokenizer([LONG], add_special_tokens=False, return_offsets_mapping=True)
     n_tokens = len(encoded["input_ids"][0])
-    windows = _windows(LONG, encoded, 0, 20, 4, tokenizer)
+    windows = token_windows(LONG, encoded, 0, 20, 4, tokenizer)
     assert len(windows) >= n_tokens // 20 + 1
     for piece, size in windows:
         assert piece in LONG
@@ -94,7 +94,7 @@ def test_chunk_mode_is_the_weighted_mean_of_window_vectors() -> None:
     assert counts["n_chunks"] > 3 and counts["encode_calls"] == 1 and "n_chunks" not in stats
     tokenizer = short.model.tokenizer
     encoded = tokenizer([LONG], add_special_tokens=False, return_offsets_mapping=True)
-    windows = _windows(LONG, encoded, 0, 22, 4, tokenizer)
+    windows = token_windows(LONG, encoded, 0, 22, 4, tokenizer)
     parts = short.model.encode([p for p, _ in windows], normalize_embeddings=True)
     mean = (parts * np.array([n for _, n in windows])[:, None]).sum(axis=0)
     np.testing.assert_allclose(vector[0], mean / np.linalg.norm(mean), atol=1e-5)
