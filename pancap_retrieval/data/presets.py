@@ -75,11 +75,10 @@ def _table(rows: dict[str, list[Any]]) -> datasets.Dataset:
 
 
 def load_urban1k(
-    arg: str | None, split: str | None = None, limit: int | None = None, revision: str | None = None, **options: Any
+    arg: str | None, split: str | None = None, limit: int | None = None, revision: str | None = None
 ) -> datasets.Dataset:
     """Urban1k from its unpacked folder, a folder holding ``Urban1k.zip``, or the Hub (pinned); split ``test``."""
     check_limit(limit)
-    _refuse("urban1k", **options)
     if arg is not None and is_hub_id(arg) and not Path(arg).exists():
         root = _unpacked(_hub_file("urban1k", arg, revision, URBAN1K_ZIP))
     else:

@@ -422,8 +422,7 @@ class ImageTextRetriever:
         except Exception as exc:
             if not is_oom(exc) or len(batch) == 1:
                 raise
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        torch.cuda.empty_cache()  # a no-op where CUDA was never initialised
         self.batch_size = max(1, len(batch) // 2)
         log.warning("out of memory at batch size %d; going on at %d", len(batch), self.batch_size)
         half = len(batch) // 2
