@@ -6,7 +6,7 @@ converted format that ``pancap convert llava`` writes; GLIGEN: the SD-1.4 pipeli
 compiles on a GPU) and ``reference``, retrieval with the torch search backend on the GPU (FAISS when a GPU build is
 installed), GLIGEN redraws at 512 px and fidelity scores, and runs it through the real command line
 (``pancap run``, then ``pancap leaderboard`` and ``pancap gallery``) as subprocesses; then short versions of
-``bench_redraw.py`` and ``bench_captioning.py``.
+``bench_redraw.py``, ``bench_captioning.py`` and ``bench_image_text.py``.
 
 Every step appends one JSON line to ``OUT/gpu_check.jsonl`` as it finishes (step, ok, seconds, error, key figures),
 so a timeout or a crash keeps everything done before it; a step that fails is logged and the check goes on.
@@ -69,7 +69,7 @@ MINILM_MAX_SEQ_LENGTH = 256
 
 # What each size runs. The GPU figures are sized to fit the budget; ``reserve`` is the share of the budget that each
 # subprocess step leaves for the steps after it (so a larger --budget-s gives every step more time).
-RESERVE = {"pancap_run": 0.35, "leaderboard": 0.32, "gallery": 0.3, "bench_redraw": 0.15}
+RESERVE = {"pancap_run": 0.4, "leaderboard": 0.37, "gallery": 0.35, "bench_redraw": 0.2, "bench_captioning": 0.08}
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
         "llava_preset": "llava-1.5-13b",
@@ -85,6 +85,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "bench_captioning": [
             "--images", "16", "--batch-size", "16", "--original-images", "1", "--new-tokens", "16", "--check-targets",
         ],
+        "bench_image_text": ["--images", "256", "--texts", "256", "--rerank-k", "16"],
     },
     "tiny": {
         "llava_preset": "tiny",
@@ -101,6 +102,7 @@ SIZES: dict[str, dict[str, Any]] = {
             "--tiny", "--images", "2", "--batch-size", "2", "--original-images", "1", "--new-tokens", "4",
             "--check-targets",
         ],
+        "bench_image_text": ["--tiny", "--images", "4", "--texts", "4", "--rerank-k", "2"],
     },
 }  # fmt: skip
 
@@ -441,14 +443,20 @@ def step_gallery(check: Check) -> dict[str, Any]:
     return {"files": sum(1 for p in gallery.rglob("*") if p.is_file())}
 
 
-def step_bench_redraw(check: Check) -> dict[str, Any]:
-    lines = check.out / "bench_redraw.jsonl"
-    args = [str(ROOT / "scripts" / "bench_redraw.py"), *check.size["bench_redraw"], "--out", str(lines)]
+def run_benchmark(check: Check, name: str, figures: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``scripts/NAME.py`` with this size's arguments, its JSON lines in ``NAME.jsonl``; the figures it wrote,
+    also when it failed or ran out of time."""
+    lines = check.out / f"{name}.jsonl"
+    args = [str(ROOT / "scripts" / f"{name}.py"), *check.size[name], "--out", str(lines)]
     try:
-        run_cli(check, "bench_redraw", args, check.remaining("bench_redraw"))
+        run_cli(check, name, args, check.remaining(name))
     except StepFailed as exc:
-        raise StepFailed(str(exc), bench_redraw_figures(lines)) from None
-    return bench_redraw_figures(lines)
+        raise StepFailed(str(exc), figures(lines)) from None
+    return figures(lines)
+
+
+def step_bench_redraw(check: Check) -> dict[str, Any]:
+    return run_benchmark(check, "bench_redraw", bench_redraw_figures)
 
 
 BENCH_ROW_KEYS = ("images_per_s", "unet_steps_per_s", "flop_utilisation", "warmup_seconds", "min_psnr_db_vs_eager")
@@ -468,13 +476,7 @@ def bench_redraw_figures(lines: Path) -> dict[str, Any]:
 
 
 def step_bench_captioning(check: Check) -> dict[str, Any]:
-    lines = check.out / "bench_captioning.jsonl"
-    args = [str(ROOT / "scripts" / "bench_captioning.py"), *check.size["bench_captioning"], "--out", str(lines)]
-    try:
-        run_cli(check, "bench_captioning", args, check.remaining("bench_captioning"))
-    except StepFailed as exc:
-        raise StepFailed(str(exc), bench_captioning_figures(lines)) from None
-    return bench_captioning_figures(lines)
+    return run_benchmark(check, "bench_captioning", bench_captioning_figures)
 
 
 def bench_captioning_figures(lines: Path) -> dict[str, Any]:
@@ -485,6 +487,21 @@ def bench_captioning_figures(lines: Path) -> dict[str, Any]:
         if record.get("step") not in ("setup", "summary"):
             figures.update({k: v for k, v in record.items() if k != "step"})
     return figures
+
+
+def step_bench_image_text(check: Check) -> dict[str, Any]:
+    return run_benchmark(check, "bench_image_text", bench_image_text_figures)
+
+
+def bench_image_text_figures(lines: Path) -> dict[str, Any]:
+    """What bench_image_text.py wrote so far: its finished steps by name (setup, summary and the models'
+    manifests left out), e.g. ``{"clip_images": {"images_per_s": ...}, "blip_rerank": {"pairs_per_s": ...}}``."""
+    records = list(JsonlStore(lines).read()) if lines.is_file() else []
+    return {
+        record["step"]: {k: v for k, v in record.items() if k not in ("step", "manifest")}
+        for record in records
+        if record.get("step") not in ("setup", "summary", None)
+    }
 
 
 # ---------------------------------------------------------------- the check
@@ -502,6 +519,7 @@ STEPS: list[tuple[str, Callable[[Check], dict[str, Any]]]] = [
     ("gallery", step_gallery),
     ("bench_redraw", step_bench_redraw),
     ("bench_captioning", step_bench_captioning),
+    ("bench_image_text", step_bench_image_text),
 ]
 NEEDS = {
     "embedder_stand_in": ("images",),

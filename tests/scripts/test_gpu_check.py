@@ -57,6 +57,8 @@ def test_tiny_check_runs_every_step_and_writes_log_and_summary(tmp_path, gpu_che
     assert set(redraw["equivalence"]["psnr_db_vs_eager_by_batch"]) == {"1", "2"}
     captioning = by_step["bench_captioning"]
     assert {"speedup_vs_original", "equivalence", "meets_targets"} <= set(captioning)
+    image_text = by_step["bench_image_text"]
+    assert image_text["clip_images"]["images_per_s"] > 0 and image_text["blip_rerank"]["pairs"] == 4 * 2
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] is True and summary["failed"] == [] and summary["steps"] == lines
     assert {p.name for p in out.iterdir()} == {
@@ -65,6 +67,7 @@ def test_tiny_check_runs_every_step_and_writes_log_and_summary(tmp_path, gpu_che
         "leaderboard.md",
         "bench_redraw.jsonl",
         "bench_captioning.jsonl",
+        "bench_image_text.jsonl",
     }
 
 
@@ -190,3 +193,17 @@ def test_the_fid_network_can_be_replaced_by_a_file_and_says_so(tmp_path, monkeyp
     monkeypatch.setenv(fidelity.INCEPTION_ENV, str(tmp_path / "missing.pt"))
     with pytest.raises(ModelLoadError, match=r"PANCAP_FID_INCEPTION=.*missing\.pt: no such file"):
         fidelity.inception_model_path()
+
+
+def test_image_text_figures_are_its_finished_steps_by_name(tmp_path, gpu_check):
+    lines = tmp_path / "bench_image_text.jsonl"
+    steps = [
+        {"step": "setup", "device": "cuda"},
+        {"step": "clip_load", "seconds": 3.0, "manifest": {"name": "clip"}},
+        {"step": "clip_images", "images_per_s": 410.5, "peak_memory_mb": 900.0},
+    ]
+    lines.write_text("".join(json.dumps(step) + "\n" for step in steps))
+    assert gpu_check.bench_image_text_figures(lines) == {
+        "clip_load": {"seconds": 3.0},
+        "clip_images": {"images_per_s": 410.5, "peak_memory_mb": 900.0},
+    }
