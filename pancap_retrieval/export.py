@@ -27,6 +27,7 @@ from typing import Any
 
 from pancap_retrieval.artifacts import file_name, read_json
 from pancap_retrieval.errors import PancapError
+from pancap_retrieval.runs import RETRIEVAL_DIR, ranks_file
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _system_inputs(run_dir: Path, results_dir: Path, suite: Any, split: str, nam
     store = store_path(run_dir, name, suite.dataset.name, split)
     if not store.is_file():
         raise ExportError(f"{run_dir}: the captions of {name!r} are missing ({store})")
-    ranks = read_json(results_dir / "retrieval" / f"{name}.ranks.json") or {}
+    ranks = read_json(ranks_file(results_dir / RETRIEVAL_DIR, name)) or {}
     reconstruction = read_json(run_dir / "reconstruction.json") or {}
     per_image = ((reconstruction.get("captioners") or {}).get(name) or {}).get("per_image") or {}
     return {

@@ -46,6 +46,7 @@ from pancap_retrieval.leaderboard import (
     confidence_level,
     table,
 )
+from pancap_retrieval.runs import ranks_file, retrieval_dirs
 from reconstruct.drawing import hex_colour, ink, palette
 from reconstruct.run import RESULTS_FILE, read_layouts
 
@@ -126,8 +127,8 @@ def _captioners(run_dir: Path, reconstruction: dict[str, Any]) -> list[tuple[str
 
 def _ranks(run_dir: Path, captioner: str) -> dict[str, dict[str, int]]:
     """``{"c2d": {id: rank}, "d2c": {...}}`` of the run's retrieval (the first embedder's with several)."""
-    for folder in [run_dir / "retrieval", *sorted(run_dir.glob("*/retrieval"))]:
-        ranks = read_json(folder / f"{captioner}.ranks.json")
+    for folder in retrieval_dirs(run_dir):
+        ranks = read_json(ranks_file(folder, captioner))
         if isinstance(ranks, dict):
             return {d: ranks.get(d) or {} for d in DIRECTIONS}
     return {d: {} for d in DIRECTIONS}
