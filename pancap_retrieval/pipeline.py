@@ -39,6 +39,7 @@ from pancap_retrieval.captions.store import (
     store_dialect,
     store_path,
 )
+from pancap_retrieval.directions import CAPTION_TO_DESCRIPTION, DESCRIPTION_TO_CAPTION
 from pancap_retrieval.errors import CaptionFileError, PancapError
 from pancap_retrieval.results import base_manifest, read_results
 from pancap_retrieval.runs import (
@@ -54,7 +55,7 @@ from pancap_retrieval.suite import CaptionerSpec, EmbedderSpec, Suite
 
 log = logging.getLogger(__name__)
 # Bumped when the shape of a retrieval row changes, so reruns recompute rather than reuse old rows.
-RETRIEVAL_ROW_VERSION = 4
+RETRIEVAL_ROW_VERSION = 5
 # Options that change how fast captions are made, not what they say: left out of a store's key.
 SPEED_OPTIONS = frozenset({"batch_size", "device", "providers"})
 
@@ -359,12 +360,12 @@ def _retrieval_row(
     write_json(top_file(stage_dir, name), result["top"])
     write_json(ranks_file(stage_dir, name), result["ranks"])
     row = {
-        "captioner": name,
+        "system": name,
+        "kind": "captioner",
         "n": result["n"],
         "coverage": result["n"] / max(1, len(descriptions)),
         "skipped": {**skipped, **result["skipped"]},
-        "c2d": result["c2d"],
-        "d2c": result["d2c"],
+        **{d.name: result[d.label] for d in (CAPTION_TO_DESCRIPTION, DESCRIPTION_TO_CAPTION)},
         "text_prep": result["text_prep"],
         "embedding": result["embedding"],
         **{k: result[k] for k in ("descriptions_per_image", "rule") if k in result},
