@@ -26,7 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from pancap_retrieval.artifacts import file_name, read_json
+from pancap_retrieval.directions import CAPTION_TO_DESCRIPTION, of
 from pancap_retrieval.errors import PancapError
+from pancap_retrieval.results import normalise_row
+from pancap_retrieval.runs import RETRIEVAL_DIR, ranks_file
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +90,12 @@ def _system_inputs(run_dir: Path, results_dir: Path, suite: Any, split: str, nam
     store = store_path(run_dir, name, suite.dataset.name, split)
     if not store.is_file():
         raise ExportError(f"{run_dir}: the captions of {name!r} are missing ({store})")
-    ranks = read_json(results_dir / "retrieval" / f"{name}.ranks.json") or {}
+    ranks = read_json(ranks_file(results_dir / RETRIEVAL_DIR, name)) or {}
     reconstruction = read_json(run_dir / "reconstruction.json") or {}
     per_image = ((reconstruction.get("captioners") or {}).get(name) or {}).get("per_image") or {}
     return {
         "records": {r.example_id: r for r in CaptionStore(store).records()},
-        "c2d": ranks.get("c2d") or {},
+        "c2d": of(ranks, CAPTION_TO_DESCRIPTION) or {},
         "per_image": per_image,
         "redraws": run_dir / "images" / file_name(name),
     }
@@ -143,7 +146,8 @@ def build_export(run_dir: str | Path, with_images: bool = False) -> tuple[Any, d
     suite = validated(Suite, suite_data, f"{run_dir / 'suite.json'}: ")
     dataset = load_dataset(suite.dataset)
     split = dataset.select_columns(["split"])[0]["split"] if len(dataset) else "test"
-    names = [row["captioner"] for row in results.get("rows", [])]
+    rows = [normalise_row(row) for row in results.get("rows", [])]
+    names = [row["system"] for row in rows if row["kind"] == "captioner"]  # the systems that wrote captions
     systems = {name: _system_inputs(run_dir, results_dir, suite, split, name) for name in names}
     flags = {
         "multi": "descriptions" in dataset.column_names,

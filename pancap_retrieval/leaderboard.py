@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from pancap_retrieval.artifacts import write_if_changed
-from pancap_retrieval.results import read_results
+from pancap_retrieval.directions import CAPTION_TO_DESCRIPTION, DESCRIPTION_TO_CAPTION, DIRECTIONS, direction
+from pancap_retrieval.results import normalise_row, read_results
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = ("c2d", "d2c")
-DIRECTION_TITLES = {"c2d": "caption -> description", "d2c": "description -> caption"}
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,8 @@ _RANK_HELP = {
 }
 RETRIEVAL_METRICS = tuple(
     Metric(
-        f"{d} {m.replace('_', ' ')}", (d, m), percent=m != "median_rank", ci=True,
-        help=f"{DIRECTION_TITLES[d]}: {_RANK_HELP[m]}",
+        f"{d.label} {m.replace('_', ' ')}", (d.name, m), percent=m != "median_rank", ci=True,
+        help=f"{d.title}: {_RANK_HELP[m]}",
     )
     for d in DIRECTIONS
     for m in ("R@1", "R@5", "R@10", "MRR", "median_rank")
@@ -194,6 +193,11 @@ IDENTITY = ("dataset", "split", "limit", "embedder", "text_prep", "long_text", "
 _IN_LABEL = ("dataset", "split", "embedder")  # already in run_label
 
 
+def _rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's rows in today's words, whatever format wrote them (:func:`~pancap_retrieval.results.normalise_row`)."""
+    return [normalise_row(row) for row in results.get("rows", [])]
+
+
 def run_identity(results: dict[str, Any]) -> dict[str, Any]:
     """The :data:`IDENTITY` of a run's results (None for what it does not record).
 
@@ -203,7 +207,7 @@ def run_identity(results: dict[str, Any]) -> dict[str, Any]:
     dataset, embedder = results.get("dataset") or {}, results.get("embedder") or {}
     text_prep = _lookup(results, ("retrieval", "text_prep"))
     if text_prep is None:  # results that do not record it: the mode each row records
-        modes = {_lookup(row, ("text_prep", "mode")) for row in results.get("rows", [])} - {None}
+        modes = {_lookup(row, ("text_prep", "mode")) for row in _rows(results)} - {None}
         text_prep = ",".join(sorted(modes)) or None
     return {
         "dataset": dataset.get("name"),
@@ -262,22 +266,23 @@ def table(results_list: list[dict[str, Any]], names: list[str] | None = None) ->
         for captioner, by_metric in run_cells.items():
             line = cells.setdefault(captioner, {})
             line.update({prefix + metric.label: value for metric, value in by_metric.items()})
-    rows = [[captioner] + [line.get(c) for c in columns] for captioner, line in cells.items()]
-    return ["captioner", *columns], rows
+    rows = [[system] + [line.get(c) for c in columns] for system, line in cells.items()]
+    return ["system", *columns], rows
 
 
 def _run_cells(results: dict[str, Any]) -> dict[str, dict[Metric, Any]]:
     """captioner -> metric -> cell of one run; every retrieval column of a row even when empty, and the
     reconstruction metrics each captioner has."""
     out: dict[str, dict[Metric, Any]] = {}
-    for row in results.get("rows", []):
+    for row in _rows(results):
         n = row.get("n")
         marks = ("*" if isinstance(n, int) and n < N_FLOOR else "") + (
             "†" if isinstance(row.get("coverage"), (int, float)) and row["coverage"] < COVERAGE_FLOOR else ""
         )
-        line = out.setdefault(row["captioner"], {N: Cell(n, mark=marks) if isinstance(n, int) else None})
+        line = out.setdefault(row["system"], {N: Cell(n, mark=marks) if isinstance(n, int) else None})
         for metric in RETRIEVAL_METRICS:
-            line[metric] = _retrieval_cell(row, metric)
+            if metric.path[0] in row:  # the directions the row was measured in
+                line[metric] = _retrieval_cell(row, metric)
     reconstruction = results.get("reconstruction") or {}
     sketch = _lookup(reconstruction, ("redrawer", "name")) == "sketch"
     for captioner, entry in reconstruction.get("captioners", {}).items():
@@ -315,9 +320,9 @@ def caveats(results_list: list[dict[str, Any]]) -> list[str]:
     """One warning per row whose figures mean less than they seem: too few captions, too few images scored."""
     lines = []
     for results in results_list:
-        for row in results.get("rows", []):
+        for row in _rows(results):
             n, coverage = row.get("n"), row.get("coverage")
-            where = f"{row['captioner']} ({run_label(results)})"
+            where = f"{row['system']} ({run_label(results)})"
             if isinstance(n, int) and n < N_FLOOR:
                 lines.append(f"{where}: only {n} captions scored (under {N_FLOOR}): its figures are marked *")
             if isinstance(coverage, (int, float)) and coverage < COVERAGE_FLOOR:
@@ -394,10 +399,11 @@ def csv_table(columns: list[str], rows: list[list[Any]], level: str = "95%") -> 
 def confidence_level(results_list: list[dict[str, Any]]) -> str:
     """The confidence level of the runs' bootstrap intervals, as ``95%`` (the default when none is recorded)."""
     for results in results_list:
-        for row in results.get("rows", []):
-            confidence = _lookup(row, ("c2d", "bootstrap", "confidence"))
-            if isinstance(confidence, (int, float)):
-                return f"{100 * confidence:g}%"
+        for row in _rows(results):
+            for d in DIRECTIONS:
+                confidence = _lookup(row, (d.name, "bootstrap", "confidence"))
+                if isinstance(confidence, (int, float)):
+                    return f"{100 * confidence:g}%"
     return "95%"
 
 
@@ -482,7 +488,7 @@ def column_group(column: str, metric: Metric | None) -> str:
         return column
     prefix = column[: len(column) - len(metric.label)]
     if metric in RETRIEVAL_METRICS:
-        return prefix + DIRECTION_TITLES[metric.path[0]]
+        return prefix + direction(metric.path[0]).title
     if metric in PANCAPSCORE_METRICS:
         return prefix + "PancapScore"
     return prefix + ("retrieval" if metric is N else "reconstruction")
@@ -505,10 +511,10 @@ def recall_figure(results: dict[str, Any]) -> Any:
     ks = [1, 5, 10]
     fig = Figure(figsize=(10, 4.2))
     axes = fig.subplots(1, 2, sharey=True)
-    rows = results.get("rows", [])
-    for ax, direction in zip(axes, DIRECTIONS):
+    rows = _rows(results)
+    for ax, shown in zip(axes, (CAPTION_TO_DESCRIPTION, DESCRIPTION_TO_CAPTION)):
         for i, row in enumerate(rows):
-            cells = [cell(row, Metric(f"R@{k}", (direction, f"R@{k}"), percent=True)) for k in ks]
+            cells = [cell(row, Metric(f"R@{k}", (shown.name, f"R@{k}"), percent=True)) for k in ks]
             if any(c is None for c in cells):
                 continue
             values = [c.number() for c in cells]
@@ -517,9 +523,9 @@ def recall_figure(results: dict[str, Any]) -> Any:
             shift = 0.12 * (i - (len(rows) - 1) / 2)
             ax.errorbar(
                 [k + shift for k in ks], values, yerr=[low, high], marker="o", capsize=3, color=f"C{i % 10}",
-                label=f"{row['captioner']} (n={row.get('n', '?')})",
+                label=f"{row['system']} (n={row.get('n', '?')})",
             )  # fmt: skip
-        ax.set_title(DIRECTION_TITLES[direction])
+        ax.set_title(shown.title)
         ax.set_xlabel("k")
         ax.set_xticks(ks)
         ax.grid(alpha=0.3)

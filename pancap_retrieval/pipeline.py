@@ -13,10 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,6 @@ from pancap_retrieval.artifacts import (
     path_fingerprint,
     read_json,
     to_jsonable,
-    write_error,
     write_json,
 )
 from pancap_retrieval.captions.readers import read_captions
@@ -43,62 +39,25 @@ from pancap_retrieval.captions.store import (
     store_dialect,
     store_path,
 )
+from pancap_retrieval.directions import CAPTION_TO_DESCRIPTION, DESCRIPTION_TO_CAPTION
 from pancap_retrieval.errors import CaptionFileError, PancapError
 from pancap_retrieval.results import base_manifest, read_results
+from pancap_retrieval.runs import (
+    RunOptions,
+    RunSummary,
+    make_run_dir,
+    ranks_file,
+    row_file,
+    summary_lines,
+    top_file,
+)
 from pancap_retrieval.suite import CaptionerSpec, EmbedderSpec, Suite
 
 log = logging.getLogger(__name__)
 # Bumped when the shape of a retrieval row changes, so reruns recompute rather than reuse old rows.
-RETRIEVAL_ROW_VERSION = 4
+RETRIEVAL_ROW_VERSION = 5
 # Options that change how fast captions are made, not what they say: left out of a store's key.
 SPEED_OPTIONS = frozenset({"batch_size", "device", "providers"})
-
-
-# ---------------------------------------------------------------- run summary
-
-
-@dataclass
-class RunSummary:
-    """What each stage did (done, reused, failed) and how long it took; printed at the end of a run."""
-
-    stages: list[dict[str, Any]] = field(default_factory=list)
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[dict[str, Any]]:
-        """Time one stage; its start is announced on stderr so a long stage is never silent."""
-        entry: dict[str, Any] = {"stage": name}
-        log.info("%s ...", name)
-        started = time.perf_counter()
-        try:
-            yield entry
-        finally:
-            entry["seconds"] = round(time.perf_counter() - started, 2)
-            self.stages.append(entry)
-
-    def lines(self) -> list[str]:
-        return summary_lines({"stages": self.stages})
-
-
-def summary_lines(summary: dict[str, Any]) -> list[str]:
-    """The lines a person reads at the end of a run: per stage its time and what was done, reused, failed."""
-    out = ["stage                              seconds  what"]
-    for entry in summary.get("stages", []):
-        counts = ", ".join(
-            f"{k} {entry[k]}"
-            for k in ("done", "reused", "failed", "skipped", "repaired")
-            if entry.get(k) is not None and (k != "repaired" or entry[k])
-        )
-        line = f"{entry['stage']:<34} {entry['seconds']:>8.1f} s  {counts}"
-        if entry.get("note"):
-            line += f"  ({entry['note']})"
-        out.append(line.rstrip())
-    failed = {name: n for name, n in summary.get("failed_captions", {}).items() if n}
-    if failed:
-        out.append(
-            "failed captions: " + ", ".join(f"{name} {n}" for name, n in failed.items())
-            + " (reasons in captions/*.jsonl; rerun with --retry-failed to try them again)"
-        )
-    return out
 
 
 # ---------------------------------------------------------------- dataset
@@ -381,7 +340,7 @@ def _retrieval_row(
         suite.retrieval.model_dump(),
         suite.seed,
     )
-    stage_file = stage_dir / f"{name}.json"
+    stage_file = row_file(stage_dir, name)
     cached = read_json(stage_file)
     same = isinstance(cached, dict) and cached.get("key") == row_key
     if same and _whole_json(stage_dir, name):
@@ -398,15 +357,15 @@ def _retrieval_row(
         cache_dir=default_cache_dir(),
         backend=suite.retrieval.backend,
     )
-    write_json(stage_dir / f"{name}.top10.json", result["top"])
-    write_json(stage_dir / f"{name}.ranks.json", result["ranks"])
+    write_json(top_file(stage_dir, name), result["top"])
+    write_json(ranks_file(stage_dir, name), result["ranks"])
     row = {
-        "captioner": name,
+        "system": name,
+        "kind": "captioner",
         "n": result["n"],
         "coverage": result["n"] / max(1, len(descriptions)),
         "skipped": {**skipped, **result["skipped"]},
-        "c2d": result["c2d"],
-        "d2c": result["d2c"],
+        **{d.name: result[d.label] for d in (CAPTION_TO_DESCRIPTION, DESCRIPTION_TO_CAPTION)},
         "text_prep": result["text_prep"],
         "embedding": result["embedding"],
         **{k: result[k] for k in ("descriptions_per_image", "rule") if k in result},
@@ -419,7 +378,7 @@ def _retrieval_row(
 def _whole_json(stage_dir: Path, name: str) -> bool:
     """Whether the ranks and top-10 files of a reused row (which the gallery shows) read back; a broken one is
     named in a warning and the row is computed again."""
-    for path in (stage_dir / f"{name}.ranks.json", stage_dir / f"{name}.top10.json"):
+    for path in (ranks_file(stage_dir, name), top_file(stage_dir, name)):
         try:
             json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -429,14 +388,6 @@ def _whole_json(stage_dir: Path, name: str) -> bool:
 
 
 # ---------------------------------------------------------------- the suite
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How a run treats what is already in its folder."""
-
-    retry_failed: bool = False
-    overwrite: bool = False
 
 
 def validate_suite(suite: Suite, out: Path | None = None, dataset: Any = None) -> None:
@@ -471,16 +422,6 @@ def validate_suite(suite: Suite, out: Path | None = None, dataset: Any = None) -
         from reconstruct.run import check_redrawer
 
         check_redrawer(suite.reconstruction)
-
-
-def make_run_dir(out: Path) -> bool:
-    """Create ``out``; True when this call created it (so a failed run can remove it again)."""
-    try:
-        created = not out.exists()
-        out.mkdir(parents=True, exist_ok=True)
-        return created
-    except OSError as exc:
-        raise write_error(out, exc) from None
 
 
 def run_suite(suite: Suite, out: str | Path, options: RunOptions | None = None) -> list[Path]:

@@ -3,9 +3,13 @@
 ``results.json`` of a run folder::
 
     {"dataset": {"name", "split", "limit", "n"}, "embedder": {...},
-     "rows": [{"captioner": NAME, "n": N, "skipped": {...}, "c2d": {"R@1": x, ..., "R@1_ci": [lo, hi]}, "d2c": {...}}],
+     "rows": [{"system": NAME, "kind": "captioner" | "retriever", "n": N, "skipped": {...},
+               "caption->description": {"R@1": x, ..., "R@1_ci": [lo, hi]}, "description->caption": {...}}],
      "reconstruction": {captioner: {...}} (when the suite redraws), "manifest": {...}}
 
+A row is keyed by its system (a captioner read through a text embedder, or a retriever) and holds the metrics of
+each direction it was measured in, under the direction's name (:mod:`pancap_retrieval.directions`). Rows written
+before directions were data (``captioner``, ``c2d``, ``d2c``) read as the same rows (:func:`normalise_row`).
 Recall values are fractions in [0, 1].
 """
 
@@ -20,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pancap_retrieval.directions import DIRECTIONS
 from pancap_retrieval.errors import PancapError
 
 RESULTS_FILE = "results.json"
@@ -95,6 +100,24 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
             f"no {RESULTS_FILE} or {RECONSTRUCTION_FILE} in {path.parent}: not a pancap run folder"
         )
     try:
-        return json.loads(path.read_text())
+        results = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise PancapError(f"{path}: not valid JSON ({exc.msg})") from None
+    if isinstance(results, dict) and isinstance(results.get("rows"), list):
+        results["rows"] = [normalise_row(row) for row in results["rows"]]
+    return results
+
+
+def normalise_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A results row in today's words: ``system`` and ``kind``, metrics under direction names. A row written
+    before (``captioner``, ``c2d``, ``d2c``) is a captioner's row.
+
+    >>> normalise_row({"captioner": "a", "n": 2, "c2d": {"R@1": 0.5}})
+    {'n': 2, 'system': 'a', 'kind': 'captioner', 'caption->description': {'R@1': 0.5}}
+    """
+    if "system" in row:
+        return row
+    out = {k: v for k, v in row.items() if k != "captioner" and k not in {d.label for d in DIRECTIONS}}
+    out.update(system=row.get("captioner"), kind="captioner")
+    out.update({d.name: row[d.label] for d in DIRECTIONS if d.label in row})
+    return out

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from pancap_retrieval.artifacts import file_name, key, read_json, write_if_changed, write_json
+from pancap_retrieval.directions import CAPTION_TO_DESCRIPTION, DESCRIPTION_TO_CAPTION, DIRECTIONS, of
 from pancap_retrieval.errors import PancapError
 from pancap_retrieval.leaderboard import (
     BOXES_REFOUND_IN_REDRAW,
@@ -46,6 +47,9 @@ from pancap_retrieval.leaderboard import (
     confidence_level,
     table,
 )
+from pancap_retrieval.results import read_results
+from pancap_retrieval.runs import RESULTS_FILE as RUN_RESULTS_FILE
+from pancap_retrieval.runs import ranks_file, retrieval_dirs
 from reconstruct.drawing import hex_colour, ink, palette
 from reconstruct.run import RESULTS_FILE, read_layouts
 
@@ -55,7 +59,6 @@ THUMB_SIDE = 256
 THUMB_VERSION = 1  # bumped when thumbnails are made differently, so that a rerun makes them again
 PAGE_SIZE = 50
 NO_VALUE = "–"
-DIRECTIONS = ("c2d", "d2c")
 
 
 class GalleryError(PancapError):
@@ -124,21 +127,25 @@ def _captioners(run_dir: Path, reconstruction: dict[str, Any]) -> list[tuple[str
     return ordered + sorted(folders.items())
 
 
+# The directions whose per-image ranks a caption's numbers show.
+RANKED = (CAPTION_TO_DESCRIPTION, DESCRIPTION_TO_CAPTION)
+
+
 def _ranks(run_dir: Path, captioner: str) -> dict[str, dict[str, int]]:
-    """``{"c2d": {id: rank}, "d2c": {...}}`` of the run's retrieval (the first embedder's with several)."""
-    for folder in [run_dir / "retrieval", *sorted(run_dir.glob("*/retrieval"))]:
-        ranks = read_json(folder / f"{captioner}.ranks.json")
+    """``{direction name: {id: rank}}`` of the run's retrieval (the first embedder's with several)."""
+    for folder in retrieval_dirs(run_dir):
+        ranks = read_json(ranks_file(folder, captioner))
         if isinstance(ranks, dict):
-            return {d: ranks.get(d) or {} for d in DIRECTIONS}
-    return {d: {} for d in DIRECTIONS}
+            return {d.name: of(ranks, d) or {} for d in RANKED}
+    return {d.name: {} for d in RANKED}
 
 
 def _numbers(per_image: dict[str, Any], ranks: dict[str, dict[str, int]], example_id: str) -> list[Any]:
     """The per-image numbers of one caption, as :class:`Cell` or None: ranks, redraw cosine, boxes re-found."""
     values = per_image.get(example_id) or {}
     out: list[Any] = []
-    for direction in DIRECTIONS:
-        rank = ranks[direction].get(example_id)
+    for direction in RANKED:
+        rank = ranks[direction.name].get(example_id)
         out.append(Cell(int(rank)) if isinstance(rank, (int, float)) else None)
     cosine, refound = values.get("cosine"), values.get("boxes_refound")
     out.append(Cell(float(cosine)) if isinstance(cosine, (int, float)) else None)
@@ -146,7 +153,7 @@ def _numbers(per_image: dict[str, Any], ranks: dict[str, dict[str, int]], exampl
     return out
 
 
-NUMBER_LABELS = ("c2d rank", "d2c rank", REDRAW_COSINE.label, BOXES_REFOUND_IN_REDRAW.label)
+NUMBER_LABELS = (*(f"{d.label} rank" for d in RANKED), REDRAW_COSINE.label, BOXES_REFOUND_IN_REDRAW.label)
 # The first click on a number's column sorts its worst images first.
 WORST_FIRST = ("desc", "desc", "asc", "asc")
 
@@ -400,10 +407,10 @@ def _render(name: str, **context: Any) -> str:
 
 def _summary(run_dir: Path, reconstruction: dict[str, Any]) -> dict[str, Any]:
     """The scores per captioner (retrieval R@1 when the run has them), with the leaderboard's words and format."""
-    results = read_json(run_dir / "results.json")
-    rows = results.get("rows", []) if isinstance(results, dict) else []
+    results = read_results(run_dir) if (run_dir / RUN_RESULTS_FILE).is_file() else {}
+    rows = results.get("rows", [])
     columns, cells = table([{"rows": rows, "reconstruction": reconstruction}])
-    wanted = {"captioner", "n", "c2d R@1", "d2c R@1", *(m.label for m in RECONSTRUCTION_METRICS)}
+    wanted = {"system", "n", *(f"{d.label} R@1" for d in DIRECTIONS), *(m.label for m in RECONSTRUCTION_METRICS)}
     keep = [i for i, c in enumerate(columns) if c in wanted]
     body = [[row[i].text() if isinstance(row[i], Cell) else (row[i] or "") for i in keep] for row in cells]
     note = UNITS_NOTE.format(level=confidence_level([{"rows": rows}]))

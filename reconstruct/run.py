@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ from pancap_retrieval.artifacts import (
 )
 from pancap_retrieval.errors import DatasetError, ModelLoadError, PancapError
 from pancap_retrieval.ranks import Ranks
+from pancap_retrieval.runs import RunSummary
 from reconstruct.layout import CANVAS_MODES, COUNT_KEYS, Layout, LayoutError, layout_from_record
 from reconstruct.redrawers import REDRAWERS, example_seed, get_redrawer
 
@@ -378,7 +380,7 @@ def reconstruct_run(
     device: str | None = None,
     kid_subset_size: int = 1000,
     progress: bool = True,
-    summary: Any = None,
+    summary: RunSummary | None = None,
     dialects: Mapping[str, str] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
@@ -466,7 +468,7 @@ def reconstruct_spec(
     dataset: Any,
     spec: Any,
     seed: int = 0,
-    summary: Any = None,
+    summary: RunSummary | None = None,
     dialects: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """:func:`reconstruct_run` of a :class:`~pancap_retrieval.suite.ReconstructionSpec`."""
@@ -525,15 +527,8 @@ def _files_present(run_dir: Path, results: Mapping[str, Any], originals: Origina
     return True
 
 
-class _NoSummary:
-    def stage(self, name: str):
-        from contextlib import nullcontext
-
-        return nullcontext({})
-
-
-def _stage(summary: Any, name: str):
-    return (summary or _NoSummary()).stage(name)
+def _stage(summary: RunSummary | None, name: str) -> AbstractContextManager[dict[str, Any]]:
+    return nullcontext({}) if summary is None else summary.stage(name)
 
 
 def _write_results(path: Path, results: dict[str, Any], previous: Mapping[str, Any]) -> None:
@@ -609,7 +604,7 @@ def score(
     kid_subset_size: int,
     seed: int,
     previous: Mapping[str, Any],
-    summary: Any = None,
+    summary: RunSummary | None = None,
     ranks: Ranks | None = None,
     progress: bool = False,
 ) -> None:

@@ -403,13 +403,15 @@ def step_pancap_run(check: Check) -> dict[str, Any]:
 
 def run_figures(results: dict[str, Any]) -> dict[str, Any]:
     """The key figures of a run's results.json: retrieval per captioner, redraw speed and scores, caption stats."""
+    from pancap_retrieval.results import normalise_row
+
     rows = {
-        row["captioner"]: {
+        row["system"]: {
             "n": row.get("n"),
-            "c2d_R@1": row.get("c2d", {}).get("R@1"),
-            "d2c_R@1": row.get("d2c", {}).get("R@1"),
+            "c2d_R@1": row.get("caption->description", {}).get("R@1"),
+            "d2c_R@1": row.get("description->caption", {}).get("R@1"),
         }
-        for row in results.get("rows", [])
+        for row in map(normalise_row, results.get("rows", []))
     }
     redraws = {}
     for name, entry in (results.get("reconstruction") or {}).get("captioners", {}).items():

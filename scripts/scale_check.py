@@ -339,11 +339,14 @@ def run_once(suite: Path, out: Path, env: dict[str, str], log: Path, n: int, int
 
 def retrieval_summary(run_dir: Path) -> dict[str, Any]:
     """Per captioner: n, c2d R@1 and d2c R@1; and how many descriptions were longer than MiniLM's window."""
-    results = json.loads((run_dir / "results.json").read_text())
-    rows = {row["captioner"]: row for row in results["rows"]}
+    from pancap_retrieval.results import read_results
+
+    results = read_results(run_dir)
+    rows = {row["system"]: row for row in results["rows"]}
     descriptions = next(iter(rows.values()))["embedding"]["descriptions"]
     return {
-        "rows": {name: {"n": r["n"], "c2d_R@1": r["c2d"]["R@1"], "d2c_R@1": r["d2c"]["R@1"]} for name, r in rows.items()},
+        "rows": {name: {"n": r["n"], "c2d_R@1": r["caption->description"]["R@1"],
+                 "d2c_R@1": r["description->caption"]["R@1"]} for name, r in rows.items()},
         "descriptions_over_max_tokens": descriptions["n_longer_than_max"],
         "max_seq_length": descriptions["max_seq_length"],
     }
@@ -351,8 +354,10 @@ def retrieval_summary(run_dir: Path) -> dict[str, Any]:
 
 def metrics_of(run_dir: Path) -> Any:
     """What a rerun must reproduce: every retrieval row's c2d/d2c metrics and the reconstruction scores."""
-    results = json.loads((run_dir / "results.json").read_text())
-    rows = [(row["captioner"], row["c2d"], row["d2c"]) for row in results["rows"]]
+    from pancap_retrieval.results import read_results
+
+    results = read_results(run_dir)
+    rows = [(row["system"], row["caption->description"], row["description->caption"]) for row in results["rows"]]
     scores = {k: v.get("scores") for k, v in results.get("reconstruction", {}).get("captioners", {}).items()}
     return rows, scores
 

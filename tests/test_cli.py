@@ -175,8 +175,8 @@ def test_half_right_half_constant_captions_score_about_half(tmp_path, cache):
     result = invoke("retrieve", "--dataset", "sample", "--captions", str(path), "--out", str(out))
     assert result.exit_code == 0, result.output
     row = json.loads((out / "results.json").read_text())["rows"][0]
-    assert row["captioner"] == "half" and row["n"] == len(dataset)
-    assert 0.5 <= row["c2d"]["R@1"] <= 0.55
+    assert row["system"] == "half" and row["n"] == len(dataset)
+    assert 0.5 <= row["caption->description"]["R@1"] <= 0.55
     assert (out / "leaderboard.md").read_text().count("| half |") == 1
 
 

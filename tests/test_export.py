@@ -54,7 +54,7 @@ def test_the_card_names_licence_revision_and_version(exported) -> None:
     assert front["pancap"]["version"] and "revision" in front["pancap"]["source"]
     assert front["pancap"]["suite"]["name"] == "sample" and front["pancap"]["systems"] == ["reference", "detector"]
     assert [f["name"] for f in front["dataset_info"]["features"]][:2] == ["example_id", "description"]
-    assert "| detector | 6* |" in text  # the leaderboard (6 captions: marked as under the floor of 20)
+    assert "| detector | 6* |" in text  # the leaderboard (6 captions: under 20, marked *)
 
 
 def test_imported_captions_give_the_same_leaderboard(exported, monkeypatch) -> None:
@@ -73,8 +73,8 @@ def test_imported_captions_give_the_same_leaderboard(exported, monkeypatch) -> N
     assert done.exit_code == 0, done.output
     before = json.loads((exported / "run" / "results.json").read_text())["rows"]
     after = json.loads((new / "results.json").read_text())["rows"]
-    assert [(r["captioner"], r["n"], r["c2d"], r["d2c"]) for r in after] == [
-        (r["captioner"], r["n"], r["c2d"], r["d2c"]) for r in before
+    assert [(r["system"], r["n"], r["caption->description"], r["description->caption"]) for r in after] == [
+        (r["system"], r["n"], r["caption->description"], r["description->caption"]) for r in before
     ]
     wrong = CliRunner().invoke(
         cli, ["captions", "import", str(exported / "out"), "--captioner", "gpt", "--dataset", "sample", "--out", str(exported / "x")]

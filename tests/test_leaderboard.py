@@ -114,7 +114,7 @@ def test_the_same_cell_in_markdown_csv_plot_and_html(board):
     md_header = [c.strip() for c in md_lines[0].strip("|").split("|")]
     md_rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in md_lines[2:])}
     with (folder / "leaderboard.csv").open(newline="") as handle:
-        csv_rows = {row["captioner"]: row for row in csv.DictReader(handle)}
+        csv_rows = {row["system"]: row for row in csv.DictReader(handle)}
     page = _HtmlTable()
     page.feed((folder / "leaderboard.html").read_text())
     html_rows = {row[0][0]: row for row in page.rows}
@@ -259,3 +259,22 @@ def test_identical_runs_are_one_column_and_a_line_says_which_run_is_shown(tmp_pa
     assert result.exit_code == 0, result.output
     assert f"{first} is shown" in result.output
     assert f"{first} is shown" in (tmp_path / "board" / "leaderboard.md").read_text()
+
+
+def test_results_written_before_directions_were_data_read_as_today(tmp_path):
+    """A results.json of an old run folder (rows keyed ``captioner``, metrics under ``c2d``/``d2c``) gives the
+    same leaderboard as the same figures written today (``system``, ``kind``, direction names)."""
+    old = _results()
+    new = copy.deepcopy(old)
+    new["rows"] = [
+        {"system": r.pop("captioner"), "kind": "captioner", **{k: v for k, v in r.items() if k not in ("c2d", "d2c")},
+         "caption->description": r["c2d"], "description->caption": r["d2c"]}
+        for r in new["rows"]
+    ]  # fmt: skip
+    for name, results in (("old", old), ("new", new)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
+        write_leaderboard([tmp_path / name], tmp_path / name)
+    for page in ("leaderboard.md", "leaderboard.csv"):
+        assert (tmp_path / "old" / page).read_text() == (tmp_path / "new" / page).read_text()
+    assert "| reference | 40 |" in (tmp_path / "old" / "leaderboard.md").read_text()

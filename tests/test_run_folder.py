@@ -53,7 +53,7 @@ def pancap(*args: str, env: dict, check: bool = True) -> subprocess.CompletedPro
 def comparable(run: Path) -> dict:
     """What a run measured, without times and provenance."""
     results = json.loads((run / "results.json").read_text())
-    rows = {r["captioner"]: {k: r[k] for k in ("n", "c2d", "d2c", "skipped")} for r in results["rows"]}
+    rows = {r["system"]: {k: r[k] for k in ("n", "caption->description", "description->caption", "skipped")} for r in results["rows"]}
     recon = json.loads((run / "reconstruction.json").read_text())
     captioners = {
         name: {k: v for k, v in entry.items() if k not in ("redraw_seconds", "images_per_second", "redrawn", "reused")}
@@ -268,7 +268,7 @@ PHOTOS = {"a": "astronaut", "b": "camera", "c": "coffee"}
 def measured(run: Path) -> dict:
     """The leaderboard numbers of a run (retrieval rows, reconstruction scores when there are some)."""
     results = json.loads((run / "results.json").read_text())
-    out = {r["captioner"]: {k: r[k] for k in ("n", "c2d", "d2c", "skipped")} for r in results["rows"]}
+    out = {r["system"]: {k: r[k] for k in ("n", "caption->description", "description->caption", "skipped")} for r in results["rows"]}
     if (run / "reconstruction.json").is_file():
         recon = json.loads((run / "reconstruction.json").read_text())
         for name, entry in recon["captioners"].items():
@@ -290,14 +290,14 @@ def test_edited_descriptions_and_a_replaced_image_are_redone_and_named(tmp_path,
     suite = suite_file(tmp_path, dataset={"name": f"imagefolder:{folder}"})
     out = tmp_path / "run"
     pancap("run", str(suite), "--out", str(out), env=env)
-    assert measured(out)["reference"]["c2d"]["R@1"] == 1.0
+    assert measured(out)["reference"]["caption->description"]["R@1"] == 1.0
     # two descriptions swapped: the oracle row takes the new descriptions as its captions
     swapped = {**DESCRIPTIONS, "a": DESCRIPTIONS["b"], "b": DESCRIPTIONS["a"]}
     (folder / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"{n}.jpg", "description": t}) + "\n"
                                                    for n, t in swapped.items()))  # fmt: skip
     again = pancap("run", str(suite), "--out", str(out), env=env)
     assert "2 images changed since the last run: recaptioned 2" in again.stdout
-    assert measured(out)["reference"]["c2d"]["R@1"] == 1.0
+    assert measured(out)["reference"]["caption->description"]["R@1"] == 1.0
     assert measured(out) == fresh(tmp_path, env, "run", str(suite))
     # a.jpg overwritten with another photo of the same name (and its old modification time)
     stat = (folder / "a.jpg").stat()

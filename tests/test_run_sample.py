@@ -35,12 +35,13 @@ def sample_run(tmp_path_factory):
 def test_reference_row_is_perfect_and_every_captioner_is_in_the_table(sample_run):
     run_dir, output, _ = sample_run
     results = json.loads((run_dir / "results.json").read_text())
-    rows = {row["captioner"]: row for row in results["rows"]}
+    rows = {row["system"]: row for row in results["rows"]}
     assert set(rows) == {"reference", "detector"}
-    assert rows["reference"]["c2d"]["R@1"] == 1.0 and rows["reference"]["d2c"]["R@1"] == 1.0
+    assert rows["reference"]["caption->description"]["R@1"] == 1.0 and rows["reference"]["description->caption"]["R@1"] == 1.0
+    assert {row["kind"] for row in rows.values()} == {"captioner"}
     assert rows["reference"]["n"] == rows["detector"]["n"] == results["dataset"]["n"] == 20
     for row in rows.values():
-        for direction in ("c2d", "d2c"):
+        for direction in ("caption->description", "description->caption"):
             metrics = row[direction]
             assert 0.0 <= metrics["R@1"] <= metrics["R@5"] <= metrics["R@10"] <= 1.0
             lo, hi = metrics["R@1_ci"]
@@ -124,4 +125,5 @@ def test_retrieval_rows_are_those_recorded_before_the_rework(sample_run):
     run_dir, _, _ = sample_run
     golden = json.loads((Path(__file__).parent / "golden" / "sample_retrieval_rows.json").read_text())["rows"]
     rows = json.loads((run_dir / "results.json").read_text())["rows"]
-    assert {r["captioner"]: {"n": r["n"], "c2d": r["c2d"], "d2c": r["d2c"]} for r in rows} == golden
+    got = {r["system"]: {"n": r["n"], "c2d": r["caption->description"], "d2c": r["description->caption"]} for r in rows}
+    assert got == golden  # recorded as c2d and d2c, the names the directions had then

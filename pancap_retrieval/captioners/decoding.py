@@ -305,7 +305,7 @@ def compile_cache_dir() -> Path:
     chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     if chosen and os.path.abspath(chosen) != os.path.abspath(inductor_default()):
         return Path(chosen)
-    from pancap_retrieval.pipeline import default_cache_dir
+    from pancap_retrieval.artifacts import default_cache_dir
 
     path = default_cache_dir() / "compile" / "inductor"
     path.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pancap_retrieval.captions.groups import _BB
+from pancap_retrieval.captions.groups import BOX_WORD
 from pancap_retrieval.captions.phrases import CONJUNCTIONS, PREPOSITIONS
 
 _TAIL = r"(?:\s+(?:approximately|roughly|about|around))?\s*[:=]?\s*$"
@@ -25,7 +25,7 @@ _FORMS: list[tuple[str, re.Pattern[str]]] = [
     (
         "of",
         re.compile(
-            rf"\b(?:the\s+)?(?:{_BB}(?:\s+coordinates)?|{_WHERE})\s+(?:of|for)\s+(?P<entity>[^.;:!?\n\[\]()<>]{{1,60}}?)"
+            rf"\b(?:the\s+)?(?:{BOX_WORD}(?:\s+coordinates)?|{_WHERE})\s+(?:of|for)\s+(?P<entity>[^.;:!?\n\[\]()<>]{{1,60}}?)"
             r"\s*(?:\b(?:is|are|was|were)\b(?:\s+(?:at|of))?|[:=])\s*$",
             re.IGNORECASE,
         ),
@@ -33,14 +33,14 @@ _FORMS: list[tuple[str, re.Pattern[str]]] = [
     (
         "possessive",
         re.compile(
-            rf"(?<=\w)(?:'s|’s|'|’)\s*(?:{_BB}(?:\s+coordinates)?|{_WHERE}){_BE}{_TAIL}", re.IGNORECASE
+            rf"(?<=\w)(?:'s|’s|'|’)\s*(?:{BOX_WORD}(?:\s+coordinates)?|{_WHERE}){_BE}{_TAIL}", re.IGNORECASE
         ),
     ),
     (
         "pronoun",
         re.compile(
             rf"(?:,\s*)?(?:\b(?:and|with|while)\s+)?\b(?:its|their|thier|his|her|whose)\s+"
-            rf"(?:{_BB}(?:\s+coordinates)?|{_WHERE}){_BE}{_TAIL}"
+            rf"(?:{BOX_WORD}(?:\s+coordinates)?|{_WHERE}){_BE}{_TAIL}"
             r"|\b(?:it|they|he|she)\s+(?:is|are|was|were)\s+(?:positioned|located|situated|placed|found|seen|visible)"
             rf"\s+(?:at|in|within){_TAIL}",
             re.IGNORECASE,
@@ -50,7 +50,7 @@ _FORMS: list[tuple[str, re.Pattern[str]]] = [
         "box",
         re.compile(
             rf"(?:,\s*)?(?:\b(?:with|has|have|having|and|occupying|within|inside|in|at|of|by)\s+)?(?:\b(?:the|a|an)\s+)?"
-            rf"{_BB}(?:\s+coordinates)?{_BE}{_TAIL}",
+            rf"{BOX_WORD}(?:\s+coordinates)?{_BE}{_TAIL}",
             re.IGNORECASE,
         ),
     ),

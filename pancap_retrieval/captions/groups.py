@@ -25,13 +25,13 @@ _BOX_OPEN = re.compile(r"<box>\s*(?=\[)", re.IGNORECASE)
 _BOX_CLOSE = re.compile(r"\s*</box>", re.IGNORECASE)
 
 # "bounding box" (and its common misspellings), "bbox", and "(box:"
-_BB = r"(?:b(?:ou?n?d\w{0,4}[\s-]*box(?:es)?|box(?:es)?)|(?<=\()box(?=\s*[:=]))"
+BOX_WORD = r"(?:b(?:ou?n?d\w{0,4}[\s-]*box(?:es)?|box(?:es)?)|(?<=\()box(?=\s*[:=]))"
 # Cues strong enough to make a single [x1, y1, x2, y2] list a pixel box.
 PIXEL_CUE = re.compile(
     r"(?:\b(?:positioned|located|situated|placed|found|centered|centred|seen|visible|shown|standing|sitting|lying)"
     r"\s+(?:at|in|within|around|inside|on)"
-    rf"|\b{_BB}(?:\s+coordinates)?(?:\s+(?:is|are|of|at|as|=))?"
-    rf"|\b{_BB}\s+(?:of|for)\s+[^.;:!?\n\[\]()<>]{{1,60}}?\s+(?:is|are)"
+    rf"|\b{BOX_WORD}(?:\s+coordinates)?(?:\s+(?:is|are|of|at|as|=))?"
+    rf"|\b{BOX_WORD}\s+(?:of|for)\s+[^.;:!?\n\[\]()<>]{{1,60}}?\s+(?:is|are)"
     r"|\bcoordinates?(?:\s+(?:is|are|of|at))?"
     r"|\b(?:at|in)\s+(?:the\s+)?(?:position|location|region)s?(?:\s+of)?"
     r"|\b(?:occupying|spanning|covering)(?:\s+(?:the\s+)?(?:area|region))?)"

@@ -1,7 +1,7 @@
 """Datasets by spec: ``load_dataset("sample")``, ``load_dataset("docci:/data/docci", split="test", limit=100)``.
 
 A spec is ``KIND[:ARG]`` (see :data:`DATASET_SPEC_HELP`), parsed once into a typed
-:class:`~pancap_retrieval.suite.DatasetSpec` (kind, argument, split, limit, Hub revision). Every loader returns a
+:class:`~pancap_retrieval.data.spec.DatasetSpec` (kind, argument, split, limit, Hub revision). Every loader returns a
 ``datasets.Dataset`` with the columns ``example_id, image, description, width, height, split`` (see
 :mod:`pancap_retrieval.data.records`), sorted by ``example_id``; ``limit=N`` keeps the first N of that order.
 Images stay encoded until :func:`open_image`. Nothing heavy is imported here, so listing datasets stays fast.
@@ -27,13 +27,13 @@ from pancap_retrieval.data.records import (
     undecoded,
     unreadable_ids,
 )
+from pancap_retrieval.data.spec import DatasetColumns, DatasetSpec
 from pancap_retrieval.errors import DatasetError
 from pancap_retrieval.registry import Entry, Registry
 
 if TYPE_CHECKING:
     import datasets
 
-    from pancap_retrieval.suite import DatasetSpec
 
 __all__ = [
     "COLUMNS",
@@ -41,6 +41,8 @@ __all__ = [
     "DATASET_SPEC_HELP",
     "MAX_PIXELS_ENV",
     "MAX_TEXT_ENV",
+    "DatasetColumns",
+    "DatasetSpec",
     "RowsById",
     "as_dataset_spec",
     "cut_texts",
@@ -211,8 +213,6 @@ def as_dataset_spec(
     from pydantic import ValidationError
 
     from pancap_retrieval.data.records import check_limit
-    from pancap_retrieval.suite import DatasetSpec
-
     check_limit(limit)
     if isinstance(spec, DatasetSpec):
         fields = spec.model_dump(exclude_none=True)

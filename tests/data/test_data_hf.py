@@ -203,9 +203,9 @@ def test_pancap_run_on_every_format_equals_the_any_hit_rule(photos, tmp_path, mo
         several = name == "five"
         descriptions = {p["id"]: p["descriptions"] if several else p["descriptions"][:1] for p in photos}
         expected = any_hit_metrics(captions, descriptions)
-        got = {f"{d}@{k}": row[d][f"R@{k}"] for d in ("c2d", "d2c") for k in (1, 5)}
+        got = {f"{d}@{k}": row[name][f"R@{k}"] for d, name in (("c2d", "caption->description"), ("d2c", "description->caption")) for k in (1, 5)}
         assert got == pytest.approx(expected), name
-        assert row["d2c"]["n"] == (30 if several else 6) and row["n"] == 6
+        assert row["description->caption"]["n"] == (30 if several else 6) and row["n"] == 6
         manifest = json.loads((tmp_path / f"run-{name}" / "manifest.json").read_text())
         assert manifest["retrieval_rule"].startswith("an image may have several descriptions")
         detector_captions[name] = captions
