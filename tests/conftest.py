@@ -20,6 +20,28 @@ SAPANCAP_DIR = Path(__file__).resolve().parents[1] / "pancap_retrieval" / "data"
 
 
 @pytest.fixture(scope="session")
+def dump_dom():
+    """A function that opens a page in headless Chromium and returns its DOM after the page's scripts ran."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.fail("chromium is not installed: `apt-get install -y chromium` (this test needs a browser)")
+
+    def dump(url: str) -> str:
+        with tempfile.TemporaryDirectory() as profile:
+            return subprocess.run(
+                [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 f"--user-data-dir={profile}", "--dump-dom", url],
+                capture_output=True, text=True, timeout=60,
+            ).stdout  # fmt: skip
+
+    return dump
+
+
+@pytest.fixture(scope="session")
 def sapancap_captions() -> list[dict]:
     """The 630 real SA-Pancap ground-truth captions shipped in the package (val then test)."""
     items = []

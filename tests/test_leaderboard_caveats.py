@@ -116,26 +116,12 @@ def test_html_has_a_legend_tooltips_a_sticky_first_column_and_column_toggles(tmp
     assert '<dl class="legend" id="legend">' in page and FOOTNOTES["*"] in page
 
 
-def test_a_column_group_hides_in_chromium(tmp_path):
-    import shutil
-    import subprocess
-    import tempfile
+def test_a_column_group_hides_in_chromium(tmp_path, dump_dom):
     from urllib.parse import quote
 
-    import pytest
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if chromium is None:
-        pytest.fail("chromium is not installed: `apt-get install -y chromium` (the leaderboard test needs a browser)")
     (tmp_path / "results.json").write_text(json.dumps(_results([_row("a", 30)])))
     write_leaderboard([tmp_path], tmp_path)
-    url = f"{(tmp_path / 'leaderboard.html').as_uri()}#hide={quote('description -> caption')}"
-    with tempfile.TemporaryDirectory() as profile:
-        dom = subprocess.run(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             f"--user-data-dir={profile}", "--dump-dom", url],
-            capture_output=True, text=True, timeout=60,
-        ).stdout  # fmt: skip
+    dom = dump_dom(f"{(tmp_path / 'leaderboard.html').as_uri()}#hide={quote('description -> caption')}")
     import re
 
     def hidden_cells(group: str) -> int:
