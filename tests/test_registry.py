@@ -145,3 +145,12 @@ def test_cli_caption_option_mistake_is_one_line(tmp_path, option: str, fragment:
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code != 0 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert fragment in lines[0]
+
+
+def test_only_the_reference_captioner_reads_descriptions() -> None:
+    """A rerun captions an image again when what its captioner reads changed: only the oracle reads the
+    description, so only its captions are redone when a description is edited."""
+    from pancap_retrieval.captioners import CAPTIONERS
+
+    reading = [name for name in CAPTIONERS.names() if getattr(CAPTIONERS.get(name), "reads_description", True)]
+    assert reading == ["reference"]

@@ -260,6 +260,7 @@ class PancapChainCaptioner(Captioner):
 
     name = "pancapchain"
     default_batch_size = 4
+    reads_description = False  # the chain sees the image only: a changed description is no reason to caption again
     source_hint = (
         "OpenGVLab/ASMv2 --lora PANCAPCHAIN_LORA_DIR --vision-tower openai/clip-vit-large-patch14-336"
     )

@@ -27,6 +27,7 @@ class ImageCaptioner(Captioner):
     model_class = "GitForCausalLM"
     default_prompt = ""
     default_batch_size = 16
+    reads_description = False
 
     def __init__(
         self,
