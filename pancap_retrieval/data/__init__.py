@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pancap_retrieval.data.records import (
     COLUMNS,
     DEFAULT_MAX_IMAGE_PIXELS,
+    DESCRIPTIONS_COLUMN,
     MAX_PIXELS_ENV,
     MAX_TEXT_ENV,
     RowsById,
@@ -258,9 +259,10 @@ def dataset_info(spec: str | DatasetSpec, dataset: datasets.Dataset) -> dict[str
     spec = as_dataset_spec(spec)
     digest = hashlib.sha256()
     images = row_digests(dataset)
-    table = dataset.select_columns(["example_id", "description", "width", "height"])
-    for row in table.iter(batch_size=1000):
-        for values in zip(row["example_id"], row["description"], row["width"], row["height"]):
+    several = DESCRIPTIONS_COLUMN in dataset.column_names  # every description of an image, not only the first
+    columns = ["example_id", "description", "width", "height", *([DESCRIPTIONS_COLUMN] if several else [])]
+    for row in dataset.select_columns(columns).iter(batch_size=1000):
+        for values in zip(*(row[c] for c in columns)):
             values = (*values, images[str(values[0])][0])
             digest.update((json.dumps(values, ensure_ascii=False) + "\n").encode())
     splits = sorted(set(dataset.unique("split"))) if len(dataset) else []

@@ -103,17 +103,22 @@ def is_hub_id(text: str) -> bool:
 
 def max_image_pixels() -> int | None:
     """The pixel limit of :func:`open_image`: ``$PANCAP_MAX_IMAGE_PIXELS``, else the default; None = no limit."""
-    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    return _env_limit(MAX_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS, "pixels")
+
+
+def _env_limit(env: str, default: int, unit: str) -> int | None:
+    """A size limit from the environment variable ``env``: ``default`` when unset, None for ``0`` (no limit); a
+    value that is not a whole number of ``unit`` is one line that says what to set."""
+    value = os.environ.get(env, "").strip()
     if not value:
-        return DEFAULT_MAX_IMAGE_PIXELS
+        return default
     try:
         limit = int(value)
     except ValueError:
         limit = -1
     if limit < 0:
         raise DatasetError(
-            f"{MAX_PIXELS_ENV} must be a whole number of pixels (0 for no limit), got {value!r}; "
-            f"unset it for the default of {DEFAULT_MAX_IMAGE_PIXELS}"
+            f"{env} must be a whole number of {unit} (0 for no limit), got {value!r}; unset it for the default of {default}"
         )
     return limit or None
 
@@ -125,19 +130,7 @@ DEFAULT_MAX_TEXT_BYTES = 64 * 1024
 def max_text_bytes() -> int | None:
     """The size limit of a description or a caption, in UTF-8 bytes: ``$PANCAP_MAX_TEXT_BYTES``, else 64 KiB;
     None = no limit (``0``). A longer text is cut to it with a counted warning (:func:`cut_texts`)."""
-    value = os.environ.get(MAX_TEXT_ENV, "").strip()
-    if not value:
-        return DEFAULT_MAX_TEXT_BYTES
-    try:
-        limit = int(value)
-    except ValueError:
-        limit = -1
-    if limit < 0:
-        raise DatasetError(
-            f"{MAX_TEXT_ENV} must be a whole number of bytes (0 for no limit), got {value!r}; "
-            f"unset it for the default of {DEFAULT_MAX_TEXT_BYTES}"
-        )
-    return limit or None
+    return _env_limit(MAX_TEXT_ENV, DEFAULT_MAX_TEXT_BYTES, "bytes")
 
 
 def cut_text(text: str, limit: int | None) -> str:

@@ -211,3 +211,26 @@ def test_pancap_run_on_every_format_equals_the_any_hit_rule(photos, tmp_path, mo
         detector_captions[name] = captions
     # one-description formats hold the same data: the same captions
     assert detector_captions["disk"] == detector_captions["pq"] == detector_captions["jsonl"]
+
+
+def test_rows_digest_covers_every_description_of_an_image(tmp_path):
+    """Two sets that differ only in an image's second description have different row digests."""
+    import datasets
+
+    from pancap_retrieval.data import dataset_info, load_dataset
+
+    digests = []
+    for second in ("a red kite", "a blue kite"):
+        folder = tmp_path / second.replace(" ", "-")
+        image = Image.new("RGB", (8, 8), (200, 10, 10))
+        datasets.Dataset.from_dict(
+            {"image": [image], "text": [["a kite in the sky", second]], "example_id": ["k1"]},
+            features=datasets.Features({
+                "image": datasets.Image(), "text": datasets.Sequence(datasets.Value("string")),
+                "example_id": datasets.Value("string"),
+            }),  # fmt: skip
+        ).save_to_disk(str(folder))
+        data = load_dataset(f"hf:{folder}")
+        assert data["description"] == ["a kite in the sky"]
+        digests.append(dataset_info(f"hf:{folder}", data)["rows_sha256"])
+    assert digests[0] != digests[1]
