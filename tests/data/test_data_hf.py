@@ -228,7 +228,7 @@ def test_rows_digest_covers_every_description_of_an_image(tmp_path):
             features=datasets.Features({
                 "image": datasets.Image(), "text": datasets.Sequence(datasets.Value("string")),
                 "example_id": datasets.Value("string"),
-            }),  # fmt: skip
+            }),
         ).save_to_disk(str(folder))
         data = load_dataset(f"hf:{folder}")
         assert data["description"] == ["a kite in the sky"]
