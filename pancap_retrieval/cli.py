@@ -32,15 +32,20 @@ def _one_line(text: str) -> str:
 
 
 class LazyHelpOption(click.Option):
-    """An option whose help is made when help is shown (``help_text()``), so it reads the registries then."""
+    """An option whose help is made each time it is read (``help_text()``), so it shows the registries as they are
+    when help is shown, a dataset registered after import included."""
 
     def __init__(self, *args: Any, help_text: Callable[[], str], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
         self.help_text = help_text
+        super().__init__(*args, **kwargs)
 
-    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
-        self.help = self.help_text()
-        return super().get_help_record(ctx)
+    @property  # type: ignore[override]
+    def help(self) -> str:
+        return self.help_text()
+
+    @help.setter
+    def help(self, value: str | None) -> None:  # click sets it in __init__; the help is always help_text()
+        pass
 
 
 def _dataset_option(required: bool = True, before: str = "", after: str = "") -> Callable[[Any], Any]:

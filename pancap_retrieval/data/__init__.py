@@ -98,8 +98,11 @@ def dataset_spec_help() -> str:
 
 
 def split_help() -> str:
-    """The ``--split`` help: each dataset's default split, from its record."""
-    defaults = "; ".join(f"{meta.name}: {meta.split_default()}" for meta in DATASETS.metas())
+    """The ``--split`` help: each dataset's default split, from its record (``test for docci, sample; ...``)."""
+    by_default: dict[str, list[str]] = {}
+    for meta in DATASETS.metas():
+        by_default.setdefault(meta.split_default(), []).append(meta.name)
+    defaults = "; ".join(f"{split} for {', '.join(names)}" for split, names in by_default.items())
     return f"split (default: the dataset's own: {defaults})"
 
 

@@ -64,7 +64,7 @@ class DatasetMeta:
 
     def split_default(self) -> str:
         """The default split in words, for the ``--split`` help."""
-        return self.default_split or self.splits_note or "the set's own"
+        return self.default_split or "the set's own"
 
 
 def resolve(target: str) -> object:

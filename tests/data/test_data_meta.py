@@ -71,7 +71,7 @@ def test_a_registered_dataset_is_listed_and_explained(toy: DatasetMeta) -> None:
     assert help_text.exit_code == 0, help_text.output
     text = " ".join(help_text.output.split())
     assert "`toy:WORD` (three blank squares described by WORD)" in text
-    assert "toy: dev" in text  # the --split help names its default split
+    assert "dev for toy" in text  # the --split help names its default split
     assert {"name": "toy", "description": TOY.help, "splits": ["dev", "test"], "source": "made in memory",
             "spec": "toy:WORD"} in describe_datasets()
 
