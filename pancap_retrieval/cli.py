@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from pancap_retrieval.data import DATASET_SPEC_HELP
+from pancap_retrieval.data import dataset_spec_help, split_help
 from pancap_retrieval.errors import PancapError
 
 
@@ -30,18 +31,39 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+class LazyHelpOption(click.Option):
+    """An option whose help is made each time it is read (``help_text()``), so it shows the registries as they are
+    when help is shown, a dataset registered after import included."""
+
+    def __init__(self, *args: Any, help_text: Callable[[], str], **kwargs: Any) -> None:
+        self.help_text = help_text
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def help(self) -> str:
+        return self.help_text()
+
+    @help.setter
+    def help(self, value: str | None) -> None:  # click sets it in __init__; the help is always help_text()
+        pass
+
+
+def _dataset_option(required: bool = True, before: str = "", after: str = "") -> Callable[[Any], Any]:
+    """``--dataset`` with the spec help of every dataset registered when the help is shown."""
+    return click.option(
+        "--dataset", cls=LazyHelpOption, required=required, default=None,
+        help_text=lambda: f"{before}{dataset_spec_help()}{after}",
+    )
+
+
 _OVERWRITE = click.option(
     "--overwrite", is_flag=True, help="replace what the run folder holds when it was made with other inputs"
 )
 _RETRY = click.option(
     "--retry-failed", is_flag=True, help="try again the images whose captioning failed before"
 )
-_SPLIT = click.option(
-    "--split",
-    default=None,
-    help="split (default: the dataset's own: test for docci, sample, sapancap; train for imagefolder)",
-)
-_DATASET = click.option("--dataset", required=True, help=DATASET_SPEC_HELP)
+_SPLIT = click.option("--split", cls=LazyHelpOption, default=None, help_text=split_help)
+_DATASET = _dataset_option()
 _DATASET_OPTION = click.option(
     "--dataset-option",
     "dataset_options",
@@ -134,8 +156,10 @@ def list_datasets(with_options: bool) -> None:
 
     _echo_registry(DATASETS, with_options)
     click.echo("")
-    for info in describe_datasets():
-        click.echo(f"{info['name']:<12} spec: {info['spec']}; splits: {', '.join(info['splits']) or '-'}")
+    rows = describe_datasets()
+    width = max((len(info["name"]) for info in rows), default=0) + 2
+    for info in rows:
+        click.echo(f"{info['name']:<{width}}spec: {info['spec']}; splits: {', '.join(info['splits']) or '-'}")
 
 
 @list_group.command("captioners")
@@ -292,7 +316,7 @@ def captions_parse(file: Path, dialect: str | None, width: int | None, height: i
 @captions_group.command("import")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--captioner", required=True, help="the name the captions appear under")
-@click.option("--dataset", required=True, help=f"the dataset the captions belong to; {DATASET_SPEC_HELP}")
+@_dataset_option(before="the dataset the captions belong to; ")
 @_DATASET_OPTION
 @_SPLIT
 @_RUN_OUT
@@ -688,11 +712,10 @@ _CAPTION_FILES = (
     default=None,
     help="also write pancapscore.json and pancapscore.md here",
 )
-@click.option(
-    "--dataset",
-    default=None,
-    help="the dataset of the images: their sizes (asmv2 and pixel boxes are read on them) and the references' "
-    f"box dialect (default with --run: the run's dataset); {DATASET_SPEC_HELP}",
+@_dataset_option(
+    required=False,
+    before="the dataset of the images: their sizes (asmv2 and pixel boxes are read on them) and the references' "
+    "box dialect (default with --run: the run's dataset); ",
 )
 @_SPLIT
 @click.option(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pancap_retrieval.data.meta import DatasetMeta, DatasetRegistry, resolve
 from pancap_retrieval.data.records import (
     COLUMNS,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -30,7 +31,6 @@ from pancap_retrieval.data.records import (
 )
 from pancap_retrieval.data.spec import DatasetColumns, DatasetSpec
 from pancap_retrieval.errors import DatasetError
-from pancap_retrieval.registry import Entry, Registry
 
 if TYPE_CHECKING:
     import datasets
@@ -43,11 +43,15 @@ __all__ = [
     "MAX_PIXELS_ENV",
     "MAX_TEXT_ENV",
     "DatasetColumns",
+    "DatasetMeta",
+    "DatasetRegistry",
     "DatasetSpec",
     "RowsById",
+    "add_dataset",
     "as_dataset_spec",
     "cut_texts",
     "dataset_info",
+    "dataset_spec_help",
     "describe_datasets",
     "description_dialect",
     "image_digests",
@@ -58,115 +62,54 @@ __all__ = [
     "parse_spec",
     "require_descriptions",
     "row_digests",
+    "split_help",
     "split_spec",
     "undecoded",
     "unreadable_ids",
 ]
 
-DATASET_SPEC_HELP = (
-    "dataset spec: `sample` (20 photos from installed packages, offline); `docci:DIR` (the official DOCCI "
-    "release, e.g. docci:./data/docci after pancap data download docci --to ./data/docci); "
-    "`docci:OWNER/MIRROR` (a DOCCI parquet mirror on the Hub, pinned with @REVISION, e.g. "
-    "docci:OWNER/MIRROR@a1b2c3d; or a local copy of one, docci:DIR); `imagefolder:PATH` (every image under "
-    "PATH; descriptions from PATH/metadata.jsonl, one line per image like "
-    '{"file_name": "cat.jpg", "description": "A tabby cat ..."}); `sapancap:SA1B_DIR` (the shipped SA-Pancap '
-    "captions with your SA-1B images under SA1B_DIR/sam/sa_0000NN/); `hf:OWNER/NAME@REVISION` or `hf:DIR` (any "
-    "Hugging Face dataset: the Hub, pinned, or a save_to_disk / parquet / jsonl folder; options config, image, "
-    "text, id, images=DIR via --dataset-option KEY=VALUE); presets `urban1k:`, `iiw:`, `sharegpt4v-1k:` "
-    "(pancap list datasets). Images over "
-    f"${MAX_PIXELS_ENV} pixels (default {DEFAULT_MAX_IMAGE_PIXELS}; 0 = no limit) are recorded as failed, "
-    "not decoded."
-)
-# Kinds whose argument can name a Hub repository, and so can be pinned to a revision.
-REVISIONED_KINDS = frozenset({"docci", "hf", "urban1k", "iiw", "sharegpt4v-1k"})
-
-DATASETS = Registry(
-    "dataset",
+# One line per dataset: its name and where its DatasetMeta lives (the loader module's ``META``).
+DATASETS = DatasetRegistry(
     {
-        "sample": Entry(
-            "pancap_retrieval.data.sample:load_sample",
-            "20 real photos shipped inside scikit-image, scikit-learn and matplotlib, "
-            "each with a hand-written DOCCI-style description; the offline default",
-        ),
-        "docci": Entry(
-            "pancap_retrieval.data.docci:load_docci",
-            "DOCCI: 15k photos with long human descriptions (Onoe et al., 2024), CC BY 4.0",
-        ),
-        "imagefolder": Entry(
-            "pancap_retrieval.data.imagefolder:load_imagefolder",
-            "any folder of images; descriptions from an optional metadata.jsonl "
-            "(file_name + description/text/caption)",
-        ),
-        "sapancap": Entry(
-            "pancap_retrieval.data.sapancap:load_sapancap",
-            "SA-Pancap (PancapChain paper): 630 human-checked panoptic captions of SA-1B images, "
-            "shipped in the package (MIT); images from your SA-1B copy",
-        ),
-        "hf": Entry(
-            "pancap_retrieval.data.hf:load_hf",
-            "any Hugging Face dataset: hf:OWNER/NAME@REVISION (the Hub, pinned) or hf:DIR (save_to_disk, "
-            "parquet, arrow, jsonl or csv files, an image folder); columns and several descriptions per image",
-        ),
-        "urban1k": Entry(
-            "pancap_retrieval.data.presets:load_urban1k",
-            "Urban1k (Long-CLIP): 1,000 city photos with long captions, from Urban1k.zip, CC BY-NC 4.0",
-        ),
-        "iiw": Entry(
-            "pancap_retrieval.data.presets:load_iiw",
-            "ImageInWords descriptions (config IIW-400, DCI_Test or DOCCI_Test) over your DOCCI/DCI images, CC BY 4.0",
-        ),
-        "sharegpt4v-1k": Entry(
-            "pancap_retrieval.data.presets:load_sharegpt4v_1k",
-            "ShareGPT4V captions over your COCO/SA-1B images; definition=first-1k (first 1,000 of the 1.2M file: "
-            "Long-CLIP, TULIP) or definition=sam-10k (share4v_sam_10k.json: LoTLIP, FLAIR), no default",
-        ),
-    },
+        "sample": "pancap_retrieval.data.sample:META",
+        "docci": "pancap_retrieval.data.docci:META",
+        "imagefolder": "pancap_retrieval.data.imagefolder:META",
+        "sapancap": "pancap_retrieval.data.sapancap:META",
+        "hf": "pancap_retrieval.data.hf:META",
+        "urban1k": "pancap_retrieval.data.presets:URBAN1K",
+        "iiw": "pancap_retrieval.data.presets:IIW",
+        "sharegpt4v-1k": "pancap_retrieval.data.presets:SHAREGPT4V_1K",
+    }
 )
 
-# What `pancap list datasets` shows besides the description; kept here so that listing imports no loader.
-_DESCRIPTIONS: dict[str, dict[str, Any]] = {
-    "sample": {
-        "splits": ["test"],
-        "source": "installed packages (no download); descriptions in pancap_retrieval/data/sample/sample.json",
-        "spec": "sample",
-    },
-    "docci": {
-        "splits": ["train", "test", "qual_dev", "qual_test"],
-        "source": "official release in a local dir (`pancap data download docci --to DIR`), "
-        "or a parquet mirror on the Hub or on disk",
-        "spec": "docci:DIR | docci:OWNER/PARQUET-MIRROR",
-    },
-    "imagefolder": {
-        "splits": ["train"],
-        "source": "a local folder",
-        "spec": "imagefolder:PATH",
-    },
-    "sapancap": {
-        "splits": ["val", "test"],
-        "source": "captions in pancap_retrieval/data/sapancap/; images: SA-1B folder as ARG or $PANCAP_SA1B_DIR",
-        "spec": "sapancap:SA1B_DIR",
-    },
-    "hf": {
-        "splits": ["(the set's own; default: the only one, else test)"],
-        "source": "the Hub at a pinned revision, or a local folder, read by the datasets library",
-        "spec": "hf:OWNER/NAME@REVISION | hf:DIR",
-    },
-    "urban1k": {
-        "splits": ["test"],
-        "source": "Urban1k.zip unpacked, a folder holding it, or BeichenZhang/Urban1k@REVISION on the Hub",
-        "spec": "urban1k:DIR | urban1k:BeichenZhang/Urban1k@REVISION",
-    },
-    "iiw": {
-        "splits": ["test"],
-        "source": "the datasets/ folder of github.com/google/imageinwords; images=DIR of DOCCI or DCI images",
-        "spec": "iiw:DIR with config=IIW-400|DCI_Test|DOCCI_Test and images=DIR",
-    },
-    "sharegpt4v-1k": {
-        "splits": ["test"],
-        "source": "a folder with the ShareGPT4V json, or Lin-Chen/ShareGPT4V@REVISION; images=DIR",
-        "spec": "sharegpt4v-1k:DIR with definition=first-1k|sam-10k and images=DIR",
-    },
-}
+
+def add_dataset(meta: DatasetMeta) -> None:
+    """Register a dataset by its record: ``load_dataset``, ``pancap list datasets`` and the ``--dataset`` help see it."""
+    DATASETS.add(meta)
+
+
+def dataset_spec_help() -> str:
+    """The ``--dataset`` help, from the records of the datasets registered now."""
+    forms = "; ".join(meta.usage for meta in DATASETS.metas())
+    return (
+        f"dataset spec: {forms} (pancap list datasets). Images over ${MAX_PIXELS_ENV} pixels (default "
+        f"{DEFAULT_MAX_IMAGE_PIXELS}; 0 = no limit) are recorded as failed, not decoded."
+    )
+
+
+def split_help() -> str:
+    """The ``--split`` help: each dataset's default split, from its record (``test for docci, sample; ...``)."""
+    by_default: dict[str, list[str]] = {}
+    for meta in DATASETS.metas():
+        by_default.setdefault(meta.split_default(), []).append(meta.name)
+    defaults = "; ".join(f"{split} for {', '.join(names)}" for split, names in by_default.items())
+    return f"split (default: the dataset's own: {defaults})"
+
+
+def __getattr__(name: str) -> str:
+    if name == "DATASET_SPEC_HELP":  # computed when read, so a dataset added later shows
+        return dataset_spec_help()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -188,7 +131,8 @@ def split_spec(spec: str, revision: str | None = None) -> tuple[str, str | None,
     """
     kind, arg = parse_spec(spec)
     revision = revision or None
-    if kind in REVISIONED_KINDS and arg is not None:
+    revisioned = DATASETS.meta(kind).revisioned
+    if revisioned and arg is not None:
         repo, at, pinned = arg.partition("@")
         if at and is_hub_id(repo):
             if not pinned:
@@ -199,7 +143,7 @@ def split_spec(spec: str, revision: str | None = None) -> tuple[str, str | None,
                     "keep one"
                 )
             arg, revision = repo, pinned
-    if revision is not None and (kind not in REVISIONED_KINDS or arg is None or not is_hub_id(arg)):
+    if revision is not None and (not revisioned or arg is None or not is_hub_id(arg)):
         raise DatasetError(
             f"{spec}: a revision ({revision!r}) pins a dataset on the Hub (docci:OWNER/NAME@REVISION); "
             "local data has none: remove it"
@@ -235,8 +179,8 @@ def load_dataset(
 ) -> datasets.Dataset:
     """Load a dataset by spec (typed, or a ``KIND[:ARG][@REVISION]`` string), one split, its first ``limit`` rows.
 
-    ``split``/``limit`` given here replace the spec's. ``split=None`` is the dataset's default split (``test``
-    for sample and docci, ``train`` for imagefolder). ``limit=N`` is the first N examples in sorted
+    ``split``/``limit`` given here replace the spec's. ``split=None`` is the dataset's default split (its
+    record's ``default_split``). ``limit=N`` is the first N examples in sorted
     ``example_id`` order: the same N gives the same images.
     """
     spec = as_dataset_spec(spec, split, limit)
@@ -287,14 +231,12 @@ def _source(spec: DatasetSpec) -> str | None:
     import os
     from pathlib import Path
 
-    from pancap_retrieval.data import docci, sapancap
-
+    meta = DATASETS.meta(spec.kind)
     arg = spec.arg
     if arg is None:
-        variable = {"docci": docci.ENV_DIR, "sapancap": sapancap.ENV_DIR}.get(spec.kind)
-        arg = os.environ.get(variable, "") if variable else ""
+        arg = os.environ.get(meta.env, "") if meta.env else ""
         if not arg:
-            return "installed packages" if spec.kind == "sample" else None
+            return meta.no_arg_source
     path = Path(arg).expanduser()
     if path.exists() or not is_hub_id(arg):
         return str(path.resolve())
@@ -306,33 +248,28 @@ def require_descriptions(dataset: datasets.Dataset, spec: str | DatasetSpec) -> 
     if any(text.strip() for text in dataset["description"]):
         return
     spec = as_dataset_spec(spec)
-    if spec.kind == "imagefolder":
-        from pancap_retrieval.data.imagefolder import missing_metadata_help
-
-        raise DatasetError(f"{spec.name}: no image has a description; {missing_metadata_help(spec.arg or '')}")
+    meta = DATASETS.meta(spec.kind)
+    if meta.missing_descriptions is not None:
+        how = resolve(meta.missing_descriptions)(spec.arg or "")  # type: ignore[operator]
+        raise DatasetError(f"{spec.name}: no image has a description; {how}")
     raise DatasetError(
         f"{spec.name}: no image has a description, so captions cannot be retrieved against them; "
-        "use a dataset with descriptions (docci, sample, an imagefolder with metadata.jsonl)"
+        "use a dataset with descriptions (pancap list datasets)"
     )
 
 
-# The box dialect of a kind's descriptions (pancap_retrieval.captions.boxes); a kind not named: ``auto``.
-DESCRIPTION_DIALECTS = {"sapancap": "norm"}  # SA-Pancap: [[x1, y1, x2, y2]] fractions of the unpadded image
-
-
 def description_dialect(spec: str | DatasetSpec) -> str:
-    """The box dialect a dataset's descriptions are written in.
+    """The box dialect a dataset's descriptions are written in (its record's ``dialect``).
 
     >>> description_dialect("sapancap:/data/sa1b"), description_dialect("sample")
     ('norm', 'auto')
     """
-    return DESCRIPTION_DIALECTS.get(as_dataset_spec(spec).kind, "auto")
+    return DATASETS.meta(as_dataset_spec(spec).kind).dialect
 
 
 def describe_datasets() -> list[dict[str, Any]]:
     """One dict per registered dataset: name, description, splits, source and spec, for listing."""
-    rows = []
-    for name in DATASETS.names():
-        info = _DESCRIPTIONS.get(name, {"splits": [], "source": "", "spec": name})
-        rows.append({"name": name, "description": DATASETS.description(name), **info})
-    return rows
+    return [
+        {"name": m.name, "description": m.help, "splits": m.split_names(), "source": m.source, "spec": m.spec}
+        for m in DATASETS.metas()
+    ]

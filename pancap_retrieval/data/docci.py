@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pancap_retrieval.data.meta import DatasetMeta
 from pancap_retrieval.data.records import (
     Row,
     build_dataset,
@@ -38,9 +39,24 @@ if TYPE_CHECKING:
 
 DESCRIPTIONS_FILE = "docci_descriptions.jsonlines"
 IMAGES_DIR = "images"
-SPLITS = ("train", "test", "qual_dev", "qual_test")
-DEFAULT_SPLIT = "test"
-ENV_DIR = "PANCAP_DOCCI_DIR"
+META = DatasetMeta(
+    name="docci",
+    loader="pancap_retrieval.data.docci:load_docci",
+    help="DOCCI: 15k photos with long human descriptions (Onoe et al., 2024), CC BY 4.0",
+    usage="`docci:DIR` (the official DOCCI release, e.g. docci:./data/docci after pancap data download docci "
+    "--to ./data/docci); `docci:OWNER/MIRROR` (a DOCCI parquet mirror on the Hub, pinned with @REVISION, e.g. "
+    "docci:OWNER/MIRROR@a1b2c3d; or a local copy of one, docci:DIR)",
+    spec="docci:DIR | docci:OWNER/PARQUET-MIRROR",
+    source="official release in a local dir (`pancap data download docci --to DIR`), "
+    "or a parquet mirror on the Hub or on disk",
+    splits=("train", "test", "qual_dev", "qual_test"),
+    default_split="test",
+    env="PANCAP_DOCCI_DIR",
+    revisioned=True,
+)
+SPLITS = META.splits
+DEFAULT_SPLIT = META.default_split or ""
+ENV_DIR = META.env
 SCRIPT_IDS = ("google/docci",)
 EXAMPLE_DIR = "./data/docci"
 
@@ -60,9 +76,9 @@ def load_docci(
     by default. Every way it cannot be found is one line that says how to get it."""
     check_limit(limit)
     if arg is None:
-        arg = os.environ.get(ENV_DIR)
+        arg = os.environ.get(META.env or "")
         if not arg:
-            raise DatasetError(f"docci needs a source: {how_to_get()}; or set ${ENV_DIR} to the folder")
+            raise DatasetError(f"docci needs a source: {how_to_get()}; or set ${META.env} to the folder")
     path = Path(arg).expanduser()
     if path.is_dir():
         if revision is not None:

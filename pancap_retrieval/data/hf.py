@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pancap_retrieval.data.meta import DatasetMeta
 from pancap_retrieval.data.records import (
     DESCRIPTIONS_COLUMN,
     check_limit,
@@ -47,19 +48,33 @@ TEXT_COLUMNS = ("description", "descriptions", "caption", "captions", "text", "t
 ID_COLUMNS = ("example_id", "id", "image_id", "key", "__key__")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif")
 DATA_EXTENSIONS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json", ".csv": "csv"}
-# Kinds that take the options below; the others refuse them.
-OPTION_KINDS = frozenset({"hf", "urban1k", "iiw", "sharegpt4v-1k"})
+META = DatasetMeta(
+    name="hf",
+    loader="pancap_retrieval.data.hf:load_hf",
+    help="any Hugging Face dataset: hf:OWNER/NAME@REVISION (the Hub, pinned) or hf:DIR (save_to_disk, "
+    "parquet, arrow, jsonl or csv files, an image folder); columns and several descriptions per image",
+    usage="`hf:OWNER/NAME@REVISION` or `hf:DIR` (any Hugging Face dataset: the Hub, pinned, or a save_to_disk / "
+    "parquet / jsonl folder; options config, image, text, id, images=DIR via --dataset-option KEY=VALUE)",
+    spec="hf:OWNER/NAME@REVISION | hf:DIR",
+    source="the Hub at a pinned revision, or a local folder, read by the datasets library",
+    splits_note="(the set's own; default: the only one, else test)",
+    revisioned=True,
+    hub_options=True,
+)
+# The options of the kinds whose record has ``hub_options``; the others refuse them.
 LOADER_OPTIONS = ("config", "columns", "images", "definition")
 OPTION_KEYS = ("config", "split", "revision", "image", "text", "id", "images", "definition")
 
 
 def check_loader_options(kind: str, fields: Mapping[str, Any]) -> None:
     """Options of ``hf:`` datasets given to another kind are an error that names them."""
+    from pancap_retrieval.data import DATASETS
+
     given = [name for name in LOADER_OPTIONS if fields.get(name) is not None]
-    if given and kind not in OPTION_KINDS:
+    if given and not DATASETS.meta(kind).hub_options:
+        takers = [meta.name for meta in DATASETS.metas() if meta.hub_options and meta.name != META.name]
         raise DatasetError(
-            f"dataset {kind!r} takes no {', '.join(given)}: those options are for hf:, "
-            f"{', '.join(sorted(OPTION_KINDS - {'hf'}))}"
+            f"dataset {kind!r} takes no {', '.join(given)}: those options are for {META.name}:, {', '.join(takers)}"
         )
 
 

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pancap_retrieval.data.meta import DatasetMeta
 from pancap_retrieval.data.records import (
     Row,
     build_dataset,
@@ -35,7 +36,21 @@ IMAGE_EXTENSIONS = frozenset(
 )
 METADATA_FILE = "metadata.jsonl"
 TEXT_FIELDS = ("description", "text", "caption")
-SPLIT = "train"
+META = DatasetMeta(
+    name="imagefolder",
+    loader="pancap_retrieval.data.imagefolder:load_imagefolder",
+    help="any folder of images; descriptions from an optional metadata.jsonl "
+    "(file_name + description/text/caption)",
+    usage="`imagefolder:PATH` (every image under PATH; descriptions from PATH/metadata.jsonl, one line per image "
+    'like {"file_name": "cat.jpg", "description": "A tabby cat ..."})',
+    spec="imagefolder:PATH",
+    source="a local folder",
+    splits=("train",),
+    default_split="train",
+    descriptions_optional=True,
+    missing_descriptions="pancap_retrieval.data.imagefolder:missing_metadata_help",
+)
+SPLIT = META.default_split or ""
 
 
 def missing_metadata_help(folder: str | Path) -> str:
@@ -59,7 +74,7 @@ def load_imagefolder(arg: str | None, split: str | None = None, limit: int | Non
         raise DatasetError(
             f"imagefolder: not a folder: {root}; imagefolder:PATH takes the folder that holds the images"
         )
-    chosen = choose_split("imagefolder", split, [SPLIT], SPLIT)
+    chosen = choose_split(META.name, split, META.splits, SPLIT)
     files = image_files(root)
     if not files:
         raise DatasetError(

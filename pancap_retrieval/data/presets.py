@@ -19,12 +19,50 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pancap_retrieval.data.hf import Opened, guarded, open_source, to_pancap
-from pancap_retrieval.data.records import check_limit, is_hub_id
+from pancap_retrieval.data.meta import DatasetMeta
+from pancap_retrieval.data.records import check_limit, choose_split, is_hub_id
 from pancap_retrieval.errors import DatasetError
 
 if TYPE_CHECKING:
     import datasets
 
+URBAN1K = DatasetMeta(
+    name="urban1k",
+    loader="pancap_retrieval.data.presets:load_urban1k",
+    help="Urban1k (Long-CLIP): 1,000 city photos with long captions, from Urban1k.zip, CC BY-NC 4.0",
+    usage="`urban1k:DIR` or `urban1k:BeichenZhang/Urban1k@REVISION` (preset: Urban1k)",
+    spec="urban1k:DIR | urban1k:BeichenZhang/Urban1k@REVISION",
+    source="Urban1k.zip unpacked, a folder holding it, or BeichenZhang/Urban1k@REVISION on the Hub",
+    splits=("test",),
+    default_split="test",
+    revisioned=True,
+    hub_options=True,
+)
+IIW = DatasetMeta(
+    name="iiw",
+    loader="pancap_retrieval.data.presets:load_iiw",
+    help="ImageInWords descriptions (config IIW-400, DCI_Test or DOCCI_Test) over your DOCCI/DCI images, CC BY 4.0",
+    usage="`iiw:DIR` (preset: ImageInWords, with config=NAME and images=DIR)",
+    spec="iiw:DIR with config=IIW-400|DCI_Test|DOCCI_Test and images=DIR",
+    source="the datasets/ folder of github.com/google/imageinwords; images=DIR of DOCCI or DCI images",
+    splits=("test",),
+    default_split="test",
+    revisioned=True,
+    hub_options=True,
+)
+SHAREGPT4V_1K = DatasetMeta(
+    name="sharegpt4v-1k",
+    loader="pancap_retrieval.data.presets:load_sharegpt4v_1k",
+    help="ShareGPT4V captions over your COCO/SA-1B images; definition=first-1k (first 1,000 of the 1.2M file: "
+    "Long-CLIP, TULIP) or definition=sam-10k (share4v_sam_10k.json: LoTLIP, FLAIR), no default",
+    usage="`sharegpt4v-1k:DIR` (preset: ShareGPT4V, with definition=first-1k|sam-10k and images=DIR)",
+    spec="sharegpt4v-1k:DIR with definition=first-1k|sam-10k and images=DIR",
+    source="a folder with the ShareGPT4V json, or Lin-Chen/ShareGPT4V@REVISION; images=DIR",
+    splits=("test",),
+    default_split="test",
+    revisioned=True,
+    hub_options=True,
+)
 URBAN1K_REPO = "BeichenZhang/Urban1k"
 URBAN1K_ZIP = "Urban1k.zip"
 IIW_CONFIGS = ("IIW-400", "DCI_Test", "DOCCI_Test")
@@ -95,8 +133,7 @@ def load_urban1k(
     unpaired = sorted(set(images) ^ set(captions))
     if unpaired:
         raise DatasetError(f"urban1k: {len(unpaired)} images or captions have no partner in {folder}: {unpaired[:5]}")
-    if split not in (None, "test"):
-        raise DatasetError(f"urban1k has no split {split!r}; known splits: test")
+    chosen = choose_split(URBAN1K.name, split, URBAN1K.splits, URBAN1K.default_split or "")
     table = _table(
         {
             "id": list(images),
@@ -105,7 +142,7 @@ def load_urban1k(
         }
     )
     identity = ["urban1k", str(folder), [(name, p.stat().st_size, p.stat().st_mtime_ns) for name, p in captions.items()]]
-    opened = Opened(f"urban1k:{arg}", table, "test", root=folder, identity=identity, license="CC BY-NC 4.0")
+    opened = Opened(f"urban1k:{arg}", table, chosen, root=folder, identity=identity, license="CC BY-NC 4.0")
     return to_pancap(opened, limit, {"id": "id", "image": "image", "text": "caption"}, None)
 
 
@@ -152,22 +189,21 @@ def load_iiw(
         files = sorted(p.parent.name for p in root.glob("*/data.jsonl"))
         if not (root / config / "data.jsonl").is_file():
             raise DatasetError(f"iiw: no config {config!r} in {root}; found: {', '.join(files) or '(none)'}")
-        opened = _json_split("iiw", root / config / "data.jsonl", split)
+        opened = _json_split(IIW, root / config / "data.jsonl", split)
     opened.license = "CC BY 4.0"
     return to_pancap(opened, limit, wanted, images)
 
 
-def _json_split(kind: str, file: Path, split: str | None) -> Opened:
-    """A JSON or JSON-lines file as the ``test`` split, streamed."""
+def _json_split(meta: DatasetMeta, file: Path, split: str | None) -> Opened:
+    """A JSON or JSON-lines file as the preset's one split, streamed."""
     import datasets
 
-    if split not in (None, "test"):
-        raise DatasetError(f"{kind} has no split {split!r}; known splits: test")
-    label = f"{kind}:{file}"
-    call = lambda: datasets.load_dataset("json", data_files={"test": str(file)}, split="test", streaming=True)  # noqa: E731
+    chosen = choose_split(meta.name, split, meta.splits, meta.default_split or "")
+    label = f"{meta.name}:{file}"
+    call = lambda: datasets.load_dataset("json", data_files={chosen: str(file)}, split=chosen, streaming=True)  # noqa: E731
     table = guarded(label, {}, call)
     identity = [str(file), file.stat().st_size, file.stat().st_mtime_ns]
-    return Opened(label, table, "test", root=file.parent, identity=identity)
+    return Opened(label, table, chosen, root=file.parent, identity=identity)
 
 
 # ---------------------------------------------------------------- ShareGPT4V-1k
@@ -206,7 +242,7 @@ def load_sharegpt4v_1k(
         file = root / filename if root.is_dir() else root
         if not file.is_file():
             raise DatasetError(f"sharegpt4v-1k: {filename} not found in {root} (definition={definition})")
-    opened = _json_split("sharegpt4v-1k", file, split)
+    opened = _json_split(SHAREGPT4V_1K, file, split)
     opened.table = opened.table.map(_gpt_turn)
     if count is not None:
         opened.table = opened.table.take(count)

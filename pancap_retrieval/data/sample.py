@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pancap_retrieval.data.meta import DatasetMeta
 from pancap_retrieval.data.records import Row, build_dataset, check_limit, choose_split, first_n
 from pancap_retrieval.errors import DatasetError
 
@@ -24,7 +25,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPLIT = "test"
+META = DatasetMeta(
+    name="sample",
+    loader="pancap_retrieval.data.sample:load_sample",
+    help="20 real photos shipped inside scikit-image, scikit-learn and matplotlib, "
+    "each with a hand-written DOCCI-style description; the offline default",
+    usage="`sample` (20 photos from installed packages, offline)",
+    spec="sample",
+    source="installed packages (no download); descriptions in pancap_retrieval/data/sample/sample.json",
+    splits=("test",),
+    default_split="test",
+    no_arg_source="installed packages",
+)
+SPLIT = META.default_split or ""
 
 
 @cache
@@ -58,7 +71,7 @@ def load_sample(
     if arg:
         raise DatasetError(f"sample takes no argument, got sample:{arg}")
     check_limit(limit)
-    chosen = choose_split("sample", split, [SPLIT], SPLIT)
+    chosen = choose_split(META.name, split, META.splits, SPLIT)
     rows, missing = [], []
     for entry in sample_entries():
         source = entry["source"]

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from pancap_retrieval.captions.readers import example_id_from_path
+from pancap_retrieval.data.meta import DatasetMeta
 from pancap_retrieval.data.records import Row, build_dataset, check_limit, choose_split
 from pancap_retrieval.errors import DatasetError
 
@@ -28,9 +29,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPLIT_FILES = {"val": "sapancap_val_gtcaption.json", "test": "sapancap_test_gtcaption.json"}
-DEFAULT_SPLIT = "test"
-ENV_DIR = "PANCAP_SA1B_DIR"
+META = DatasetMeta(
+    name="sapancap",
+    loader="pancap_retrieval.data.sapancap:load_sapancap",
+    help="SA-Pancap (PancapChain paper): 630 human-checked panoptic captions of SA-1B images, "
+    "shipped in the package (MIT); images from your SA-1B copy",
+    usage="`sapancap:SA1B_DIR` (the shipped SA-Pancap captions with your SA-1B images under SA1B_DIR/sam/sa_0000NN/)",
+    spec="sapancap:SA1B_DIR",
+    source="captions in pancap_retrieval/data/sapancap/; images: SA-1B folder as ARG or $PANCAP_SA1B_DIR",
+    splits=("val", "test"),
+    default_split="test",
+    env="PANCAP_SA1B_DIR",
+    dialect="norm",  # [[x1, y1, x2, y2]] fractions of the unpadded image
+)
+SPLIT_FILES = {split: f"sapancap_{split}_gtcaption.json" for split in META.splits}
+DEFAULT_SPLIT = META.default_split or ""
+ENV_DIR = META.env
 SA1B_PAGE = "https://ai.meta.com/datasets/segment-anything/"
 
 
@@ -92,7 +106,7 @@ def load_sapancap(arg: str | None, split: str | None = None, limit: int | None =
     check_limit(limit)
     chosen = choose_split("sapancap", split, SPLIT_FILES, DEFAULT_SPLIT)
     if not arg:
-        arg = os.environ.get(ENV_DIR)
+        arg = os.environ.get(META.env or "")
         if not arg:
             raise DatasetError(f"sapancap needs the SA-1B image folder: {how_to_get(chosen)}")
     root = Path(arg).expanduser()
@@ -138,6 +152,7 @@ def missing_images(arg: str | Path, split: str | None = None) -> list[str]:
 __all__ = [
     "DEFAULT_SPLIT",
     "ENV_DIR",
+    "META",
     "SPLIT_FILES",
     "caption_file",
     "load_sapancap",
