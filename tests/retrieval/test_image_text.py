@@ -1,6 +1,6 @@
 """Image-text retrievers on tiny random-weight models of their real classes, saved and loaded back through the
 real loader: features equal direct transformers calls, batches equal one by one, the long-text policy is applied
-and reported, and BLIP's ITM re-ranking orders as ITM + cosine computed directly."""
+and reported (batched equals one by one: tests/contracts.py), and BLIP's ITM re-ranking orders as ITM + cosine computed directly."""
 
 from __future__ import annotations
 
@@ -43,24 +43,6 @@ def images():
     sizes = [(40, 30), (30, 40), (64, 48), (33, 33), (50, 20)]
     names = ["astronaut", "coffee", "chelsea", "rocket", "camera"]
     return [Image.fromarray(getattr(data, n)()).convert("RGB").resize(s) for n, s in zip(names, sizes)]
-
-
-@pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory):
-    from pancap_retrieval import testing
-
-    root = tmp_path_factory.mktemp("image_text")
-    parts = {
-        "clip": testing.random_clip(),
-        "longclip": testing.random_clip(text_positions=248, seed=1),
-        "align": testing.random_align(),
-        "blip": testing.random_blip_retrieval(),
-        "siglip": testing.random_siglip(root / "spm"),
-        "siglip2": testing.random_siglip2(),
-    }
-    dirs = {name: testing.save_pretrained(root / name, *pair) for name, pair in parts.items()}
-    dirs["hf"] = dirs["clip"]
-    return dirs
 
 
 def build(case, model_dirs, **options):
@@ -108,15 +90,6 @@ def test_features_equal_a_direct_transformers_call(name, model_dirs, images):
     np.testing.assert_allclose(got_images, want_images, atol=2e-5)
     np.testing.assert_allclose(got_texts, want_texts, atol=2e-5)
     assert len({tuple(np.round(row, 4)) for row in got_images}) == len(images)  # images tell apart
-
-
-@pytest.mark.parametrize("name", ENTRIES)
-def test_batched_equals_one_by_one(name, model_dirs, images):
-    batched = build(name, model_dirs, batch_size=4, long_text="chunk")
-    single = build(name, model_dirs, batch_size=1, long_text="chunk")
-    lazily = (image for image in images)  # an iterable read a batch at a time
-    np.testing.assert_allclose(batched.encode_images(lazily), single.encode_images(images), atol=2e-5)
-    np.testing.assert_allclose(batched.encode_texts(TEXTS), single.encode_texts(TEXTS), atol=2e-5)
 
 
 @pytest.mark.parametrize("name", ENTRIES)
