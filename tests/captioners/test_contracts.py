@@ -43,6 +43,7 @@ def seed_one(tmp_path_factory):
 
 class TestReference(CaptionerContract):
     name = "reference"
+    test_fingerprint_changes_with_the_weights = None  # no weights: nothing to fingerprint
     batching: ClassVar[dict[str, Any]] = {}
     manifest_keys = ("name", "box_dialect")
 

@@ -17,6 +17,7 @@ TINY = {"device": "cpu", "steps": 2, "canvas_size": 32}
 
 class TestSketch(RedrawerContract):
     name = "sketch"
+    test_fingerprint_changes_with_the_weights = None  # no weights: nothing to fingerprint
     options: ClassVar[dict[str, Any]] = {"canvas_size": 64}
     manifest_keys = ("name", "model", "canvas_size")
 
