@@ -316,7 +316,7 @@ def _retrieval_row(
     name: str,
     records: list[CaptionRecord],
     descriptions: dict[str, str | list[str]],
-    embedder: Any,
+    retriever: Any,
     embedder_spec: EmbedderSpec,
     suite: Suite,
     stage_dir: Path,
@@ -336,7 +336,7 @@ def _retrieval_row(
         sorted(captions.items()),
         sorted(descriptions.items()),
         embedder_spec.model_dump(),
-        embedder.fingerprint,
+        retriever.fingerprint,
         suite.retrieval.model_dump(),
         suite.seed,
     )
@@ -346,11 +346,12 @@ def _retrieval_row(
     if same and _whole_json(stage_dir, name):
         return cached["row"], cached.get("embed_counts") or {}
     repaired = same  # its ranks or top-10 file was cut: computed again
+    embedder = retriever.embedder
     before = embedder.stats.counts()
     result = evaluate_retrieval(
         captions,
         descriptions,
-        embedder=embedder,
+        embedder=retriever,
         caption_mode=suite.retrieval.text_prep,
         n_bootstrap=suite.retrieval.bootstrap_samples,
         seed=suite.seed,
@@ -412,6 +413,13 @@ def validate_suite(suite: Suite, out: Path | None = None, dataset: Any = None) -
                 read_import(spec.file, suite.dataset.name, dataset)
         elif _is_captioner(spec.name) or not _has_store(out, spec.name):
             captioner_options(spec.name, spec.captioner_options())
+    for spec in suite.retrievers:
+        if spec.name in seen:
+            raise PancapError(f"row {spec.name!r} appears twice in suite {suite.name}: give each a name")
+        seen.add(spec.name)
+        from pancap_retrieval.retrieval.image_text import RETRIEVERS
+
+        RETRIEVERS.entry(spec.name)
     for embedder in suite.embedders:
         resolve_local(embedder.name)
     if suite.retrieval.backend not in SEARCH_BACKENDS:
@@ -478,7 +486,7 @@ def _run_locked(suite: Suite, out: Path, dataset: Any, options: RunOptions) -> l
     dataset_info = describe(suite.dataset, dataset)
     if dataset.info.license:  # the source's licence, for whoever shares the results (pancap export)
         dataset_info["license"] = dataset.info.license
-    inputs = {"captions": captions, "reports": caption_reports, "descriptions": descriptions}
+    inputs = {"captions": captions, "reports": caption_reports, "descriptions": descriptions, "dataset": dataset}
     if suite.pancapscore is not None:
         with summary.stage("pancapscore") as entry:
             inputs["pancapscore"] = _pancapscore(suite, out, dataset)
@@ -539,37 +547,24 @@ def _retrieve(
     summary: RunSummary,
 ) -> Path:
     """Retrieval rows of every captioner with one embedder, written with the run's results and manifest."""
-    from pancap_retrieval.retrieval.embedder import Embedder
-
-    captions, descriptions = inputs["captions"], inputs["descriptions"]
+    from pancap_retrieval.retrieval.retriever import TextRetriever
 
     run_dir = out if len(suite.embedders) == 1 else out / embedder_spec.name.replace("/", "--")
-    embedder = Embedder(
+    retriever = TextRetriever.build(
         embedder_spec.name,
         long_text=embedder_spec.long_text,
         batch_size=embedder_spec.batch_size,
         cache_dir=default_cache_dir(),
         show_progress=True,
     )
-    from pancap_retrieval.retrieval.embedder import EmbedStats
-
-    rows, rows_reused = [], []
-    stats = EmbedStats(long_text=embedder.long_text)  # of the runs that made the rows, reused ones included
-    for name, records in captions.items():
-        with summary.stage(f"retrieve {name} ({embedder_spec.name})") as entry:
-            before = embedder.stats.counts()
-            row, reused = _retrieval_row(
-                name, records, descriptions, embedder, embedder_spec, suite, run_dir / "retrieval"
-            )
-            made = embedder.stats.since(before) if reused is None else EmbedStats.from_counts(reused, stats.long_text)
-            stats.add(made)
-            entry.update(done=0 if reused is not None else row["n"], reused=row["n"] if reused is not None else 0)
-            entry["repaired"] = int(bool(row.pop("repaired", False)))
-            entry["note"] = _coverage_note(row, len(descriptions))
-            rows.append(row)
-            rows_reused += [name] * (reused is not None)
+    embedder = retriever.embedder
+    rows, rows_reused, stats = _captioner_rows(suite, embedder_spec, retriever, inputs, run_dir / "retrieval", summary)
+    retrievers = _retriever_rows(suite, inputs, run_dir / "retrieval", summary)
+    rows += [made.row for made in retrievers.values()]
+    rows_reused += [name for name, made in retrievers.items() if made.reused]
     from pancap_retrieval.retrieval.metrics import MULTI_DESCRIPTION_RULE
 
+    extra = {"retrievers": {name: made.manifest for name, made in retrievers.items()}} if retrievers else {}
     manifest = base_manifest(
         suite=suite.model_dump(),
         dataset=dataset_info,
@@ -578,6 +573,7 @@ def _retrieve(
         captioners=inputs["reports"],
         seed=suite.seed,
         cache={"embedding": embedder.stats.cache_counts(), "rows_reused": rows_reused},
+        **extra,
     )
     results = {  # only what the inputs decide: a rerun writes the same file, whatever the caches hold
         "dataset": dataset_info,
@@ -592,6 +588,48 @@ def _retrieve(
     write_json(run_dir / "results.json", results)
     write_json(run_dir / "manifest.json", manifest)
     return run_dir
+
+
+def _captioner_rows(
+    suite: Suite,
+    embedder_spec: EmbedderSpec,
+    retriever: Any,
+    inputs: dict[str, Any],
+    stage_dir: Path,
+    summary: RunSummary,
+) -> tuple[list[dict[str, Any]], list[str], Any]:
+    """The row of every captioner through the text retriever, the names of the reused ones, and the embedding
+    figures of the runs that made them (reused ones included)."""
+    from pancap_retrieval.retrieval.embedder import EmbedStats
+
+    embedder, descriptions = retriever.embedder, inputs["descriptions"]
+    rows, rows_reused = [], []
+    stats = EmbedStats(long_text=embedder.long_text)
+    for name, records in inputs["captions"].items():
+        with summary.stage(f"retrieve {name} ({embedder_spec.name})") as entry:
+            before = embedder.stats.counts()
+            row, reused = _retrieval_row(name, records, descriptions, retriever, embedder_spec, suite, stage_dir)
+            made = embedder.stats.since(before) if reused is None else EmbedStats.from_counts(reused, stats.long_text)
+            stats.add(made)
+            entry.update(done=0 if reused is not None else row["n"], reused=row["n"] if reused is not None else 0)
+            entry["repaired"] = int(bool(row.pop("repaired", False)))
+            entry["note"] = _coverage_note(row, len(descriptions))
+            rows.append(row)
+            rows_reused += [name] * (reused is not None)
+    return rows, rows_reused, stats
+
+
+def _retriever_rows(suite: Suite, inputs: dict[str, Any], stage_dir: Path, summary: RunSummary) -> dict[str, Any]:
+    """The row of every retriever of the suite (images against descriptions), by name."""
+    from pancap_retrieval.stages.retrievers import retriever_row
+
+    made = {}
+    for spec in suite.retrievers:
+        with summary.stage(f"retrieve {spec.name}") as entry:
+            made[spec.name] = retriever_row(spec, inputs["dataset"], inputs["descriptions"], suite, stage_dir)
+            n = made[spec.name].row["n"]
+            entry.update(done=0 if made[spec.name].reused else n, reused=n if made[spec.name].reused else 0)
+    return made
 
 
 def _pancapscore(suite: Suite, out: Path, dataset: Any) -> dict[str, Any]:

@@ -6,7 +6,15 @@ import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pancap_retrieval.data.spec import DatasetColumns, DatasetSpec
 from pancap_retrieval.errors import PancapError
@@ -55,6 +63,18 @@ class CaptionerSpec(_Strict):
         ``batch_size`` is not among them: it is the runner's batch size (images per call).
         """
         return {**({"model": self.model} if self.model else {}), **self.options}
+
+
+class RetrieverSpec(_Strict):
+    name: str = Field(description="retriever registry name (`pancap list retrievers`): a row of its own")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="the retriever's own options (`pancap list retrievers --options`)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return _check_name(value, "retriever name")
 
 
 class EmbedderSpec(_Strict):
@@ -118,7 +138,12 @@ class Suite(_Strict):
     name: str = Field(description="the suite's name (letters, digits and . _ + -); the default run folder runs/NAME")
     description: str = Field(default="", description="one line on what the suite measures")
     dataset: DatasetSpec = Field(description="a spec string, or a mapping with name, split, limit, revision")
-    captioners: list[CaptionerSpec] = Field(min_length=1, description="the rows: captioners or captions files")
+    retrievers: list[RetrieverSpec] = Field(
+        default_factory=list, description="rows of their own: image-text retrievers, images against descriptions"
+    )
+    captioners: list[CaptionerSpec] = Field(
+        default_factory=list, validate_default=True, description="the rows: captioners or captions files"
+    )
     embedders: list[EmbedderSpec] = Field(
         default_factory=lambda: [EmbedderSpec()], min_length=1, description="text embedders; one run folder each"
     )
@@ -135,6 +160,13 @@ class Suite(_Strict):
     @classmethod
     def _plain_name(cls, value: str) -> str:
         return _check_name(value, "suite name")
+
+    @field_validator("captioners")
+    @classmethod
+    def _has_rows(cls, value: list[CaptionerSpec], info: ValidationInfo) -> list[CaptionerSpec]:
+        if not value and not info.data.get("retrievers"):
+            raise ValueError("a suite lists at least one captioner or retriever: its rows")
+        return value
 
 
 _Spec = TypeVar("_Spec", bound=BaseModel)
@@ -243,6 +275,7 @@ def suite_reference() -> str:
         ("suite (top level)", Suite),
         ("dataset (a mapping, or the spec string alone)", DatasetSpec),
         ("captioners[] (one mapping per row)", CaptionerSpec),
+        ("retrievers[]", RetrieverSpec),
         ("embedders[]", EmbedderSpec),
         ("retrieval", RetrievalSpec),
         ("reconstruction", ReconstructionSpec),

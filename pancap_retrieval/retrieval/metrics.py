@@ -16,6 +16,7 @@ the share of queries whose positive is among the top k search results.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -247,11 +248,28 @@ def _metric_values(r: np.ndarray, ks: tuple[int, ...]) -> dict[str, np.ndarray]:
     return values
 
 
+def score_ranks(
+    ranks: Sequence[int] | np.ndarray,
+    gallery_size: int,
+    *,
+    ks: Iterable[int] = DEFAULT_KS,
+    tie_rule: TieRule = "pessimistic",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The score step: metrics and bootstrap CIs of one direction's ranks, with its gallery size and tie rule."""
+    out = retrieval_metrics(ranks, ks, n_bootstrap=n_bootstrap, seed=seed)
+    out["gallery_size"] = int(gallery_size)
+    out["tie_rule"] = tie_rule
+    return out
+
+
 def direction_metrics(
     queries: Any,
     gallery: Any,
     positives: Sequence[int] | np.ndarray,
     *,
+    groups: Sequence[int] | np.ndarray | None = None,
     ks: Iterable[int] = DEFAULT_KS,
     tie_rule: TieRule = "pessimistic",
     n_bootstrap: int = 1000,
@@ -259,11 +277,8 @@ def direction_metrics(
     device: str | None = None,
 ) -> dict[str, Any]:
     """Ranks and metrics of one direction (queries against gallery)."""
-    ranks = positive_ranks(queries, gallery, positives, tie_rule=tie_rule, device=device)
-    out = retrieval_metrics(ranks, ks, n_bootstrap=n_bootstrap, seed=seed)
-    out["gallery_size"] = int(np.asarray(gallery).shape[0])
-    out["tie_rule"] = tie_rule
-    return out
+    ranks = positive_ranks(queries, gallery, positives, groups=groups, tie_rule=tie_rule, device=device)
+    return score_ranks(ranks, np.asarray(gallery).shape[0], ks=ks, tie_rule=tie_rule, n_bootstrap=n_bootstrap, seed=seed)
 
 
 def _pairs(items: Mapping[str, Any] | Iterable[tuple[str, Any]], what: str) -> list[tuple[str, Any]]:
@@ -288,6 +303,102 @@ MULTI_DESCRIPTION_RULE = (
 )
 
 
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How the search, rank and score steps run: the ks, tie rule, bootstrap, device and the top-k search."""
+
+    ks: Iterable[int] = DEFAULT_KS
+    tie_rule: TieRule = "pessimistic"
+    n_bootstrap: int = 1000
+    seed: int = 0
+    device: str | None = None
+    backend: str | None = None
+    top_k: int = 10
+
+
+@dataclass
+class Sides:
+    """The two sides of a retrieval, in separate id spaces: the gallery (an image id per item; an image may have
+    several) and the queries (one per image), and the items left out, counted."""
+
+    gallery_ids: list[str]
+    gallery_items: list[Any]
+    query_ids: list[str]
+    query_items: list[Any]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def multi(self) -> bool:
+        return len(set(self.gallery_ids)) < len(self.gallery_ids)
+
+
+@dataclass
+class Pairing:
+    """Who is whose positive, from the ids alone: the group (image) of each gallery row, each query's group, the
+    gallery rows that are back queries (the items of each query's image, in query order) and their positives."""
+
+    groups: np.ndarray
+    positives: np.ndarray
+    back_rows: np.ndarray
+    back_positives: np.ndarray
+
+    @classmethod
+    def of(cls, sides: Sides) -> Pairing:
+        group_of: dict[str, int] = {}
+        rows_of: dict[str, list[int]] = {}
+        for row, image_id in enumerate(sides.gallery_ids):
+            group_of.setdefault(image_id, len(group_of))
+            rows_of.setdefault(image_id, []).append(row)
+        back_rows = np.array([row for image_id in sides.query_ids for row in rows_of[image_id]], dtype=np.int64)
+        query_row = {image_id: row for row, image_id in enumerate(sides.query_ids)}
+        return cls(
+            groups=np.array([group_of[image_id] for image_id in sides.gallery_ids], dtype=np.int64),
+            positives=np.array([group_of[image_id] for image_id in sides.query_ids], dtype=np.int64),
+            back_rows=back_rows,
+            back_positives=np.array([query_row[sides.gallery_ids[r]] for r in back_rows], dtype=np.int64),
+        )
+
+
+def evaluate_sides(retriever: Any, sides: Sides, options: ScoreOptions = ScoreOptions()) -> dict[str, Any]:
+    """Encode both sides through ``retriever`` (a :class:`~pancap_retrieval.retrieval.retriever.Retriever`), rank,
+    score and (with a search backend) search both of its directions.
+
+    Keyed by direction label (``c2d``, ``d2c``; ``i2d``, ``d2i``): metrics per direction; ``ranks`` (each image's rank
+    of its positive per direction; with several gallery items per image also ``<back>_each``), ``top`` (or None)
+    and ``embedding`` (what the retriever reports of the encoding).
+    """
+    from pancap_retrieval.directions import between
+    from pancap_retrieval.retrieval.retriever import encode
+
+    forward, back = between(retriever.query_kind, retriever.gallery_kind)
+    pairing = Pairing.of(sides)
+    encoded = encode(retriever, sides.query_items, sides.gallery_items, pairing.back_rows)
+    multi = sides.multi
+    pairs = {
+        forward.label: (encoded.queries, encoded.gallery, pairing.positives, pairing.groups if multi else None),
+        back.label: (encoded.back_queries, encoded.back_gallery, pairing.back_positives, None),
+    }
+    owners = {forward.label: sides.query_ids, back.label: [sides.gallery_ids[r] for r in pairing.back_rows]}
+    out: dict[str, Any] = {"top": None, "ranks": {}, "embedding": encoded.report}
+    for label, (queries, gallery, positives, groups) in pairs.items():
+        ranks = positive_ranks(
+            queries, gallery, positives, groups=groups, tie_rule=options.tie_rule, device=options.device
+        )
+        out[label] = score_ranks(
+            ranks, gallery.shape[0], ks=options.ks, tie_rule=options.tie_rule,
+            n_bootstrap=options.n_bootstrap, seed=options.seed,
+        )
+        if multi:
+            mine = label == forward.label
+            out[label]["positives"] = f"any {back.query} of the image" if mine else f"its {forward.query}"
+        out["ranks"].update(_ranks_by_image(label, owners[label], ranks, multi and label == back.label))
+    if options.backend is not None:
+        out["top"] = _top(pairs, options, sides, owners, (forward.label, back.label))
+    if multi:
+        out["descriptions_per_image"] = len(sides.gallery_ids) / len(set(sides.gallery_ids))
+    return out
+
+
 def evaluate_retrieval(
     captions: Mapping[str, str | None] | Iterable[tuple[str, str | None]],
     descriptions: Descriptions,
@@ -310,7 +421,8 @@ def evaluate_retrieval(
     a caption (query) against the captions (gallery). Caption ids and description ids are image ids, but the two
     sides are kept in separate id spaces. A caption that is missing or empty, or whose image has no description,
     is skipped and counted; descriptions without a caption stay in the c2d gallery as distractors.
-    ``embedder`` is an :class:`~pancap_retrieval.retrieval.embedder.Embedder` or a name/path for one;
+    ``embedder`` is an :class:`~pancap_retrieval.retrieval.embedder.Embedder`, a name/path for one, or a
+    :class:`~pancap_retrieval.retrieval.retriever.TextRetriever`;
     ``caption_mode`` is a :func:`~pancap_retrieval.retrieval.textprep.prepare_texts` mode applied to captions.
     With a search ``backend`` the result also holds ``top``: per direction, each query id's ``top_k`` gallery ids
     from :func:`~pancap_retrieval.retrieval.index.search` (ties by ascending gallery index), to look at.
@@ -321,73 +433,53 @@ def evaluate_retrieval(
     and ``ranks["d2c_each"]`` the rank of each of its descriptions, in order; ``top["d2c"]`` one list per
     description. With one description per image everything is as before.
     """
-    gallery_ids, gallery_texts, query_ids, query_texts, skipped = _sides(captions, descriptions)
-    query_ids, prepared, prep_manifest = _prepare(
-        query_ids, query_texts, caption_mode, cache_dir, prep_options, skipped
-    )
-    vectors, embedding, model = _embed(embedder, device, cache_dir, prepared, gallery_texts, gallery_ids, query_ids)
-    multi = len(set(gallery_ids)) < len(gallery_ids)
-    out: dict[str, Any] = {"top": None, "ranks": {}}
-    positives = {"c2d": vectors["c2d_positives"], "d2c": vectors["d2c_positives"]}
-    groups = {"c2d": vectors["groups"] if multi else None, "d2c": None}
-    pairs = {"c2d": (vectors["cap_q"], vectors["desc_p"]), "d2c": (vectors["desc_q"], vectors["cap_p"])}
-    for direction, (queries, gallery) in pairs.items():
-        ranks = positive_ranks(
-            queries, gallery, positives[direction], groups=groups[direction], tie_rule=tie_rule, device=device
-        )
-        out[direction] = {
-            **retrieval_metrics(ranks, ks, n_bootstrap=n_bootstrap, seed=seed),
-            "gallery_size": int(gallery.shape[0]),
-            "tie_rule": tie_rule,
-        }
-        if multi:
-            out[direction]["positives"] = "any description of the image" if direction == "c2d" else "its caption"
-        owners = query_ids if direction == "c2d" else [gallery_ids[r] for r in vectors["d2c_rows"]]
-        out["ranks"].update(_ranks_by_image(direction, owners, ranks, multi))
-    if backend is not None:
-        out["top"] = _top(pairs, backend, top_k, gallery_ids, query_ids, vectors["d2c_rows"], device)
-    if multi:
-        out["descriptions_per_image"] = len(gallery_ids) / len(set(gallery_ids))
+    sides = retrieval_sides(captions, descriptions)
+    prep_manifest = _prepare(sides, caption_mode, cache_dir, prep_options)
+    retriever = _text_retriever(embedder, device, cache_dir)
+    options = ScoreOptions(ks, tie_rule, n_bootstrap, seed, device, backend, top_k)
+    out = evaluate_sides(retriever, sides, options)
+    if sides.multi:
         out["rule"] = MULTI_DESCRIPTION_RULE
     return {
         **out,
-        "n": len(query_ids),
-        "n_descriptions": len(gallery_ids),
-        "skipped": skipped,
+        "n": len(sides.query_ids),
+        "n_descriptions": len(sides.gallery_ids),
+        "skipped": sides.skipped,
         "text_prep": prep_manifest,
-        "embedding": embedding,
-        "embedder": model.manifest(),
+        "embedder": retriever.manifest(),
     }
 
 
-def _ranks_by_image(direction: str, owners: list[str], ranks: np.ndarray, multi: bool) -> dict[str, Any]:
-    """``{direction: {image id: rank}}``; with several descriptions, d2c also ``d2c_each`` (every rank, in order)."""
-    if direction == "c2d" or not multi:
-        return {direction: dict(zip(owners, (int(r) for r in ranks)))}
-    each: dict[str, list[int]] = {}
+def _text_retriever(embedder: Any, device: str | None, cache_dir: Any) -> Any:
+    from pancap_retrieval.retrieval.embedder import Embedder, build_embedder
+    from pancap_retrieval.retrieval.retriever import TextRetriever
+
+    if isinstance(embedder, TextRetriever):
+        return embedder
+    if not isinstance(embedder, Embedder):
+        embedder = build_embedder(embedder, device=device, cache_dir=cache_dir)
+    return TextRetriever(embedder)
+
+
+def _ranks_by_image(label: str, owners: list[str], ranks: np.ndarray, each: bool) -> dict[str, Any]:
+    """``{label: {image id: rank}}``; with ``each`` (back queries, several per image) the best rank per image and
+    ``<label>_each`` (every rank, in order)."""
+    if not each:
+        return {label: dict(zip(owners, (int(r) for r in ranks)))}
+    by_owner: dict[str, list[int]] = {}
     for owner, rank in zip(owners, ranks):
-        each.setdefault(owner, []).append(int(rank))
-    return {direction: {owner: min(values) for owner, values in each.items()}, "d2c_each": each}
+        by_owner.setdefault(owner, []).append(int(rank))
+    return {label: {owner: min(values) for owner, values in by_owner.items()}, f"{label}_each": by_owner}
 
 
-def _sides(
+def retrieval_sides(
     captions: Mapping[str, str | None] | Iterable[tuple[str, str | None]],
     descriptions: Descriptions,
-) -> tuple[list[str], list[str], list[str], list[str], dict[str, int]]:
-    """Gallery (descriptions, an image id per description) and queries (captions) with separate id lists;
-    unusable items counted."""
+) -> Sides:
+    """The sides step: gallery (descriptions, an image id per description) and queries (captions) with separate id
+    lists; unusable items counted."""
     skipped = {"empty_caption": 0, "no_description": 0, "empty_description": 0}
-    gallery_ids: list[str] = []
-    gallery_texts: list[str] = []
-    for image_id, value in _pairs(descriptions, "description"):
-        for text in [value] if isinstance(value, str) or value is None else list(value):
-            if not isinstance(text, str) or not text.strip():
-                skipped["empty_description"] += 1
-                continue
-            gallery_ids.append(image_id)
-            gallery_texts.append(text)
-    if not gallery_ids:
-        raise RetrievalError("no usable description: the gallery is empty")
+    gallery_ids, gallery_texts = description_gallery(descriptions, skipped)
     known = set(gallery_ids)
     query_ids: list[str] = []
     query_texts: list[str] = []
@@ -401,104 +493,69 @@ def _sides(
             query_texts.append(text)
     if not query_ids:
         raise RetrievalError(f"no caption has a matching description (skipped: {skipped})")
-    return gallery_ids, gallery_texts, query_ids, query_texts, skipped
+    return Sides(gallery_ids, gallery_texts, query_ids, query_texts, skipped)
+
+
+def description_gallery(descriptions: Descriptions, skipped: dict[str, int]) -> tuple[list[str], list[str]]:
+    """Every usable description with its image id (an image may have several); empty ones counted in ``skipped``."""
+    skipped.setdefault("empty_description", 0)
+    gallery_ids: list[str] = []
+    gallery_texts: list[str] = []
+    for image_id, value in _pairs(descriptions, "description"):
+        for text in [value] if isinstance(value, str) or value is None else list(value):
+            if not isinstance(text, str) or not text.strip():
+                skipped["empty_description"] += 1
+                continue
+            gallery_ids.append(image_id)
+            gallery_texts.append(text)
+    if not gallery_ids:
+        raise RetrievalError("no usable description: the gallery is empty")
+    return gallery_ids, gallery_texts
 
 
 def _prepare(
-    query_ids: list[str],
-    query_texts: list[str],
-    caption_mode: str,
-    cache_dir: Any,
-    prep_options: Mapping[str, Any] | None,
-    skipped: dict[str, int],
-) -> tuple[list[str], list[str], dict[str, Any]]:
-    """Captions prepared for embedding (boxes stripped, kept or rewritten); those left empty are counted out."""
+    sides: Sides, caption_mode: str, cache_dir: Any, prep_options: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Captions prepared for embedding (boxes stripped, kept or rewritten) in place in ``sides``; those left empty
+    are counted out."""
     from pancap_retrieval.retrieval.textprep import prepare_texts
 
-    prepared = prepare_texts(query_texts, caption_mode, cache_dir=cache_dir, **dict(prep_options or {}))
+    prepared = prepare_texts(sides.query_items, caption_mode, cache_dir=cache_dir, **dict(prep_options or {}))
     keep = [i for i, text in enumerate(prepared.texts) if text.strip()]
-    if len(keep) < len(query_ids):
-        skipped["empty_after_prep"] = len(query_ids) - len(keep)
+    if len(keep) < len(sides.query_ids):
+        sides.skipped["empty_after_prep"] = len(sides.query_ids) - len(keep)
     if not keep:
         raise RetrievalError(f"every caption is empty after {caption_mode!r} preparation")
-    return [query_ids[i] for i in keep], [prepared.texts[i] for i in keep], prepared.manifest
-
-
-def _embed(
-    embedder: Any,
-    device: str | None,
-    cache_dir: Any,
-    prepared: list[str],
-    gallery_texts: list[str],
-    gallery_ids: list[str],
-    query_ids: list[str],
-) -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
-    """Query and passage vectors of both sides (one set when the model has no query/passage prefixes)."""
-    from pancap_retrieval.retrieval.embedder import Embedder
-
-    model = (
-        embedder if isinstance(embedder, Embedder) else Embedder(embedder, device=device, cache_dir=cache_dir)
-    )
-    symmetric = model.query_prefix == model.passage_prefix
-    cap_q = model.embed_queries(prepared, label="captions")
-    caption_stats = model.last_stats.as_dict()  # long-text figures of these captions, cached ones included
-    desc_p = model.embed_passages(gallery_texts, label="descriptions")
-    description_stats = model.last_stats.as_dict()
-    cap_p = cap_q if symmetric else model.embed_passages(prepared, label="captions")
-    group_of: dict[str, int] = {}
-    rows_of: dict[str, list[int]] = {}
-    for row, image_id in enumerate(gallery_ids):
-        group_of.setdefault(image_id, len(group_of))
-        rows_of.setdefault(image_id, []).append(row)
-    # d2c queries: the descriptions of each captioned image, in caption order
-    d2c_rows = np.array([row for image_id in query_ids for row in rows_of[image_id]], dtype=np.int64)
-    desc_q = (
-        desc_p[d2c_rows]
-        if symmetric
-        else model.embed_queries([gallery_texts[r] for r in d2c_rows], label="descriptions")
-    )
-    caption_row = {image_id: row for row, image_id in enumerate(query_ids)}
-    vectors = {
-        "cap_q": cap_q,
-        "cap_p": cap_p,
-        "desc_p": desc_p,
-        "desc_q": desc_q,
-        "groups": np.array([group_of[image_id] for image_id in gallery_ids], dtype=np.int64),
-        "c2d_positives": np.array([group_of[image_id] for image_id in query_ids], dtype=np.int64),
-        "d2c_rows": d2c_rows,
-        "d2c_positives": np.array([caption_row[gallery_ids[r]] for r in d2c_rows], dtype=np.int64),
-    }
-    return vectors, {"captions": caption_stats, "descriptions": description_stats}, model
+    sides.query_ids = [sides.query_ids[i] for i in keep]
+    sides.query_items = [prepared.texts[i] for i in keep]
+    return prepared.manifest
 
 
 def _top(
-    pairs: dict[str, tuple[np.ndarray, np.ndarray]],
-    backend: str,
-    top_k: int,
-    gallery_ids: list[str],
-    query_ids: list[str],
-    d2c_rows: np.ndarray,
-    device: str | None,
+    pairs: dict[str, tuple[np.ndarray, np.ndarray, Any, Any]],
+    options: ScoreOptions,
+    sides: Sides,
+    owners: dict[str, list[str]],
+    labels: tuple[str, str],
 ) -> dict[str, Any]:
-    """Each query's ``top_k`` gallery ids per direction from the search backend, to look at.
+    """The search step: each query's ``top_k`` gallery ids per direction from the search backend, to look at.
 
-    c2d lists the image id of each description found (an image with several descriptions may appear more than
-    once); with several descriptions per image, d2c holds one list per description of the image, in order.
+    The forward direction lists the image id of each gallery item found (an image with several descriptions may
+    appear more than once); with several per image, the back direction holds one list per item, in order.
     """
     from pancap_retrieval.retrieval.index import search
 
-    top: dict[str, Any] = {"backend": backend}
-    multi = len(set(gallery_ids)) < len(gallery_ids)
-    for direction, ids in (("c2d", gallery_ids), ("d2c", query_ids)):
-        queries, gallery = pairs[direction]
-        _, found = search(queries, gallery, min(top_k, len(ids)), backend=backend, device=device)
+    top: dict[str, Any] = {"backend": options.backend}
+    forward, back = labels
+    for label, ids in ((forward, sides.gallery_ids), (back, sides.query_ids)):
+        queries, gallery = pairs[label][:2]
+        _, found = search(queries, gallery, min(options.top_k, len(ids)), backend=options.backend, device=options.device)
         lists = [[ids[i] for i in row if i >= 0] for row in found]
-        owners = query_ids if direction == "c2d" else [gallery_ids[r] for r in d2c_rows]
-        if direction == "d2c" and multi:
+        if label == back and sides.multi:
             grouped: dict[str, list[list[str]]] = {}
-            for owner, found_ids in zip(owners, lists):
+            for owner, found_ids in zip(owners[label], lists):
                 grouped.setdefault(owner, []).append(found_ids)
-            top[direction] = grouped
+            top[label] = grouped
         else:
-            top[direction] = dict(zip(owners, lists))
+            top[label] = dict(zip(owners[label], lists))
     return top

@@ -1,0 +1,87 @@
+"""One retrieval door: a retriever defined and registered here gets its row in a run's results and leaderboard."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pancap_retrieval.cli import cli
+from pancap_retrieval.registry import Entry
+from pancap_retrieval.retrieval.image_text import RETRIEVERS
+from pancap_retrieval.retrieval.retriever import Retriever
+
+
+class ToyRetriever:
+    """Images by their mean colour, descriptions by their colour words: a few lines through the door."""
+
+    query_kind, gallery_kind, fingerprint = "image", "description", "toy-1"
+    calls = 0
+
+    def encode_queries(self, images):
+        ToyRetriever.calls += 1
+        return _unit([[*np.asarray(im, dtype=np.float32).mean(axis=(0, 1)), 1.0] for im in images])
+
+    def encode_gallery(self, texts):
+        return _unit([[t.count("red") + 0.1, t.count("green") + 0.1, t.count("blue") + 0.1, 1.0] for t in texts])
+
+    def manifest(self):
+        return {"name": "toy", "fingerprint": self.fingerprint}
+
+
+def _unit(rows):
+    x = np.asarray(rows, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setitem(RETRIEVERS._entries, "toy", Entry(f"{__name__}:ToyRetriever", "a toy retriever"))
+    ToyRetriever.calls = 0
+
+
+def _run(suite: Path, out: Path, env_cache: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PANCAP_CACHE_DIR", str(env_cache))
+    result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_retriever_registered_here_gets_a_row_in_results_and_leaderboard(toy, tmp_path, monkeypatch) -> None:
+    assert isinstance(ToyRetriever(), Retriever)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "door",
+        "dataset": {"name": "sample", "split": "test", "limit": 4},
+        "retrievers": [{"name": "toy"}],
+        "retrieval": {"bootstrap_samples": 50},
+    }))
+    out = tmp_path / "run"
+    _run(suite, out, tmp_path / "cache", monkeypatch)
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["system"], r["kind"], r["n"]) for r in rows] == [("toy", "retriever", 4)]
+    for direction in ("image->description", "description->image"):
+        assert 0.0 <= rows[0][direction]["R@1"] <= rows[0][direction]["R@10"] == 1.0
+    assert set(json.loads((out / "retrieval" / "toy.ranks.json").read_text())) == {"i2d", "d2i"}
+    assert "| toy | 4" in (out / "leaderboard.md").read_text()
+    with (out / "leaderboard.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert table[0]["system"] == "toy" and "i2d R@1 (%)" in table[0] and "d2i R@1 (%)" in table[0]
+    assert "toy" in (out / "leaderboard.html").read_text()
+    assert json.loads((out / "manifest.json").read_text())["retrievers"]["toy"]["fingerprint"] == "toy-1"
+
+    _run(suite, out, tmp_path / "cache", monkeypatch)  # a rerun reuses the row
+    assert ToyRetriever.calls == 1
+    assert json.loads((out / "manifest.json").read_text())["cache"]["rows_reused"] == ["toy"]
+    assert json.loads((out / "results.json").read_text())["rows"] == rows
+
+
+def test_a_suite_without_rows_is_refused(tmp_path) -> None:
+    from pancap_retrieval.suite import Suite, SuiteError, validated
+
+    with pytest.raises(SuiteError, match="at least one captioner or retriever"):
+        validated(Suite, {"name": "none", "dataset": "sample"})
