@@ -591,12 +591,18 @@ def leaderboard(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     Runs that differ in dataset, split, limit, embedder, text prep, long-text mode or redrawer get columns of
     their own, labelled by what differs; of runs that measured the same thing the first by name is shown, and a line
     says so."""
-    from pancap_retrieval.leaderboard import footnotes, markdown, shown_runs, table, write_leaderboard
-    from pancap_retrieval.results import read_results
+    from pancap_retrieval.leaderboard import (
+        footnotes,
+        markdown,
+        read_run,
+        shown_runs,
+        table,
+        write_leaderboard,
+    )
 
     if out is not None:
         write_leaderboard(list(run_dirs), out)
-    runs, left_out = shown_runs([read_results(d) for d in run_dirs], [str(d) for d in run_dirs])
+    runs, left_out = shown_runs([read_run(d) for d in run_dirs], [str(d) for d in run_dirs])
     for line in left_out:
         click.echo(f"pancap: {line}", err=True)
     columns, rows = table([results for _, results in runs])

@@ -95,7 +95,20 @@ PANCAPSCORE_METRICS = (
     ),
 )
 N = Metric("n", ("n",), help="captions scored in retrieval")
-ALL_METRICS = (N, *RETRIEVAL_METRICS, *RECONSTRUCTION_METRICS, *PANCAPSCORE_METRICS)
+# The published R@1 of a row's main direction, from the suite's ``reported:`` (results' ``reported``).
+REPORTED = Metric(
+    "reported R@1", ("R@1",), percent=True,
+    help="the published R@1 of the row's main direction (the paper's table), as the suite states it: not measured here",
+)
+# The row's R@1 minus the best row's, each in its main direction, on the same images (pancap_retrieval.pairs).
+VS_BEST = Metric(
+    "vs best", ("difference",), percent=True, ci=True,
+    help="R@1 minus the best row's R@1 (main directions: caption -> description, image -> description), with its "
+    "paired bootstrap interval; – for the best row",
+)
+ALL_METRICS = (REPORTED, N, *RETRIEVAL_METRICS, VS_BEST, *RECONSTRUCTION_METRICS, *PANCAPSCORE_METRICS)
+# What a row is: a captioner read through a text embedder, an image-text retriever, or a published figure alone.
+KINDS = ("captioner", "retriever", "reported")
 # Below this many scored captions a row's figures are marked: intervals are wide and recall coarse.
 N_FLOOR = 20
 # A row that scored less than this share of the dataset's images is marked (no description, no or failed caption).
@@ -145,6 +158,20 @@ class Cell:
     def text(self) -> str:
         """``61.9 [59.8, 64.0]``."""
         return f"{self.value_text()} {self.ci_text()}".strip()
+
+
+@dataclass(frozen=True)
+class Best:
+    """The "vs best" cell of the best row itself: shown as ``–`` (no footnote: the column's help says so)."""
+
+    def text(self) -> str:
+        return "–"
+
+    def value_text(self) -> str:
+        return "–"
+
+    def ci_text(self) -> str:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -247,7 +274,8 @@ def shown_runs(
 
 
 def table(results_list: list[dict[str, Any]], names: list[str] | None = None) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows (captioner first, then :class:`Cell`, :class:`Undefined` or None) over several runs.
+    """Columns and rows (system and its kind first, then :class:`Cell`, :class:`Undefined`, :class:`Best` or None)
+    over several runs.
 
     Runs that measured the same thing are shown once (:func:`shown_runs`). With several runs every column is
     prefixed with the run's label (dataset/split embedder, and what else tells the runs apart). Columns come in
@@ -257,7 +285,9 @@ def table(results_list: list[dict[str, Any]], names: list[str] | None = None) ->
     runs = shown_runs(results_list, names)[0]
     columns: list[str] = []
     cells: dict[str, dict[str, Any]] = {}
+    kinds: dict[str, str] = {}
     for label, results in runs:
+        kinds.update({name: kind for name, kind in _kinds(results).items() if name not in kinds})
         prefix = f"{label} " if len(runs) > 1 else ""
         run_cells = _run_cells(results)
         present = {metric for by_metric in run_cells.values() for metric in by_metric}
@@ -266,8 +296,17 @@ def table(results_list: list[dict[str, Any]], names: list[str] | None = None) ->
         for captioner, by_metric in run_cells.items():
             line = cells.setdefault(captioner, {})
             line.update({prefix + metric.label: value for metric, value in by_metric.items()})
-    rows = [[system] + [line.get(c) for c in columns] for system, line in cells.items()]
-    return ["system", *columns], rows
+    rows = [[system, kinds.get(system, "captioner")] + [line.get(c) for c in columns] for system, line in cells.items()]
+    return ["system", "kind", *columns], rows
+
+
+def _kinds(results: dict[str, Any]) -> dict[str, str]:
+    """system -> kind of a run's rows (a reported-only row is ``reported``; an entry with reconstruction or
+    PancapScore alone is a captioner)."""
+    out = {row["system"]: row.get("kind", "captioner") for row in _rows(results)}
+    for name, entry in (results.get("reported") or {}).items():
+        out.setdefault(name, "reported" if entry.get("reported_only") else entry.get("kind", "captioner"))
+    return out
 
 
 def _run_cells(results: dict[str, Any]) -> dict[str, dict[Metric, Any]]:
@@ -283,6 +322,13 @@ def _run_cells(results: dict[str, Any]) -> dict[str, dict[Metric, Any]]:
         for metric in RETRIEVAL_METRICS:
             if metric.path[0] in row:  # the directions the row was measured in
                 line[metric] = _retrieval_cell(row, metric)
+    for name, entry in (results.get("reported") or {}).items():
+        line = out.setdefault(name, {})
+        if (value := cell(entry, REPORTED)) is not None:
+            line[REPORTED] = value
+    for name, entry in (results.get("vs_best") or {}).items():
+        if name in out:
+            out[name][VS_BEST] = Best() if entry.get("difference") is None else cell(entry, VS_BEST)
     reconstruction = results.get("reconstruction") or {}
     sketch = _lookup(reconstruction, ("redrawer", "name")) == "sketch"
     for captioner, entry in reconstruction.get("captioners", {}).items():
@@ -312,7 +358,7 @@ def _retrieval_cell(row: dict[str, Any], metric: Metric) -> Cell | Undefined | N
 
 def footnotes(rows: list[list[Any]]) -> list[str]:
     """The :data:`FOOTNOTES` lines of the marks the table's cells carry, in the order of the marks."""
-    used = {ch for row in rows for value in row[1:] if value is not None for ch in value.text()}
+    used = {ch for row in rows for value in row[1:] if isinstance(value, (Cell, Undefined)) for ch in value.text()}
     return [f"{mark} {text}" for mark, text in FOOTNOTES.items() if mark in used]
 
 
@@ -349,7 +395,7 @@ def column_metric(column: str) -> Metric | None:
 def _text(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, Cell):
+    if isinstance(value, (Cell, Undefined, Best)):
         return value.text()
     return str(value)
 
@@ -388,6 +434,8 @@ def csv_table(columns: list[str], rows: list[list[Any]], level: str = "95%") -> 
 
     def value(row: list[Any], i: int, end: int | None) -> Any:
         entry = row[i]
+        if isinstance(entry, str) and end is None:  # the kind
+            return entry
         if not isinstance(entry, Cell) or (end is not None and entry.ci is None):
             return ""
         number = entry.number(entry.value if end is None else entry.ci[end])
@@ -407,10 +455,23 @@ def confidence_level(results_list: list[dict[str, Any]]) -> str:
     return "95%"
 
 
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """A run's results with, under ``vs_best``, each row's R@1 difference to the best row's from its ranks files
+    (:func:`pancap_retrieval.pairs.vs_best`; none for a folder without them)."""
+    from pancap_retrieval.pairs import vs_best
+
+    results = read_results(run_dir)
+    path = Path(run_dir)
+    if path.suffix != ".json" and (best := vs_best(path, results)):
+        results["vs_best"] = best
+    return results
+
+
 def write_leaderboard(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``leaderboard.md``, ``.csv``, ``.html`` and (for one run) ``recall_at_k.png``, each atomically and
-    only when its content changed."""
-    runs, left_out = shown_runs([read_results(d) for d in run_dirs], [str(d) for d in run_dirs])
+    """Write ``leaderboard.md``, ``.csv``, ``.html`` and (for one run) ``recall_at_k.png`` and the run's paired
+    comparisons ``pairs.md`` and ``pairs.csv`` (:mod:`pancap_retrieval.pairs`), each atomically and only when its
+    content changed."""
+    runs, left_out = shown_runs([read_run(d) for d in run_dirs], [str(d) for d in run_dirs])
     results_list = [results for _, results in runs]
     columns, rows = table(results_list)
     out_dir = Path(out_dir)
@@ -437,6 +498,10 @@ def write_leaderboard(run_dirs: list[str | Path], out_dir: str | Path) -> dict[s
     if len(results_list) == 1:
         paths["plot"] = plot_recall(results_list[0], out_dir / "recall_at_k.png")
         plot = paths["plot"].read_bytes()
+    if len(run_dirs) == 1 and Path(run_dirs[0]).suffix != ".json":
+        from pancap_retrieval.pairs import write_pairs
+
+        paths.update(write_pairs(run_dirs[0], results_list[0], out_dir))
     paths["html"] = write_if_changed(
         out_dir / "leaderboard.html", html_page(title, note, columns, rows, plot, notes)
     )
@@ -452,7 +517,14 @@ def html_page(
     from pancap_retrieval.pages import render
 
     headers = [{"label": columns[0], "help": "the system each row measures", "group": ""}]
-    for column in columns[1:]:
+    lead = 2 if columns[1:2] == ["kind"] else 1
+    if lead == 2:
+        headers.append({
+            "label": "kind", "group": "",
+            "help": "captioner (its caption against the descriptions), retriever (the image against the "
+            "descriptions) or reported (a published figure alone, not measured here)",
+        })  # fmt: skip
+    for column in columns[lead:]:
         metric = column_metric(column)
         headers.append({
             "label": column,
@@ -460,16 +532,16 @@ def html_page(
             "group": column_group(column, metric),
         })  # fmt: skip
     body = [
-        [{"text": row[0], "ci": "", "sort": row[0]}]
+        [{"text": v, "ci": "", "sort": v} for v in row[:lead]]
         + [
             {"text": v.value_text(), "ci": v.ci_text(), "sort": _sort_value(v)} if v is not None
             else {"text": "", "ci": "", "sort": ""}
-            for v in row[1:]
+            for v in row[lead:]
         ]
         for row in rows
     ]
-    groups = list(dict.fromkeys(h["group"] for h in headers[1:]))
-    metrics = dict.fromkeys(column_metric(c) for c in columns[1:])
+    groups = list(dict.fromkeys(h["group"] for h in headers[lead:]))
+    metrics = dict.fromkeys(column_metric(c) for c in columns[lead:])
     glossary = [(m.label, m.help) for m in metrics if m is not None and m.help]
     plot = base64.b64encode(plot_png).decode("ascii") if plot_png else None
     return render(
@@ -494,7 +566,9 @@ def column_group(column: str, metric: Metric | None) -> str:
     return prefix + ("retrieval" if metric is N else "reconstruction")
 
 
-def _sort_value(value: Cell | Undefined) -> str:
+def _sort_value(value: Cell | Undefined | Best) -> str:
+    if isinstance(value, Best):
+        return "0.0"
     return "" if isinstance(value, Undefined) else repr(value.number())
 
 

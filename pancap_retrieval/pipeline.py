@@ -581,6 +581,8 @@ def _retrieve(
         "retrieval": suite.retrieval.model_dump(),
         "rows": rows,
     }
+    if reported := suite.reported_rows():  # published figures, from the suite (none: no key)
+        results["reported"] = reported
     if reconstruction is not None:
         results["reconstruction"] = reconstruction
     if inputs.get("pancapscore"):

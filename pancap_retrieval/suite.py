@@ -45,6 +45,10 @@ class CaptionerSpec(_Strict):
         default=None,
         description="box dialect of a precomputed file's captions (a registered captioner declares its own)",
     )
+    reported: float | None = Field(
+        default=None, ge=0, le=100,
+        description="the published R@1 of caption -> description, in percent: the leaderboard's reported R@1 column",
+    )
 
     @field_validator("name")
     @classmethod
@@ -70,11 +74,30 @@ class RetrieverSpec(_Strict):
     options: dict[str, Any] = Field(
         default_factory=dict, description="the retriever's own options (`pancap list retrievers --options`)"
     )
+    reported: float | None = Field(
+        default=None, ge=0, le=100,
+        description="the published R@1 of image -> description, in percent: the leaderboard's reported R@1 column",
+    )
 
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str) -> str:
         return _check_name(value, "retriever name")
+
+
+class ReportedSpec(_Strict):
+    name: str = Field(description="the row's name (letters, digits and . _ + -)")
+    kind: Literal["captioner", "retriever"] = Field(description="what the published system is")
+    direction: Literal["caption->description", "image->description"] = Field(
+        description="the direction the figure was measured in"
+    )
+    r_at_1: float = Field(ge=0, le=100, description="the published R@1, in percent")
+    source: str = Field(default="", description="where the figure is published")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return _check_name(value, "reported row name")
 
 
 class EmbedderSpec(_Strict):
@@ -144,6 +167,11 @@ class Suite(_Strict):
     captioners: list[CaptionerSpec] = Field(
         default_factory=list, validate_default=True, description="the rows: captioners or captions files"
     )
+    reported: list[ReportedSpec] = Field(
+        default_factory=list,
+        description="reported-only rows: published figures of systems not run here (no public weights); the "
+        "leaderboard shows them in its reported R@1 column, with kind reported",
+    )
     embedders: list[EmbedderSpec] = Field(
         default_factory=lambda: [EmbedderSpec()], min_length=1, description="text embedders; one run folder each"
     )
@@ -167,6 +195,35 @@ class Suite(_Strict):
         if not value and not info.data.get("retrievers"):
             raise ValueError("a suite lists at least one captioner or retriever: its rows")
         return value
+
+    @model_validator(mode="after")
+    def _unique_row_names(self) -> Suite:
+        names = [s.name for s in (*self.captioners, *self.retrievers, *self.reported)]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(
+                f"row names must be unique across captioners, retrievers and reported rows: {', '.join(twice)} "
+                "appears more than once (each row has its own results and ranks files)"
+            )
+        return self
+
+    def reported_rows(self) -> dict[str, dict[str, Any]]:
+        """system -> its published R@1 (a fraction, as results hold recall) with kind and direction: the
+        ``reported:`` of the captioners and retrievers, and the reported-only rows (``reported_only``)."""
+        out: dict[str, dict[str, Any]] = {}
+        for kind, specs, d in (
+            ("captioner", self.captioners, "caption->description"),
+            ("retriever", self.retrievers, "image->description"),
+        ):
+            for spec in specs:
+                if spec.reported is not None:
+                    out[spec.name] = {"kind": kind, "direction": d, "R@1": round(spec.reported / 100, 6)}
+        for row in self.reported:
+            out[row.name] = {
+                "kind": row.kind, "direction": row.direction, "R@1": round(row.r_at_1 / 100, 6),
+                "reported_only": True, "source": row.source,
+            }  # fmt: skip
+        return out
 
 
 _Spec = TypeVar("_Spec", bound=BaseModel)
@@ -276,6 +333,7 @@ def suite_reference() -> str:
         ("dataset (a mapping, or the spec string alone)", DatasetSpec),
         ("captioners[] (one mapping per row)", CaptionerSpec),
         ("retrievers[]", RetrieverSpec),
+        ("reported[] (one mapping per reported-only row)", ReportedSpec),
         ("embedders[]", EmbedderSpec),
         ("retrieval", RetrievalSpec),
         ("reconstruction", ReconstructionSpec),

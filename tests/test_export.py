@@ -54,7 +54,7 @@ def test_the_card_names_licence_revision_and_version(exported) -> None:
     assert front["pancap"]["version"] and "revision" in front["pancap"]["source"]
     assert front["pancap"]["suite"]["name"] == "sample" and front["pancap"]["systems"] == ["reference", "detector"]
     assert [f["name"] for f in front["dataset_info"]["features"]][:2] == ["example_id", "description"]
-    assert "| detector | 6* |" in text  # the leaderboard (6 captions: under 20, marked *)
+    assert "| detector | captioner | 6* |" in text  # the leaderboard (6 captions: under 20, marked *)
 
 
 def test_imported_captions_give_the_same_leaderboard(exported, monkeypatch) -> None:

@@ -101,7 +101,7 @@ def board(tmp_path) -> tuple[Path, dict]:
     results = _results()
     (tmp_path / "results.json").write_text(json.dumps(results))
     paths = write_leaderboard([tmp_path], tmp_path)
-    assert set(paths) == {"markdown", "csv", "plot", "html"}
+    assert set(paths) == {"markdown", "csv", "plot", "html", "pairs_markdown", "pairs_csv"}
     return tmp_path, results
 
 
@@ -264,4 +264,4 @@ def test_results_written_before_directions_were_data_read_as_today(tmp_path):
         write_leaderboard([tmp_path / name], tmp_path / name)
     for page in ("leaderboard.md", "leaderboard.csv"):
         assert (tmp_path / "old" / page).read_text() == (tmp_path / "new" / page).read_text()
-    assert "| reference | 40 |" in (tmp_path / "old" / "leaderboard.md").read_text()
+    assert "| reference | captioner | 40 |" in (tmp_path / "old" / "leaderboard.md").read_text()

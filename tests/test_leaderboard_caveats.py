@@ -86,7 +86,8 @@ def test_column_order_follows_the_metric_lists_whatever_the_captioner_order():
     columns_b, _ = table([_results([_row("y", 30), _row("x", 30)], second)])
     assert columns_a == columns_b
     assert columns_a.index("FID") < columns_a.index("boxes checked")
-    assert columns_a[1:12] == [
+    assert columns_a[1] == "kind"  # what the row is, right after its name
+    assert columns_a[2:13] == [
         "n", "c2d R@1", "c2d R@5", "c2d R@10", "c2d MRR", "c2d median rank",
         "d2c R@1", "d2c R@5", "d2c R@10", "d2c MRR", "d2c median rank",
     ]
@@ -103,7 +104,7 @@ def test_a_reconstruct_folder_is_a_leaderboard(tmp_path):
     (tmp_path / "reconstruction.json").write_text(json.dumps(recon))
     assert read_results(tmp_path)["rows"] == []
     write_leaderboard([tmp_path], tmp_path)
-    assert "| mine | 3 | 9.500 |" in (tmp_path / "leaderboard.md").read_text()
+    assert "| mine | captioner | 3 | 9.500 |" in (tmp_path / "leaderboard.md").read_text()
 
 
 def test_html_has_a_legend_tooltips_a_sticky_first_column_and_column_toggles(tmp_path):

@@ -67,7 +67,7 @@ def test_a_retriever_registered_here_gets_a_row_in_results_and_leaderboard(toy, 
     for direction in ("image->description", "description->image"):
         assert 0.0 <= rows[0][direction]["R@1"] <= rows[0][direction]["R@10"] == 1.0
     assert set(json.loads((out / "retrieval" / "toy.ranks.json").read_text())) == {"i2d", "d2i"}
-    assert "| toy | 4" in (out / "leaderboard.md").read_text()
+    assert "| toy | retriever | 4" in (out / "leaderboard.md").read_text()
     with (out / "leaderboard.csv").open() as f:
         table = list(csv.DictReader(f))
     assert table[0]["system"] == "toy" and "i2d R@1 (%)" in table[0] and "d2i R@1 (%)" in table[0]
@@ -85,3 +85,36 @@ def test_a_suite_without_rows_is_refused(tmp_path) -> None:
 
     with pytest.raises(SuiteError, match="at least one captioner or retriever"):
         validated(Suite, {"name": "none", "dataset": "sample"})
+
+
+def test_a_suite_with_a_captioner_a_retriever_and_a_reported_row_gives_one_table_and_pairs(
+    toy, tmp_path, monkeypatch
+) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "both",
+        "dataset": {"name": "sample", "split": "test", "limit": 4},
+        "captioners": [{"name": "reference", "reported": 99.0}],
+        "retrievers": [{"name": "toy", "reported": 12.5}],
+        "reported": [{"name": "MATE", "kind": "retriever", "direction": "image->description", "r_at_1": 62.9}],
+        "retrieval": {"bootstrap_samples": 50},
+    }))
+    out = tmp_path / "run"
+    _run(suite, out, tmp_path / "cache", monkeypatch)
+    board = (out / "leaderboard.md").read_text()
+    assert "| system | kind | reported R@1 | n |" in board
+    assert "| reference | captioner | 99.0 | 4* |" in board and "| toy | retriever | 12.5 | 4* |" in board
+    assert "| MATE | reported | 62.9 |" in board
+    with (out / "leaderboard.csv").open() as f:
+        lines = {r["system"]: r for r in csv.DictReader(f)}
+    assert lines["reference"]["vs best (%)"] == "" and lines["toy"]["vs best (%)"] != ""  # reference is best
+    assert "| reference | toy | 4 | 100.0 |" in (out / "pairs.md").read_text()
+    assert (out / "pairs.csv").read_text().splitlines()[1].startswith("reference,toy,caption->description,")
+
+
+def test_row_names_are_unique_across_captioners_retrievers_and_reported_rows() -> None:
+    from pancap_retrieval.suite import Suite, SuiteError, validated
+
+    with pytest.raises(SuiteError, match=r"unique.*blip"):
+        validated(Suite, {"name": "x", "dataset": "sample", "captioners": [{"name": "blip"}],
+                          "retrievers": [{"name": "blip"}]})  # fmt: skip

@@ -47,7 +47,7 @@ def test_reference_row_is_perfect_and_every_captioner_is_in_the_table(sample_run
             lo, hi = metrics["R@1_ci"]
             assert lo <= metrics["R@1"] <= hi
     table = (run_dir / "leaderboard.md").read_text()
-    assert "| reference | 20 | 100.0 [100.0, 100.0] |" in table and "| detector | 20 |" in table
+    assert "| reference | captioner | 20 | 100.0 [100.0, 100.0] |" in table and "| detector | captioner | 20 |" in table
     assert "| reference |" in output and "| detector |" in output
 
 

@@ -9,6 +9,7 @@ import pytest
 from pancap_retrieval.captioners import CAPTIONERS
 from pancap_retrieval.data import DATASETS
 from pancap_retrieval.retrieval.embedder import get_spec
+from pancap_retrieval.retrieval.image_text import RETRIEVERS
 from pancap_retrieval.retrieval.index import SEARCH_BACKENDS
 from pancap_retrieval.suite import SuiteError, load_suite
 from reconstruct.redrawers import REDRAWERS
@@ -16,9 +17,9 @@ from reconstruct.redrawers import REDRAWERS
 SUITES = sorted((Path(__file__).resolve().parents[1] / "eval_suites").glob("*.yaml"))
 
 
-def test_the_four_suites_are_shipped():
+def test_the_five_suites_are_shipped():
     assert [p.stem for p in SUITES] == [
-        "docci_pancapchain_vs_llava", "docci_reconstruction", "docci_retrieval", "sample"
+        "docci_pancapchain_vs_llava", "docci_paper_table", "docci_reconstruction", "docci_retrieval", "sample"
     ]
 
 
@@ -28,6 +29,8 @@ def test_suite_names_only_registered_things(path):
     assert suite.dataset.name.partition(":")[0] in DATASETS
     for captioner in suite.captioners:
         assert captioner.file or captioner.name in CAPTIONERS, captioner.name
+    for retriever in suite.retrievers:
+        assert retriever.name in RETRIEVERS, retriever.name
     for embedder in suite.embedders:
         assert get_spec(embedder.name) is not None, embedder.name
     assert suite.retrieval.backend in SEARCH_BACKENDS
