@@ -497,7 +497,21 @@ def convert_llava_command(src: str, lora: str | None, vision_tower: str | None, 
 @_DATASET_OPTION
 @_SPLIT
 @_LIMIT
-@_CAPTIONS
+@click.option(
+    "--captions",
+    "captions",
+    multiple=True,
+    help="a captions file, or a captioner name whose store is in --out (repeatable)",
+)
+@click.option("--retriever", default=None, help="an image-text retriever (`pancap list retrievers`): a row of its own")
+@click.option("--retriever-model", default=None, metavar="ID_OR_DIR", help="hub id or local folder of its weights")
+@click.option(
+    "-o",
+    "extra",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="retriever option, e.g. -o long_text=chunk -o max_length=64 (values read as YAML)",
+)
 @click.option(
     "--embedder", default="minilm", show_default=True, help="text embedder (`pancap list embedders`)"
 )
@@ -514,15 +528,27 @@ def convert_llava_command(src: str, lora: str | None, vision_tower: str | None, 
 @_RUN_OUT
 @_OVERWRITE
 def retrieve(
-    dataset, dataset_options, split, limit, captions, embedder, long_text, backend, text_prep, seed, out, overwrite
+    dataset, dataset_options, split, limit, captions, retriever, retriever_model, extra, embedder, long_text, backend,
+    text_prep, seed, out, overwrite,
 ) -> None:
-    """Text-to-text retrieval of captions against the dataset's descriptions, both ways.
+    """Retrieval against the dataset's descriptions, both ways: captions (text to text) and/or the images through
+    an image-text retriever.
 
     --captions takes a captions file, or the name of a captioner whose store is already in --out (made by
-    `pancap caption` or `pancap captions import`).
+    `pancap caption` or `pancap captions import`). --retriever NAME ranks the descriptions from the images
+    themselves (no captions needed); --retriever-model and -o KEY=VALUE are its weights and options.
     """
+    from pancap_retrieval.errors import OptionError
     from pancap_retrieval.pipeline import RunOptions, run_suite
     from pancap_retrieval.suite import Suite, validated
+
+    if (retriever_model or extra) and not retriever:
+        raise OptionError("--retriever-model and -o are options of --retriever NAME: name the retriever")
+    if not captions and not retriever:
+        raise OptionError("pancap retrieve needs --captions or --retriever (or both)")
+    retrievers = [
+        {"name": retriever, "model": retriever_model, "options": dict(_option_value(item) for item in extra)}
+    ] if retriever else []
 
     suite = validated(
         Suite,
@@ -530,6 +556,7 @@ def retrieve(
             "name": "retrieve",
             "dataset": _dataset_spec(dataset, dataset_options, split, limit).model_dump(exclude_none=True),
             "captioners": [_captions_spec(c) for c in captions],
+            "retrievers": retrievers,
             "embedders": [{"name": embedder, "long_text": long_text}],
             "retrieval": {"backend": backend, "text_prep": text_prep},
             "seed": seed,

@@ -417,9 +417,9 @@ def validate_suite(suite: Suite, out: Path | None = None, dataset: Any = None) -
         if spec.name in seen:
             raise PancapError(f"row {spec.name!r} appears twice in suite {suite.name}: give each a name")
         seen.add(spec.name)
-        from pancap_retrieval.retrieval.image_text import RETRIEVERS
+        from pancap_retrieval.stages.retrievers import retriever_options
 
-        RETRIEVERS.entry(spec.name)
+        retriever_options(spec.name, spec.retriever_options())  # names and types checked before any work
     for embedder in suite.embedders:
         resolve_local(embedder.name)
     if suite.retrieval.backend not in SEARCH_BACKENDS:

@@ -71,6 +71,7 @@ class CaptionerSpec(_Strict):
 
 class RetrieverSpec(_Strict):
     name: str = Field(description="retriever registry name (`pancap list retrievers`): a row of its own")
+    model: str | None = Field(default=None, description="hub id or local folder of the weights (the option model)")
     options: dict[str, Any] = Field(
         default_factory=dict, description="the retriever's own options (`pancap list retrievers --options`)"
     )
@@ -83,6 +84,10 @@ class RetrieverSpec(_Strict):
     @classmethod
     def _plain_name(cls, value: str) -> str:
         return _check_name(value, "retriever name")
+
+    def retriever_options(self) -> dict[str, Any]:
+        """The options the retriever is built with: ``model`` (when given) and ``options``."""
+        return {**({"model": self.model} if self.model else {}), **self.options}
 
 
 class ReportedSpec(_Strict):
@@ -255,7 +260,7 @@ _PATH_KINDS = ("imagefolder", "sapancap")
 
 def with_paths_from(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """The suite ``data`` with its relative paths read against ``base`` (the suite file's folder), not the
-    current directory: a captions ``file:`` always; a ``model:``, an embedder or a dataset folder when it is
+    current directory: a captions ``file:`` always; a captioner's or retriever's ``model:``, an embedder or a dataset folder when it is
     written as a path (``./x``, ``../x``, ``~/x``) or exists under ``base``. Anything else (a hub id, a
     registry name) is left as written.
 
@@ -266,6 +271,8 @@ def with_paths_from(data: dict[str, Any], base: Path) -> dict[str, Any]:
     data = dict(data)
     if isinstance(data.get("captioners"), list):
         data["captioners"] = [_captioner_paths(c, base) for c in data["captioners"]]
+    if isinstance(data.get("retrievers"), list):
+        data["retrievers"] = [_retriever_paths(r, base) for r in data["retrievers"]]
     if isinstance(data.get("embedders"), list):
         data["embedders"] = [
             {**e, "name": _maybe_path(e["name"], base)} if isinstance(e, dict) and "name" in e else e
@@ -293,6 +300,18 @@ def _captioner_paths(spec: Any, base: Path) -> Any:
         spec["file"] = str(base / Path(spec["file"]).expanduser())
     if "model" in spec:
         spec["model"] = _maybe_path(spec["model"], base)
+    return spec
+
+
+def _retriever_paths(spec: Any, base: Path) -> Any:
+    """A retriever's ``model:`` (or ``options: {model: ...}``) read against ``base`` when it is a path."""
+    if not isinstance(spec, dict):
+        return spec
+    spec = dict(spec)
+    if "model" in spec:
+        spec["model"] = _maybe_path(spec["model"], base)
+    if isinstance(spec.get("options"), dict) and "model" in spec["options"]:
+        spec["options"] = {**spec["options"], "model": _maybe_path(spec["options"]["model"], base)}
     return spec
 
 
