@@ -199,7 +199,7 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     except OSError as exc:
         raise write_error(path, exc) from None
     try:
@@ -219,22 +219,39 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
 
 
 TEMP_FILE = re.compile(r"\..+\.tmp")
+# The writer's pid in a temp file's name (``.NAME.PID-RANDOM.tmp``), so that a live writer's file is left alone.
+TEMP_WRITER = re.compile(r"\.(\d+)-[^.]*\.tmp$")
 
 
 def remove_temp_files(folder: str | Path) -> int:
     """Remove the temp files (``.NAME.*.tmp``) that writes killed half-way left under ``folder``; how many.
 
-    Only a process that holds the folder's :class:`RunLock` may call this: no other writer is then at work.
+    Called by the process that holds the folder's :class:`RunLock`. The other ranks of a distributed run write
+    without the lock, so a temp file whose writer (the pid in its name) is still alive is left alone.
     """
     removed = 0
     for parent, _, names in os.walk(folder):
         for name in names:
-            if TEMP_FILE.fullmatch(name):
+            if TEMP_FILE.fullmatch(name) and not _writer_alive(name):
                 Path(parent, name).unlink(missing_ok=True)
                 removed += 1
     if removed:
         warnings.warn(f"{folder}: removed {removed} temp file(s) left by an interrupted run", stacklevel=2)
     return removed
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process that named temp file ``name`` (its pid after the target's name) is still running."""
+    match = TEMP_WRITER.search(name)
+    if match is None or int(match.group(1)) == os.getpid():
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def write_if_changed(path: str | Path, data: str | bytes) -> Path:

@@ -70,7 +70,7 @@ def test_leaderboard_across_runs_leaves_missing_cells_empty(tmp_path):
         runs.append(str(run))
     result = invoke("leaderboard", *runs, "--out", str(tmp_path / "board"))
     lines = result.output.splitlines()
-    assert lines[0].startswith("| system | set-a/test minilm n | set-a/test minilm c2d R@1 |")
+    assert lines[0].startswith("| system | kind | set-a/test minilm n | set-a/test minilm c2d R@1 |")
     detector = next(line for line in lines if line.startswith("| detector |"))
     cells = [cell.strip() for cell in detector.strip("|").split("|")]
     columns, _ = table([json.loads((tmp_path / r / "results.json").read_text()) for r in ("a", "b")])

@@ -26,17 +26,25 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                     "pancap_retrieval.pancapscore", "pancap_retrieval.textgen", "pancap_retrieval.testing")),
     ("inputs", ("pancap_retrieval.data", "pancap_retrieval.captions", "pancap_retrieval.detection")),
     ("run folder", ("pancap_retrieval.runs", "pancap_retrieval.results", "pancap_retrieval.leaderboard",
-                    "pancap_retrieval.pages", "pancap_retrieval.directions")),
+                    "pancap_retrieval.pages", "pancap_retrieval.directions", "pancap_retrieval.pairs",
+                    "pancap_retrieval.retrieval.paired")),
     ("base", ("pancap_retrieval.artifacts", "pancap_retrieval.registry", "pancap_retrieval.loading",
               "pancap_retrieval.errors", "pancap_retrieval.ranks", "pancap_retrieval")),
 ]
 
 
 def layer_of(module: str) -> int:
-    for depth, (_, prefixes) in enumerate(LAYERS):
-        if any(module == p or module.startswith(p + ".") for p in prefixes):
-            return depth
-    raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+    """The layer of ``module``: the one whose prefix matches it most closely (``retrieval.paired``, the paired
+    statistics the tables use, sits below the rest of ``retrieval``)."""
+    matches = [
+        (len(p), depth)
+        for depth, (_, prefixes) in enumerate(LAYERS)
+        for p in prefixes
+        if module == p or module.startswith(p + ".")
+    ]
+    if not matches:
+        raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+    return max(matches)[1]
 
 
 def _modules() -> dict[str, Path]:

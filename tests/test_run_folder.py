@@ -209,7 +209,7 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path, env):
         ({"embedders": [{"name": "no-such-embedder"}]}, "no-such-embedder"),
         ({"reconstruction": {"redrawer": "sketchy"}}, "unknown redrawer 'sketchy'"),
         ({"reconstruction": {"redrawer": "sketch", "options": {"colour": 1}}}, "no option colour"),
-        ({"captioners": [{"name": "detector"}, {"name": "detector"}]}, "appears twice"),
+        ({"captioners": [{"name": "detector"}, {"name": "detector"}]}, "must be unique"),
         ({"captioners": [{"name": "detector", "options": {"score_treshold": 0.5}}]}, "no option score_treshold"),
         ({"name": "../../escape"}, "suite name '../../escape'"),
         ({"retrieval": {"text_prep": "bogus"}}, "text_prep"),
@@ -476,3 +476,23 @@ def test_a_torn_line_before_the_last_is_dropped_and_cut_away(tmp_path):
         assert store.done_ids() == {"a", "c"}  # b is captioned again
     assert store.torn_lines == 1 and len(store.path.read_text().splitlines()) == 2
     assert [r.example_id for r in CaptionStore(store.path).records()] == ["a", "c"]
+
+
+def test_a_live_writers_temp_file_is_left_alone(tmp_path):
+    """The lock holder removes the temp files of killed writers only: the other ranks of a distributed run write
+    without the lock, and their files in progress stay."""
+    import subprocess
+
+    from pancap_retrieval.artifacts import remove_temp_files
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    try:
+        (tmp_path / f".suite.json.{live.pid}-abc.tmp").write_text("in progress")
+        (tmp_path / f".suite.json.{dead.stdout.strip()}-abc.tmp").write_text("left by a killed run")
+        (tmp_path / ".old.png.x1y2.tmp").write_text("an older name")
+        assert remove_temp_files(tmp_path) == 2
+        assert [p.name for p in tmp_path.iterdir()] == [f".suite.json.{live.pid}-abc.tmp"]
+    finally:
+        live.kill()
+        live.wait()
