@@ -419,7 +419,7 @@ def validate_suite(suite: Suite, out: Path | None = None, dataset: Any = None) -
         seen.add(spec.name)
         from pancap_retrieval.stages.retrievers import retriever_options
 
-        retriever_options(spec.name, spec.retriever_options())  # names and types checked before any work
+        retriever_options(spec.entry, spec.retriever_options())  # names and types checked before any work
     for embedder in suite.embedders:
         resolve_local(embedder.name)
     if suite.retrieval.backend not in SEARCH_BACKENDS:

@@ -70,7 +70,15 @@ class CaptionerSpec(_Strict):
 
 
 class RetrieverSpec(_Strict):
-    name: str = Field(description="retriever registry name (`pancap list retrievers`): a row of its own")
+    name: str = Field(
+        description="retriever registry name (`pancap list retrievers`), or the row's label when `retriever` names "
+        "the entry"
+    )
+    retriever: str | None = Field(
+        default=None,
+        description="the registry entry when `name` is a label (e.g. `{name: blip-itr, retriever: blip}` beside a "
+        "blip captioner row)",
+    )
     model: str | None = Field(default=None, description="hub id or local folder of the weights (the option model)")
     options: dict[str, Any] = Field(
         default_factory=dict, description="the retriever's own options (`pancap list retrievers --options`)"
@@ -84,6 +92,11 @@ class RetrieverSpec(_Strict):
     @classmethod
     def _plain_name(cls, value: str) -> str:
         return _check_name(value, "retriever name")
+
+    @property
+    def entry(self) -> str:
+        """The registry entry this row is made by: ``retriever``, else ``name``."""
+        return self.retriever or self.name
 
     def retriever_options(self) -> dict[str, Any]:
         """The options the retriever is built with: ``model`` (when given) and ``options``."""

@@ -118,3 +118,30 @@ def test_row_names_are_unique_across_captioners_retrievers_and_reported_rows() -
     with pytest.raises(SuiteError, match=r"unique.*blip"):
         validated(Suite, {"name": "x", "dataset": "sample", "captioners": [{"name": "blip"}],
                           "retrievers": [{"name": "blip"}]})  # fmt: skip
+
+
+def test_a_labelled_retriever_row_is_made_by_the_entry_it_names(toy, tmp_path, monkeypatch) -> None:
+    """`{name: LABEL, retriever: ENTRY}`: two rows of one model, or a retriever beside a captioner of the same
+    name (BLIP in the paper's table), each with its own row."""
+    from pancap_retrieval.suite import Suite, validated
+
+    validated(Suite, {"name": "x", "dataset": "sample", "captioners": [{"name": "blip"}],
+                      "retrievers": [{"name": "blip-itr", "retriever": "blip"}]})  # fmt: skip
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "labels",
+        "dataset": {"name": "sample", "split": "test", "limit": 4},
+        "retrievers": [{"name": "toy"}, {"name": "toy-again", "retriever": "toy"}],
+        "retrieval": {"bootstrap_samples": 20},
+    }))
+    out = tmp_path / "run"
+    _run(suite, out, tmp_path / "cache", monkeypatch)
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["system"], r["kind"]) for r in rows] == [("toy", "retriever"), ("toy-again", "retriever")]
+    assert rows[0]["image->description"] == rows[1]["image->description"]  # the same model, two rows
+    from pancap_retrieval.errors import RegistryError
+    from pancap_retrieval.pipeline import validate_suite
+
+    bad = validated(Suite, {"name": "x", "dataset": "sample", "retrievers": [{"name": "a", "retriever": "nope"}]})
+    with pytest.raises(RegistryError, match="unknown retriever 'nope'"):
+        validate_suite(bad)

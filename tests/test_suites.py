@@ -30,7 +30,7 @@ def test_suite_names_only_registered_things(path):
     for captioner in suite.captioners:
         assert captioner.file or captioner.name in CAPTIONERS, captioner.name
     for retriever in suite.retrievers:
-        assert retriever.name in RETRIEVERS, retriever.name
+        assert retriever.entry in RETRIEVERS, retriever.entry
     for embedder in suite.embedders:
         assert get_spec(embedder.name) is not None, embedder.name
     assert suite.retrieval.backend in SEARCH_BACKENDS

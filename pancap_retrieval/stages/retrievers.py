@@ -33,7 +33,7 @@ def build_retriever(spec: Any) -> Any:
     from pancap_retrieval.retrieval.image_text import RETRIEVERS
     from pancap_retrieval.retrieval.retriever import as_retriever
 
-    return as_retriever(RETRIEVERS.build(spec.name, **spec.retriever_options()))
+    return as_retriever(RETRIEVERS.build(spec.entry, **spec.retriever_options()))
 
 
 def retriever_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -79,9 +79,9 @@ def model_fingerprint(model: Any, revision: str | None = None) -> str | None:
 def retriever_inputs(spec: Any) -> dict[str, Any]:
     """What makes the row of retriever ``spec``, known without building it: its options with their defaults (those
     that change the features) and its model's content fingerprint."""
-    options = retriever_options(spec.name, spec.retriever_options())
+    options = retriever_options(spec.entry, spec.retriever_options())
     kept = {k: v for k, v in options.items() if k not in SPEED_OPTIONS}
-    return {"name": spec.name, "options": kept, "model_fingerprint": model_fingerprint(kept.get("model"), kept.get("revision"))}
+    return {"name": spec.entry, "options": kept, "model_fingerprint": model_fingerprint(kept.get("model"), kept.get("revision"))}
 
 
 class _Images(Sequence[Any]):

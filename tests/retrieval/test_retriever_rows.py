@@ -62,7 +62,7 @@ def test_a_suite_with_a_captioner_and_a_retriever_runs_offline_and_a_rerun_build
     model_dirs, counted, tmp_path, monkeypatch
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    suite = _suite(tmp_path, model_dirs, captioners=[{"name": "reference"}])
+    suite = _suite(tmp_path, model_dirs, captioners=[{"name": "reference", "reported": 100.0}])
     out = tmp_path / "run"
     first = _run(suite, out)
     rows = json.loads((out / "results.json").read_text())["rows"]
@@ -72,8 +72,12 @@ def test_a_suite_with_a_captioner_and_a_retriever_runs_offline_and_a_rerun_build
     for direction in ("image->description", "description->image"):
         assert "R@1" in row[direction] and len(row[direction]["R@1_ci"]) == 2
     assert row["text_window"] == 77 and row["long_text"] == "chunk" and 0.0 <= row["over_window_rate"] <= 1.0
-    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html"):
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "pairs.md", "pairs.csv"):
         assert (out / name).is_file()
+    board = (out / "leaderboard.md").read_text()  # one table: both kinds, the reported column, vs best
+    assert "| clip | retriever |  | 4* |" in board and "| reference | captioner | 100.0 | 4* |" in board
+    assert "reported R@1" in board and "vs best" in board and "i2d R@1" in board and "c2d R@1" in board
+    assert "reference" in (out / "pairs.md").read_text() and "clip" in (out / "pairs.md").read_text()
     manifest = json.loads((out / "manifest.json").read_text())["retrievers"]["clip"]
     assert "revision" in manifest and manifest["model"].endswith("weights/clip")
     assert counted == {"built": 1, "images": 4}
