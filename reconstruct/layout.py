@@ -304,6 +304,41 @@ def _same_box(a: Box, b: Box) -> bool:
     return all(abs(u - v) <= IDENTICAL_TOL for u, v in zip(a.as_list(), b.as_list()))
 
 
+def _kept_boxes(entities: list[Any], zero_area: str, max_boxes: int, counts: dict[str, int]) -> list[tuple[str, Box]]:
+    """(phrase, box) of the entities: zero-area boxes fixed or dropped, (near-)identical ones merged, the largest
+    ``max_boxes`` kept in their order; each change counted in ``counts``."""
+    kept: list[tuple[str, Box]] = []
+    for phrase, quad in _raw_items(entities, counts):
+        box = _fix_box(quad, zero_area, counts)
+        if box is None:
+            continue
+        key = phrase.lower()
+        if any(
+            _same_box(box, b) or (p.lower() == key and iou(box, b) >= NEAR_IDENTICAL_IOU) for p, b in kept
+        ):
+            counts["merged"] += 1
+            continue
+        kept.append((phrase, box))
+    if len(kept) > max_boxes:
+        by_area = sorted(range(len(kept)), key=lambda i: (-kept[i][1].area, i))[:max_boxes]
+        counts["dropped_over_limit"] = len(kept) - max_boxes
+        kept = [kept[i] for i in sorted(by_area)]
+    return kept
+
+
+def _cut_phrases(kept: list[str], max_phrase_tokens: int, count: Any, counts: dict[str, int]) -> list[str]:
+    """Each phrase cut to ``max_phrase_tokens`` (each distinct phrase cut once, counted once when cut)."""
+    phrases: list[str] = []
+    cache: dict[str, str] = {}
+    for phrase in kept:
+        if phrase not in cache:
+            cut, truncated = cut_to_tokens(phrase, max_phrase_tokens, count)
+            cache[phrase] = cut
+            counts["truncated_phrases"] += int(truncated)
+        phrases.append(cache[phrase])
+    return phrases
+
+
 def build_layout(
     example_id: str,
     plain_text: str,
@@ -328,31 +363,8 @@ def build_layout(
     counts = dict.fromkeys(COUNT_KEYS, 0)
     canvas, content = canvas_geometry(image_size, mode, canvas_size)
 
-    kept: list[tuple[str, Box]] = []
-    for phrase, quad in _raw_items(entities, counts):
-        box = _fix_box(quad, zero_area, counts)
-        if box is None:
-            continue
-        key = phrase.lower()
-        if any(
-            _same_box(box, b) or (p.lower() == key and iou(box, b) >= NEAR_IDENTICAL_IOU) for p, b in kept
-        ):
-            counts["merged"] += 1
-            continue
-        kept.append((phrase, box))
-    if len(kept) > max_boxes:
-        by_area = sorted(range(len(kept)), key=lambda i: (-kept[i][1].area, i))[:max_boxes]
-        counts["dropped_over_limit"] = len(kept) - max_boxes
-        kept = [kept[i] for i in sorted(by_area)]
-
-    phrases: list[str] = []
-    cache: dict[str, str] = {}
-    for phrase, _ in kept:
-        if phrase not in cache:
-            cut, truncated = cut_to_tokens(phrase, max_phrase_tokens, count)
-            cache[phrase] = cut
-            counts["truncated_phrases"] += int(truncated)
-        phrases.append(cache[phrase])
+    kept = _kept_boxes(entities, zero_area, max_boxes, counts)
+    phrases = _cut_phrases([phrase for phrase, _ in kept], max_phrase_tokens, count, counts)
     prompt, prompt_cut = opening(plain_text, max_prompt_tokens, count)
     counts["prompt_truncated"] = int(prompt_cut)
     source_boxes = [[round(v, 6) for v in b.as_list()] for _, b in kept]

@@ -138,8 +138,6 @@ STILL_LONG = {
     "pancap_retrieval/pancapscore/score.py:score_pancapscore",
     "pancap_retrieval/captioners/convert.py:_llava_tokenizer",
     "pancap_retrieval/data/download.py:_download",
-    "reconstruct/layout.py:build_layout",
-    "reconstruct/run.py:reconstruct_run",
 }
 
 
