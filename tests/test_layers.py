@@ -134,7 +134,6 @@ def test_no_private_name_crosses_modules():
 
 # Functions still over the limit, each to be split; the list may only shrink (a new long function fails).
 STILL_LONG = {
-    "pancap_retrieval/pipeline.py:_retrieval_row",
     "pancap_retrieval/pancapscore/score.py:score_pancapscore",
     "pancap_retrieval/captioners/convert.py:_llava_tokenizer",
     "pancap_retrieval/data/download.py:_download",
