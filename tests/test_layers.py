@@ -142,6 +142,18 @@ def test_no_library_function_over_60_lines():
     assert STILL_LONG - long == set(), "split already: take it off STILL_LONG"
 
 
+def test_no_library_function_takes_more_than_8_positional_parameters():
+    """More than 8 parameters only as keyword-only options (after ``*``), which a caller names one by one."""
+    crowded = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                positional = [a for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")]
+                if len(positional) > 8:
+                    crowded.append(f"{module}.{node.name} ({len(positional)})")
+    assert crowded == []
+
+
 def test_the_graph_sees_a_known_edge():
     """The scan itself works: the cli imports the leaderboard, the leaderboard the artefacts."""
     assert "pancap_retrieval.artifacts" in GRAPH["pancap_retrieval.leaderboard"]
