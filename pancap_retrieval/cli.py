@@ -415,7 +415,7 @@ def export_command(run_dir: Path, to: Path | None, with_images: bool, push_to_hu
     help="captioner option, e.g. -o dialect=asmv2 -o score_threshold=0.4 (values read as YAML)",
 )
 def caption(
-    captioner, model, dataset, dataset_options, split, limit, out, batch_size, retry_failed, overwrite, extra
+    *, captioner, model, dataset, dataset_options, split, limit, out, batch_size, retry_failed, overwrite, extra
 ) -> None:
     """Caption DATASET into the run folder's caption store (resumable: finished images are skipped).
 
@@ -528,7 +528,7 @@ def convert_llava_command(src: str, lora: str | None, vision_tower: str | None, 
 @_RUN_OUT
 @_OVERWRITE
 def retrieve(
-    dataset, dataset_options, split, limit, captions, retriever, retriever_model, extra, embedder, long_text, backend,
+    *, dataset, dataset_options, split, limit, captions, retriever, retriever_model, extra, embedder, long_text, backend,
     text_prep, seed, out, overwrite,
 ) -> None:
     """Retrieval against the dataset's descriptions, both ways: captions (text to text) and/or the images through
@@ -659,7 +659,7 @@ def leaderboard(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 @_RUN_OUT
 @_OVERWRITE
 def reconstruct_command(
-    redrawer, model, dataset, dataset_options, split, limit, captions, seed, steps, out, overwrite
+    *, redrawer, model, dataset, dataset_options, split, limit, captions, seed, steps, out, overwrite
 ) -> None:
     """Redraw each image from its caption and score the redraw against the original.
 
@@ -764,7 +764,7 @@ _CAPTION_FILES = (
     help="box dialect of REF (default: sapancap's norm, the --dataset's, else what its store declares, else auto)",
 )
 def score_pancapscore_command(
-    pred: Path | None, run_dir: Path | None, captioner: str | None, ref: str, judge: str, out: Path | None,
+    *, pred: Path | None, run_dir: Path | None, captioner: str | None, ref: str, judge: str, out: Path | None,
     dataset: str | None, split: str | None, pred_dialect: str | None, ref_dialect: str | None,
 ) -> None:
     """PancapScore (tag, location, attribute, relation, global) of PRED against REF.

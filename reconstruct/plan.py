@@ -52,6 +52,7 @@ class Plan:
 def plan(
     captioner: str,
     records: Sequence[CaptionRecord],
+    *,
     run_dir: Path,
     originals: Originals,
     layout_options: Mapping[str, Any],
@@ -59,7 +60,6 @@ def plan(
     seed: int,
     canvas_mode: str,
     progress: bool = False,
-    *,
     dialect: str = "auto",
     recorded: Mapping[str, str] | None = None,
 ) -> Plan:

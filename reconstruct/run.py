@@ -239,8 +239,9 @@ def _redraw_all(
             repaired = originals.repaired
             recorded = (job.previous.get("captioners", {}).get(captioner) or {}).get("redraw_keys")
             plans[captioner] = planned = plan(
-                captioner, records, job.run_dir, originals, job.drawer.layout_options(), signature, job.seed,
-                job.canvas_mode, job.progress and job.ranks.main, dialect=dialects[captioner], recorded=recorded,
+                captioner, records, run_dir=job.run_dir, originals=originals, layout_options=job.drawer.layout_options(),
+                signature=signature, seed=job.seed, canvas_mode=job.canvas_mode, progress=job.progress and job.ranks.main,
+                dialect=dialects[captioner], recorded=recorded,
             )  # fmt: skip
             seconds = redraw(planned, job.drawer, batch, job.progress, job.ranks)
             results["captioners"][captioner] = redraw_entry(planned, seconds)

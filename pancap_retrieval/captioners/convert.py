@@ -204,45 +204,13 @@ def _llava_tokenizer(src_dir: Path) -> tuple[Any, bool]:
     tokenizer_config = src_dir / "tokenizer_config.json"
     class_name = read_json(tokenizer_config).get("tokenizer_class") if tokenizer_config.is_file() else None
     tokenizer_class = getattr(transformers, str(class_name), None) or transformers.AutoTokenizer
-
-    def load(**kwargs: Any) -> Any:
-        try:
-            tokenizer = tokenizer_class.from_pretrained(str(src_dir), **kwargs)
-        except Exception as exc:
-            raise ModelLoadError(
-                f"cannot load the tokenizer of {src_dir}: {type(exc).__name__}: {exc}"
-            ) from None
-        if IMAGE_TOKEN not in tokenizer.get_vocab():
-            tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-        if tokenizer.pad_token is None:  # LLaVA pads with <unk>
-            tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
-        return tokenizer
-
-    def original_ids(tokenizer: Any) -> list[int]:
-        if not (src_dir / "tokenizer.model").is_file():
-            return llava_input_ids(tokenizer, TOKENIZATION_PROBE)
-        import sentencepiece
-
-        model = sentencepiece.SentencePieceProcessor(model_file=str(src_dir / "tokenizer.model"))
-        image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        first, *rest = TOKENIZATION_PROBE.split(IMAGE_TOKEN)
-        ids = [model.bos_id(), *model.encode(first)]
-        for piece in rest:
-            ids += [image_token_id, *model.encode(piece)]
-        return ids
-
-    def matches(tokenizer: Any) -> bool:
-        expected = original_ids(tokenizer)
-        whole = tokenizer(TOKENIZATION_PROBE)["input_ids"]
-        return whole == expected == llava_input_ids(tokenizer, TOKENIZATION_PROBE)
-
-    tokenizer = load()
-    if matches(tokenizer):
+    tokenizer = _load_tokenizer(tokenizer_class, src_dir)
+    if _gives_original_ids(tokenizer, src_dir):
         return tokenizer, True
     if getattr(tokenizer, "legacy", True) is False:
-        tokenizer = load(legacy=True)
+        tokenizer = _load_tokenizer(tokenizer_class, src_dir, legacy=True)
         tokenizer.init_kwargs["legacy"] = True
-        if matches(tokenizer):
+        if _gives_original_ids(tokenizer, src_dir):
             return tokenizer, True
     log.warning(
         "the tokenizer of %s does not give a prompt the original LLaVA code's ids; "
@@ -250,6 +218,42 @@ def _llava_tokenizer(src_dir: Path) -> tuple[Any, bool]:
         src_dir,
     )
     return tokenizer, False
+
+
+def _load_tokenizer(tokenizer_class: Any, src_dir: Path, **kwargs: Any) -> Any:
+    """The checkpoint's tokenizer with ``<image>`` added and ``<unk>`` as padding (as LLaVA pads)."""
+    try:
+        tokenizer = tokenizer_class.from_pretrained(str(src_dir), **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the tokenizer of {src_dir}: {type(exc).__name__}: {exc}") from None
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    if tokenizer.pad_token is None:  # LLaVA pads with <unk>
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+    return tokenizer
+
+
+def _original_ids(tokenizer: Any, src_dir: Path) -> list[int]:
+    """The ids the original LLaVA code gives the probe prompt: each piece around ``<image>`` encoded on its own by
+    the checkpoint's sentencepiece model (by the tokenizer itself when there is none)."""
+    if not (src_dir / "tokenizer.model").is_file():
+        return llava_input_ids(tokenizer, TOKENIZATION_PROBE)
+    import sentencepiece
+
+    model = sentencepiece.SentencePieceProcessor(model_file=str(src_dir / "tokenizer.model"))
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    first, *rest = TOKENIZATION_PROBE.split(IMAGE_TOKEN)
+    ids = [model.bos_id(), *model.encode(first)]
+    for piece in rest:
+        ids += [image_token_id, *model.encode(piece)]
+    return ids
+
+
+def _gives_original_ids(tokenizer: Any, src_dir: Path) -> bool:
+    """Whether ``tokenizer`` gives the probe prompt the original ids, whole and as :func:`llava_input_ids` splits it."""
+    expected = _original_ids(tokenizer, src_dir)
+    whole = tokenizer(TOKENIZATION_PROBE)["input_ids"]
+    return whole == expected == llava_input_ids(tokenizer, TOKENIZATION_PROBE)
 
 
 def convert_llava(

@@ -230,6 +230,7 @@ class Generator:
         self,
         model: Any,
         tokenizer: Any,
+        *,
         max_new_tokens: int = 1024,
         min_new_tokens: int = 0,
         batch_size: int | None = None,

@@ -66,6 +66,7 @@ class ImageTextToTextCaptioner(Captioner):
         self,
         model: str | None = None,
         prompt: str | None = None,
+        *,
         batch_size: int | None = None,
         device: str | None = None,
         dtype: str | None = None,

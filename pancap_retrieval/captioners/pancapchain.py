@@ -268,6 +268,7 @@ class PancapChainCaptioner(Captioner):
     def __init__(
         self,
         model: str | None = None,
+        *,
         batch_size: int | None = None,
         device: str | None = None,
         dtype: str | None = None,

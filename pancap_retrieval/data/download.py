@@ -111,8 +111,6 @@ def _download(url: str, part: Path, known_size: int | None, progress: bool, time
     The size the server reports must equal ``known_size`` when that is given; nothing is fetched otherwise.
     """
     import requests
-    import urllib3
-    from tqdm.auto import tqdm
 
     offset = part.stat().st_size if part.is_file() else 0
     # identity: the bytes on disk are the bytes Content-Length counts, and a Range means the same offsets.
@@ -123,50 +121,67 @@ def _download(url: str, part: Path, known_size: int | None, progress: bool, time
         raise DatasetError(f"cannot download {url}: {type(exc).__name__}: {exc}") from None
     with response:
         if response.status_code == 416 and offset:
-            # The part file already holds every byte (or more): check it against the size the server reports.
-            total = _content_range_total(response.headers.get("Content-Range", ""))
-            if total is not None and total == offset:
-                return total
-            part.unlink()
-            raise DatasetError(
-                f"{url}: size mismatch, {part} has {offset} bytes but the server has {total}; removed, run again"
-            )
-        if response.status_code not in (200, 206):
-            raise DatasetError(f"cannot download {url}: HTTP {response.status_code} {response.reason}")
-        if response.status_code == 206:
-            start, total = _content_range(response.headers.get("Content-Range", ""))
-            if start != offset:
-                raise DatasetError(f"{url}: server resumed at byte {start}, asked for {offset}")
-            mode = "ab"
-        else:
-            if offset:
-                log.warning("%s: server ignored the range request; downloading from the start", url)
-            offset, mode = 0, "wb"
-            length = response.headers.get("Content-Length")
-            total = int(length) if length is not None else None
+            return _already_whole(response, url, part, offset)
+        mode, offset, total = _resumed(response, url, offset)
         if known_size is not None and total != known_size:
             raise DatasetError(
                 f"{url}: size mismatch, the server reports {total} bytes, expected {known_size}"
             )
-        bar = tqdm(
-            total=total,
-            initial=offset,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=part.name.removesuffix(".part"),
-            disable=not progress,
-        )
-        try:
-            with part.open(mode) as handle:
-                for chunk in _chunks(response):
-                    handle.write(chunk)
-                    bar.update(len(chunk))
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            log.warning("%s: transfer stopped (%s: %s)", url, type(exc).__name__, exc)
-        finally:
-            bar.close()
+        _write_body(response, url, part, (mode, offset, total), progress)
     return total
+
+
+def _already_whole(response: Any, url: str, part: Path, offset: int) -> int:
+    """A 416 answer to a range request: the part file already holds every byte (or more). Its size is checked
+    against the size the server reports; a part file that does not match is removed."""
+    total = _content_range_total(response.headers.get("Content-Range", ""))
+    if total is not None and total == offset:
+        return total
+    part.unlink()
+    raise DatasetError(
+        f"{url}: size mismatch, {part} has {offset} bytes but the server has {total}; removed, run again"
+    )
+
+
+def _resumed(response: Any, url: str, offset: int) -> tuple[str, int, int | None]:
+    """(file mode, the offset writing starts at, the full size) of an answer: a 206 resumes at ``offset``, a 200
+    (a server that ignored the range) starts again from the start."""
+    if response.status_code not in (200, 206):
+        raise DatasetError(f"cannot download {url}: HTTP {response.status_code} {response.reason}")
+    if response.status_code == 206:
+        start, total = _content_range(response.headers.get("Content-Range", ""))
+        if start != offset:
+            raise DatasetError(f"{url}: server resumed at byte {start}, asked for {offset}")
+        return "ab", offset, total
+    if offset:
+        log.warning("%s: server ignored the range request; downloading from the start", url)
+    length = response.headers.get("Content-Length")
+    return "wb", 0, int(length) if length is not None else None
+
+
+def _write_body(
+    response: Any, url: str, part: Path, where: tuple[str, int, int | None], progress: bool
+) -> None:
+    """Write the body to ``part`` (``where``: file mode, offset, full size) with a progress bar; a transfer that
+    stops half-way keeps what arrived, for the next run to resume."""
+    import requests
+    import urllib3
+    from tqdm.auto import tqdm
+
+    mode, offset, total = where
+    bar = tqdm(
+        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+        desc=part.name.removesuffix(".part"), disable=not progress,
+    )  # fmt: skip
+    try:
+        with part.open(mode) as handle:
+            for chunk in _chunks(response):
+                handle.write(chunk)
+                bar.update(len(chunk))
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        log.warning("%s: transfer stopped (%s: %s)", url, type(exc).__name__, exc)
+    finally:
+        bar.close()
 
 
 def _chunks(response: Any) -> Iterator[bytes]:

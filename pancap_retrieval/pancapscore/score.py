@@ -416,9 +416,6 @@ def score_pancapscore(
         pairing, the_judge, texts, items, similarity, iou_threshold, empty_ref
     )
     dimensions = _aggregate(per_image, the_judge.extracts_statements)
-    f1s = {dim: dimensions[dim].get("f1") for dim in DIMENSIONS}
-    overall = overall_score(f1s)
-    partial = partial_score(f1s) if overall is None else None
     result: dict[str, Any] = {
         "metric": "pancapscore",
         "pred": pairing.pred_name,
@@ -427,6 +424,23 @@ def score_pancapscore(
         "matching": {**similarity.describe(), "iou_threshold": iou_threshold},
         "empty_ref": empty_ref,
         "box_dialects": {"pred": frames.pred_dialect, "ref": frames.ref_dialect},
+        **_overall(dimensions),
+        "counts": _counts(pairing, per_image, judge_failures, totals),
+        "per_image": per_image,
+        "meta": {"evaluation_time_s": round(time.perf_counter() - started, 3)},
+    }
+    if out is not None:
+        write_result(result, Path(out))
+    return result
+
+
+def _overall(dimensions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The scale, the weights, the dimensions and the overall score (or the tag+location partial score when a
+    dimension was not computed) of a result, in the order a result lists them."""
+    f1s = {dim: dimensions[dim].get("f1") for dim in DIMENSIONS}
+    overall = overall_score(f1s)
+    partial = partial_score(f1s) if overall is None else None
+    return {
         "scale": "precision/recall/F1 in [0, 1]; overall = 100 x (tag + location + attribute + relation + 0.1 x global)",
         "weights": WEIGHTS,
         "max_overall": MAX_OVERALL,
@@ -436,13 +450,7 @@ def score_pancapscore(
         "partial": None
         if partial is None
         else {"label": "tag+location", "dimensions": ["tag", "location"], "value": partial, "max": 200.0},
-        "counts": _counts(pairing, per_image, judge_failures, totals),
-        "per_image": per_image,
-        "meta": {"evaluation_time_s": round(time.perf_counter() - started, 3)},
     }
-    if out is not None:
-        write_result(result, Path(out))
-    return result
 
 
 def box_frames(
