@@ -693,15 +693,11 @@ def gallery(run_dir: Path) -> None:
     by any of them and links to pages of 50 images; thumbnails are made once per source file.
     """
     from pancap_retrieval.artifacts import RunLock
-    from reconstruct.gallery import write_gallery
+    from pancap_retrieval.stages.gallery import GalleryInputs, write_run_gallery
 
-    if not (run_dir / "reconstruction.json").is_file():
-        raise PancapError(
-            f"{run_dir} has no reconstruction.json: run `pancap reconstruct` or a suite with reconstruction first"
-        )
     with RunLock(run_dir):
-        index = write_gallery(run_dir)
-    click.echo(f"gallery written to {index}")
+        report = write_run_gallery(GalleryInputs(run_dir))
+    click.echo(f"gallery written to {report.index}")
 
 
 # ---------------------------------------------------------------- scores

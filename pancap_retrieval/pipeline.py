@@ -6,8 +6,8 @@ result per captioner, keyed by its inputs), ``results.json``, ``leaderboard.*``,
 ``reconstruction.json``. The whole suite is validated before any work (:func:`validate_suite`); one process writes a
 run folder at a time (:class:`~pancap_retrieval.artifacts.RunLock`); every artefact is reused only when the key of
 its inputs matches, so a rerun of a finished suite does no model work. The stages live in
-:mod:`pancap_retrieval.stages`: ``caption``, ``imports``, ``retrieve`` (with ``retrievers``), ``pancapscore`` and
-``redraw``; their public names are importable from here too.
+:mod:`pancap_retrieval.stages`: ``caption``, ``imports``, ``retrieve`` (with ``retrievers``), ``pancapscore``,
+``redraw`` and ``gallery``; their public names are importable from here too.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pancap_retrieval.stages.caption import (
     run_captioner,
     split_of,
 )
+from pancap_retrieval.stages.gallery import GalleryInputs, write_run_gallery
 from pancap_retrieval.stages.imports import import_captions, read_import
 from pancap_retrieval.stages.pancapscore import score_suite
 from pancap_retrieval.stages.redraw import reconstruct_captions
@@ -195,9 +196,7 @@ def _publish(out: Path, run_dirs: list[Path], gallery: bool, summary: RunSummary
             write_leaderboard(run_dirs, out)
     if gallery:
         with summary.stage("gallery") as entry:
-            from reconstruct.gallery import write_gallery
-
-            write_gallery(out, report=entry)
+            entry["repaired"] = write_run_gallery(GalleryInputs(out)).repaired
 
 
 def run_reconstruction(
@@ -210,7 +209,6 @@ def run_reconstruction(
     options: RunOptions | None = None,
 ) -> dict[str, Any]:
     """Redraw and score the given captions (files, or stores already in ``out``) without retrieval."""
-    from reconstruct.gallery import write_gallery
     from reconstruct.run import check_redrawer
 
     out = Path(out)
@@ -232,7 +230,7 @@ def run_reconstruction(
                 records = existing_store(out, spec.name, dataset_name, split).records()
                 captions[spec.name] = in_dataset_order(records, dataset)
         result = reconstruct_captions(out, captions, dataset, dataset_name, reconstruction, seed, RunSummary())
-        write_gallery(out)
+        write_run_gallery(GalleryInputs(out))
     return result
 
 

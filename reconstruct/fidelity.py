@@ -273,22 +273,19 @@ def pair_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, b) / np.where(norms > 0, norms, 1.0)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-
-
 def retrieval(
     redraws: np.ndarray, originals: np.ndarray, positives: Sequence[int] | None = None, seed: int = 0
 ) -> dict[str, Any]:
-    """Redraw -> original retrieval on cosine similarity: R@1, R@5, MRR, median rank (pessimistic ties)."""
+    """Redraw -> original retrieval on cosine similarity: R@1, R@5, MRR, median rank (pessimistic ties), through the
+    rank and score steps of text retrieval."""
+    from pancap_retrieval.retrieval.embedder import l2_normalise
     from pancap_retrieval.retrieval.metrics import direction_metrics
 
     n = redraws.shape[0]
     positives = np.arange(n) if positives is None else np.asarray(positives)
     ks = tuple(k for k in (1, 5) if k <= originals.shape[0]) or (1,)
     return direction_metrics(
-        _unit(redraws), _unit(originals), positives, ks=ks, n_bootstrap=1000, seed=seed, device="cpu"
+        l2_normalise(redraws), l2_normalise(originals), positives, ks=ks, n_bootstrap=1000, seed=seed, device="cpu"
     )
 
 

@@ -6,7 +6,8 @@ served as is:
 - ``index.html``: the reconstruction scores per captioner (the leaderboard's words), what the panels and numbers
   mean, the page list, and one row per image with its numbers, sortable so that the worst images come first;
 - ``page-1.html`` ...: ``page_size`` images each, with previous/next links, page numbers and the left/right arrow
-  keys. Per image: the original; per captioner its numbers (c2d/d2c retrieval rank of its caption, redraw cosine,
+  keys. Per image: the original with the ranks of every row that redraws nothing (a retriever's image->description
+  and description->image ranks); per captioner its numbers (c2d/d2c retrieval rank of its caption, redraw cosine,
   boxes re-found in redraw), its layout (the caption's boxes drawn over the original, in the colours its caption
   text marks the same phrases with; left out when the caption has no box), the redraw, and the caption text;
 - ``thumbs/`` (JPEG, long side ``THUMB_SIDE``; a source no larger is its own thumbnail) and ``full/`` (the
@@ -18,8 +19,8 @@ served as is:
 
 Images load lazily (``loading="lazy"`` with their sizes set, so the page does not jump). Pages come from jinja2
 templates (``reconstruct/templates/``, autoescaped). Per-image numbers are read from the run folder when the
-stages wrote them (``reconstruction.json``: ``captioners[NAME]["per_image"]``; ``retrieval/NAME.ranks.json``) and
-shown as "–" otherwise. Files are written atomically; a page whose text has not changed is not rewritten.
+stages wrote them (``reconstruction.json``: ``captioners[NAME]["per_image"]``; ``retrieval/NAME.ranks.json`` of every
+row of ``results.json``) and shown as "–" otherwise. Files are written atomically; a page whose text has not changed is not rewritten.
 """
 
 from __future__ import annotations
@@ -93,8 +94,17 @@ class Column:
 
 
 @dataclass
+class RankedSystem:
+    """A results row with no redraws (a retriever): its per-image ranks, shown beside each original."""
+
+    name: str
+    kind: str
+    ranks: dict[str, dict[str, int]]  # number label ("i2d rank") -> {image id: rank}
+
+
+@dataclass
 class Card:
-    """One image and what each captioner made of it."""
+    """One image and what each captioner made of it, with the ranks of the rows that redraw nothing."""
 
     example_id: str
     anchor: str
@@ -102,6 +112,7 @@ class Card:
     columns: list[Column]
     original_file: str | None = None
     original: Picture | None = None
+    ranks: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)  # (system, [(label, value)])
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:
@@ -140,13 +151,46 @@ def _ranks(run_dir: Path, captioner: str) -> dict[str, dict[str, int]]:
     return {d.name: {} for d in RANKED}
 
 
+def ranked_systems(run_dir: Path, redrawn: set[str]) -> list[RankedSystem]:
+    """Every row of the run's results that redraws nothing and has a ranks file (a retriever, or a captioner left
+    out of the reconstruction), in results order, from the first retrieval folder that has results."""
+    for folder in retrieval_dirs(run_dir):
+        if not (folder.parent / RUN_RESULTS_FILE).is_file():
+            continue
+        systems = []
+        for row in read_results(folder.parent).get("rows", []):
+            name = str(row.get("system"))
+            ranks = read_json(ranks_file(folder, name)) if name not in redrawn else None
+            if isinstance(ranks, dict):
+                systems.append(RankedSystem(name, str(row.get("kind")), _rank_columns(ranks)))
+        return systems
+    return []
+
+
+def _rank_columns(ranks: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """``{"i2d rank": {id: rank}}`` of a ranks file, in direction order; per-description lists left out."""
+    columns = {}
+    for d in DIRECTIONS:
+        found = of(ranks, d)
+        if isinstance(found, dict):
+            columns[f"{d.label} rank"] = found
+    return columns
+
+
+def _rank_numbers(system: RankedSystem, example_id: str) -> list[tuple[str, str]]:
+    return [(label, _shown(_rank_cell(ranks.get(example_id)))) for label, ranks in system.ranks.items()]
+
+
+def _rank_cell(rank: Any) -> Cell | None:
+    return Cell(int(rank)) if isinstance(rank, (int, float)) else None
+
+
 def _numbers(per_image: dict[str, Any], ranks: dict[str, dict[str, int]], example_id: str) -> list[Any]:
     """The per-image numbers of one caption, as :class:`Cell` or None: ranks, redraw cosine, boxes re-found."""
     values = per_image.get(example_id) or {}
     out: list[Any] = []
     for direction in RANKED:
-        rank = ranks[direction.name].get(example_id)
-        out.append(Cell(int(rank)) if isinstance(rank, (int, float)) else None)
+        out.append(_rank_cell(ranks[direction.name].get(example_id)))
     cosine, refound = values.get("cosine"), values.get("boxes_refound")
     out.append(Cell(float(cosine)) if isinstance(cosine, (int, float)) else None)
     out.append(Cell(float(refound), percent=True) if isinstance(refound, (int, float)) else None)
@@ -410,7 +454,7 @@ def _summary(run_dir: Path, reconstruction: dict[str, Any]) -> dict[str, Any]:
     results = read_results(run_dir) if (run_dir / RUN_RESULTS_FILE).is_file() else {}
     rows = results.get("rows", [])
     columns, cells = table([{"rows": rows, "reconstruction": reconstruction}])
-    wanted = {"system", "n", *(f"{d.label} R@1" for d in DIRECTIONS), *(m.label for m in RECONSTRUCTION_METRICS)}
+    wanted = {"system", "kind", "n", *(f"{d.label} R@1" for d in DIRECTIONS), *(m.label for m in RECONSTRUCTION_METRICS)}
     keep = [i for i, c in enumerate(columns) if c in wanted]
     body = [[row[i].text() if isinstance(row[i], Cell) else (row[i] or "") for i in keep] for row in cells]
     note = UNITS_NOTE.format(level=confidence_level([{"rows": rows}]))
@@ -442,7 +486,10 @@ def write_gallery(
         )
     gallery = run_dir / "gallery"
     media = Media(gallery)
+    ranked = ranked_systems(run_dir, {name for name, _ in captioners})
     cards = _cards(run_dir, captioners, reconstruction, media, page_size, max_images)
+    for card in cards:
+        card.ranks = [(system.name, _rank_numbers(system, card.example_id)) for system in ranked]
     media.make(progress)
     for card in cards:
         card.original = media.picture(card.original_file)
@@ -459,7 +506,8 @@ def write_gallery(
     _write_pages(gallery, cards, common)
     index = _render(
         "gallery_index.html.j2", cards=cards, summary=_summary(run_dir, reconstruction), labels=NUMBER_LABELS,
-        worst_first=WORST_FIRST, unreadable=media.unreadable, grid=grid_images > 0, **common,
+        groups=_groups(common["captioners"], ranked), rank_legend=_rank_legend(ranked),
+        unreadable=media.unreadable, grid=grid_images > 0, **common,
     )  # fmt: skip
     write_if_changed(gallery / "index.html", index)
     if grid_images > 0:
@@ -468,6 +516,25 @@ def write_gallery(
     if report is not None:
         report["repaired"] = media.repaired
     return gallery / "index.html"
+
+
+def _groups(captioners: list[str], ranked: list[RankedSystem]) -> list[dict[str, Any]]:
+    """The column groups of the index's image table, each column with its sort index (the image and page columns
+    come first) and the order of its first click (worst first)."""
+    groups = [(name, list(zip(NUMBER_LABELS, WORST_FIRST))) for name in captioners]
+    groups += [(system.name, [(label, "desc") for label in system.ranks]) for system in ranked]
+    out, index = [], 2
+    for name, columns in groups:
+        out.append({"name": name, "columns": [{"label": label, "index": index + i, "first": first}
+                                              for i, (label, first) in enumerate(columns)]})  # fmt: skip
+        index += len(columns)
+    return out
+
+
+def _rank_legend(ranked: list[RankedSystem]) -> list[tuple[str, str]]:
+    """(label, direction title) of each rank column the rows without redraws show."""
+    shown = {label for system in ranked for label in system.ranks}
+    return [(f"{d.label} rank", d.title) for d in DIRECTIONS if f"{d.label} rank" in shown]
 
 
 def _write_pages(gallery: Path, cards: list[Card], common: dict[str, Any]) -> None:

