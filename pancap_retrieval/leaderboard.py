@@ -19,8 +19,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pancap_retrieval.artifacts import write_if_changed
-from pancap_retrieval.directions import CAPTION_TO_DESCRIPTION, DESCRIPTION_TO_CAPTION, DIRECTIONS, direction
+from pancap_retrieval.artifacts import key, write_if_changed
+from pancap_retrieval.directions import (
+    CAPTION_TO_DESCRIPTION,
+    DESCRIPTION_TO_CAPTION,
+    DESCRIPTION_TO_IMAGE,
+    DIRECTIONS,
+    IMAGE_TO_DESCRIPTION,
+    Direction,
+    direction,
+)
 from pancap_retrieval.results import normalise_row, read_results
 
 log = logging.getLogger(__name__)
@@ -191,10 +199,10 @@ class Undefined:
 
 
 def _lookup(data: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(data, dict) or key not in data:
+    for part in path:
+        if not isinstance(data, dict) or part not in data:
             return None
-        data = data[key]
+        data = data[part]
     return data
 
 
@@ -572,8 +580,37 @@ def _sort_value(value: Cell | Undefined | Best) -> str:
     return "" if isinstance(value, Undefined) else repr(value.number())
 
 
+# The two panels of the recall figure: what ranks the descriptions, and what the descriptions rank. A caption row
+# (caption->description) and an image-text retriever (image->description) share a panel, as in the paper's table.
+PANELS = (
+    (CAPTION_TO_DESCRIPTION, IMAGE_TO_DESCRIPTION),
+    (DESCRIPTION_TO_CAPTION, DESCRIPTION_TO_IMAGE),
+)
+PLOT_KS = (1, 5, 10)
+
+
+def _plotted(row: dict[str, Any], panel: tuple[Direction, ...]) -> list[Cell] | None:
+    """The R@1/5/10 cells of the first direction of ``panel`` the row has them all for."""
+    for shown in panel:
+        cells = [cell(row, Metric(f"R@{k}", (shown.name, f"R@{k}"), percent=True)) for k in PLOT_KS]
+        if all(c is not None for c in cells):
+            return cells  # type: ignore[return-value]
+    return None
+
+
+def _panel_title(rows: list[dict[str, Any]], panel: tuple[Direction, ...]) -> str:
+    """``caption -> description``, or ``caption or image -> description`` when both kinds of row are drawn."""
+    shown = [d for d in panel if any(_plotted(row, (d,)) is not None for row in rows)] or [panel[0]]
+    if len(shown) == 1:
+        return shown[0].title
+    if panel[0].gallery == panel[1].gallery:
+        return f"{' or '.join(d.query for d in shown)} -> {panel[0].gallery}"
+    return f"{panel[0].query} -> {' or '.join(d.gallery for d in shown)}"
+
+
 def recall_figure(results: dict[str, Any]) -> Any:
-    """Recall@k (k = 1, 5, 10) per captioner with its bootstrap interval as error bars, one panel per direction.
+    """Recall@k (k = 1, 5, 10) per row with its bootstrap interval as error bars, in two panels: what ranks the
+    descriptions (caption->description, image->description) and what the descriptions rank (the way back).
 
     Series are shifted a little along k so that their error bars do not hide each other.
     """
@@ -582,42 +619,68 @@ def recall_figure(results: dict[str, Any]) -> Any:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    ks = [1, 5, 10]
     fig = Figure(figsize=(10, 4.2))
     axes = fig.subplots(1, 2, sharey=True)
     rows = _rows(results)
-    for ax, shown in zip(axes, (CAPTION_TO_DESCRIPTION, DESCRIPTION_TO_CAPTION)):
+    for ax, panel in zip(axes, PANELS):
         for i, row in enumerate(rows):
-            cells = [cell(row, Metric(f"R@{k}", (shown.name, f"R@{k}"), percent=True)) for k in ks]
-            if any(c is None for c in cells):
+            cells = _plotted(row, panel)
+            if cells is None:
                 continue
             values = [c.number() for c in cells]
             low = [v - (c.number(c.ci[0]) if c.ci else v) for v, c in zip(values, cells)]
             high = [(c.number(c.ci[1]) if c.ci else v) - v for v, c in zip(values, cells)]
             shift = 0.12 * (i - (len(rows) - 1) / 2)
             ax.errorbar(
-                [k + shift for k in ks], values, yerr=[low, high], marker="o", capsize=3, color=f"C{i % 10}",
+                [k + shift for k in PLOT_KS], values, yerr=[low, high], marker="o", capsize=3, color=f"C{i % 10}",
                 label=f"{row['system']} (n={row.get('n', '?')})",
             )  # fmt: skip
-        ax.set_title(shown.title)
+        ax.set_title(_panel_title(rows, panel))
         ax.set_xlabel("k")
-        ax.set_xticks(ks)
+        ax.set_xticks(PLOT_KS)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("recall@k (%)")
     axes[0].set_ylim(0, 102)
-    legend: dict[str, Any] = {}  # one entry per captioner, whichever panel it is drawn in
+    legend: dict[str, Any] = {}  # one entry per row, whichever panel it is drawn in
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
     if legend:
         fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(4, len(legend)), fontsize=8)
-    fig.suptitle(f"Text-to-text retrieval: {run_label(results)} (error bars: {confidence_level([results])} bootstrap interval)")
+    what = "Retrieval" if any(_plotted(row, PANELS[0][1:]) for row in rows) else "Text-to-text retrieval"
+    fig.suptitle(f"{what}: {run_label(results)} (error bars: {confidence_level([results])} bootstrap interval)")
     fig.tight_layout(rect=(0, 0.08 if legend else 0, 1, 1))
     return fig
 
 
+# Bumped when the figure is drawn differently, so that a rerun draws it again.
+FIGURE_VERSION = 2
+FIGURE_KEY = "pancap-key"  # the PNG text chunk that holds the key of what the figure shows
+
+
+def _figure_key(results: dict[str, Any]) -> str:
+    """The key of everything :func:`recall_figure` reads: a PNG with this key needs no drawing again."""
+    shown = []
+    for row in _rows(results):
+        panels = [_plotted(row, panel) for panel in PANELS]
+        drawn = [None if cells is None else [(c.value, c.ci) for c in cells] for cells in panels]
+        shown.append((row.get("system"), row.get("n"), drawn))
+    return key(FIGURE_VERSION, shown, run_label(results), confidence_level([results]))
+
+
 def plot_recall(results: dict[str, Any], path: Path) -> Path:
-    """Write :func:`recall_figure` as a PNG, atomically."""
+    """Write :func:`recall_figure` as a PNG, atomically; a PNG already drawn from the same numbers is kept (their
+    key sits in its ``pancap-key`` text chunk)."""
+    figure_key = _figure_key(results)
+    if path.is_file():
+        from PIL import Image
+
+        try:
+            with Image.open(path) as existing:
+                if getattr(existing, "text", {}).get(FIGURE_KEY) == figure_key:
+                    return path
+        except (OSError, ValueError, SyntaxError):
+            pass  # a cut or foreign file: drawn again
     buffer = io.BytesIO()
-    recall_figure(results).savefig(buffer, format="png", dpi=120)
+    recall_figure(results).savefig(buffer, format="png", dpi=120, metadata={FIGURE_KEY: figure_key})
     return write_if_changed(path, buffer.getvalue())

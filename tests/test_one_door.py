@@ -176,3 +176,35 @@ def test_a_retriever_registered_here_gets_its_ranks_in_the_gallery(toy, tmp_path
         rf'<section class="ranked">\s*<h3>toy</h3>\s*<table class="numbers">\s*'
         rf'<tr><th scope="row">i2d rank</th><td>{ranks["i2d"][image_id]}</td></tr>', card
     )
+
+
+def test_caption_rows_and_retriever_rows_share_the_recall_figure_and_an_unchanged_one_is_not_drawn_again(
+    tmp_path, monkeypatch
+) -> None:
+    from pancap_retrieval import leaderboard
+
+    def row(system, kind, forward, back, hit):
+        metrics = {f"R@{k}": hit if k == 1 else 1.0 for k in (1, 5, 10)}
+        return {"system": system, "kind": kind, "n": 4, forward: metrics, back: metrics}
+
+    results = {"dataset": {"name": "sample", "split": "test"}, "rows": [
+        row("reference", "captioner", "caption->description", "description->caption", 1.0),
+        row("toy", "retriever", "image->description", "description->image", 0.25),
+    ]}  # fmt: skip
+    figure = leaderboard.recall_figure(results)
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == ["caption or image -> description", "description -> caption or image"]
+    for ax in figure.axes:
+        drawn = {c.get_label().split(" (n=")[0]: list(c.lines[0].get_ydata()) for c in ax.containers}
+        assert drawn == {"reference": [100.0, 100.0, 100.0], "toy": [25.0, 100.0, 100.0]}
+    path = leaderboard.plot_recall(results, tmp_path / "recall_at_k.png")
+    before = path.stat().st_mtime_ns
+
+    def not_again(_):
+        raise AssertionError("drawn again")
+
+    monkeypatch.setattr(leaderboard, "recall_figure", not_again)
+    assert leaderboard.plot_recall(results, path).stat().st_mtime_ns == before
+    results["rows"][1]["image->description"]["R@1"] = 0.5  # a changed number is drawn again
+    with pytest.raises(AssertionError, match="drawn again"):
+        leaderboard.plot_recall(results, path)
