@@ -15,7 +15,6 @@ A shuffled-pairs row is the floor: redraw i paired with original i+1 (mod n).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pancap_retrieval.artifacts import file_digests
 from pancap_retrieval.captions.boxes import Box, iou
 from pancap_retrieval.captions.phrases import head_words
 from pancap_retrieval.errors import ModelLoadError
@@ -160,7 +160,7 @@ class InceptionFeatures:
         except Exception as exc:
             raise ModelLoadError(f"cannot load the FID Inception network {self.path}: {exc}") from None
         self.batch_size = batch_size
-        self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        self.sha256 = file_digests([self.path])[0]  # through the hash cache: the 87 MB file is read once
 
     @staticmethod
     def preprocess(image: Image.Image) -> np.ndarray:
