@@ -415,10 +415,11 @@ class JsonlStore:
 class StepLog:
     """The steps of a script (a benchmark, a check) as JSON lines: one fsynced line appended as each step finishes,
     every value made JSON-native first, so a crash or a time-out keeps every finished step. Without a path the
-    records are only kept in memory."""
+    records are only kept in memory; with a ``label`` each finished step is also said on stderr."""
 
-    def __init__(self, path: str | Path | None) -> None:
+    def __init__(self, path: str | Path | None, label: str | None = None) -> None:
         self.path = Path(path) if path is not None else None
+        self.label = label
         self.records: list[dict[str, Any]] = []
         self._store = None
         if self.path is not None:
@@ -431,6 +432,15 @@ class StepLog:
             self._store.append(record)
         self.records.append(record)
         return record
+
+    def step(self, name: str, **fields: Any) -> dict[str, Any]:
+        """Record step ``name`` (its line is ``{"step": name, **fields}``) and return its fields, JSON-native."""
+        record = self.write({"step": name, **fields})
+        if self.label:
+            import sys
+
+            print(f"[{self.label}] {name} done", file=sys.stderr, flush=True)
+        return {k: v for k, v in record.items() if k != "step"}
 
 
 # ---------------------------------------------------------------- caches across runs

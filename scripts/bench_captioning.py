@@ -62,18 +62,15 @@ TARGETS = {
 STAGES = ("stage1", "stage2", "stage3", "stage4")
 
 
-class Recorder:
-    """The results so far; each step is also appended to ``path`` as one JSON line when it finishes."""
+class Recorder(StepLog):
+    """The results so far, every step's fields in one record; each step is also a JSON line of ``path``."""
 
     def __init__(self, path: Path | None) -> None:
+        super().__init__(path, label="bench_captioning")
         self.results: dict[str, Any] = {}
-        self.log = StepLog(path)
 
     def add(self, step: str, **fields: Any) -> None:
-        fields = self.log.write({"step": step, **fields})
-        del fields["step"]
-        self.results.update(fields)
-        print(f"[bench_captioning] {step} done", file=sys.stderr, flush=True)
+        self.results.update(self.step(step, **fields))
 
 
 def photos(count: int) -> list[Any]:
@@ -489,7 +486,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.check_targets or (bench.device.type == "cuda" and not args.tiny):
         judge(bench, {"batch1": batch1, "batched": batched, "ragged": ratio})
     report = to_jsonable(bench.record.results)
-    bench.record.log.write({"step": "summary", **report})
+    bench.record.write({"step": "summary", **report})
     print(json.dumps(report, indent=2))
     return report
 

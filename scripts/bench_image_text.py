@@ -47,18 +47,15 @@ MODELS = ("clip", "blip")
 PHOTOS = ("astronaut", "coffee", "chelsea", "camera", "rocket", "cat", "motorcycle_left", "immunohistochemistry")
 
 
-class Recorder:
-    """The results so far; each step is also appended to ``path`` as one JSON line when it finishes."""
+class Recorder(StepLog):
+    """The results so far, by step; each step is also a JSON line of ``path``."""
 
     def __init__(self, path: Path | None) -> None:
+        super().__init__(path, label="bench_image_text")
         self.results: dict[str, Any] = {}
-        self.log = StepLog(path)
 
     def add(self, step: str, **fields: Any) -> None:
-        fields = self.log.write({"step": step, **fields})
-        del fields["step"]
-        self.results[step] = fields
-        print(f"[bench_image_text] {step} done", file=sys.stderr, flush=True)
+        self.results[step] = self.step(step, **fields)
 
 
 def photos(count: int) -> list[Any]:
@@ -224,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     report = to_jsonable(record.results)
-    record.log.write({"step": "summary", **report})
+    record.write({"step": "summary", **report})
     print(json.dumps(report, indent=2))
     return report
 

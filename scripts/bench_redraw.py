@@ -71,16 +71,15 @@ OP_KINDS = (
 )
 
 
-class Recorder:
-    """The results so far; each step is also appended to ``path`` as one JSON line when it finishes."""
+class Recorder(StepLog):
+    """The results so far: the rows, and every other step's fields; each step is also a JSON line of ``path``."""
 
     def __init__(self, path: Path | None) -> None:
+        super().__init__(path)
         self.results: dict[str, Any] = {"rows": []}
-        self.log = StepLog(path)
 
     def add(self, step: str, **fields: Any) -> None:
-        fields = self.log.write({"step": step, **fields})
-        del fields["step"]
+        fields = self.step(step, **fields)
         if step == "row":
             self.results["rows"].append(fields["row"])
         else:
