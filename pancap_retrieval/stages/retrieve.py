@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,16 @@ class RetrievalReport:
 
 
 def retrieve(
-    suite: Suite, embedder_spec: EmbedderSpec, out: Path, inputs: RetrievalInputs, summary: RunSummary
+    suite: Suite,
+    embedder_spec: EmbedderSpec,
+    out: Path,
+    inputs: RetrievalInputs,
+    summary: RunSummary,
+    siblings: Sequence[Path] = (),
 ) -> RetrievalReport:
     """Retrieval rows of every captioner and retriever with one embedder, written with the run's results and
-    manifest."""
+    manifest. ``siblings`` are the ``retrieval/`` folders of the embedders done before: a retriever's row, which
+    needs no text embedder, is copied from there rather than made again."""
     from pancap_retrieval.retrieval.retriever import TextRetriever
 
     run_dir = out if len(suite.embedders) == 1 else out / embedder_spec.name.replace("/", "--")
@@ -75,7 +82,7 @@ def retrieve(
         show_progress=True,
     )
     made = captioner_rows(suite, embedder_spec, retriever, inputs, run_dir / "retrieval", summary)
-    retrievers = _retriever_rows(suite, inputs, run_dir / "retrieval", summary)
+    retrievers = _retriever_rows(suite, inputs, run_dir / "retrieval", summary, siblings)
     made.rows += [one.row for one in retrievers.values()]
     made.reused += [name for name, one in retrievers.items() if one.reused]
     _write_run(suite, embedder_spec, retriever.embedder, inputs, made, retrievers, run_dir)
@@ -151,14 +158,16 @@ def captioner_rows(
     return CaptionerRows(rows=rows, reused=rows_reused, stats=stats)
 
 
-def _retriever_rows(suite: Suite, inputs: RetrievalInputs, stage_dir: Path, summary: RunSummary) -> dict[str, Any]:
+def _retriever_rows(
+    suite: Suite, inputs: RetrievalInputs, stage_dir: Path, summary: RunSummary, siblings: Sequence[Path]
+) -> dict[str, Any]:
     """The row of every retriever of the suite (images against descriptions), by name."""
     from pancap_retrieval.stages.retrievers import retriever_row
 
     made = {}
     for spec in suite.retrievers:
         with summary.stage(f"retrieve {spec.name}") as entry:
-            made[spec.name] = retriever_row(spec, inputs.dataset, inputs.descriptions, suite, stage_dir)
+            made[spec.name] = retriever_row(spec, inputs.dataset, inputs.descriptions, suite, stage_dir, siblings)
             n = made[spec.name].row["n"]
             entry.update(done=0 if made[spec.name].reused else n, reused=n if made[spec.name].reused else 0)
     return made

@@ -154,11 +154,20 @@ class RetrieverRow:
     manifest: dict[str, Any]
 
 
-def retriever_row(spec: Any, dataset: Any, descriptions: dict[str, Any], suite: Any, stage_dir: Path) -> RetrieverRow:
+def retriever_row(
+    spec: Any,
+    dataset: Any,
+    descriptions: dict[str, Any],
+    suite: Any,
+    stage_dir: Path,
+    siblings: Sequence[Path] = (),
+) -> RetrieverRow:
     """The row of retriever ``spec`` over ``dataset`` (images) and ``descriptions`` (by image id).
 
     The row is keyed without building the retriever (:func:`retriever_inputs`), so a rerun that reuses it loads
-    no model; the retriever is built only when the row is to be computed."""
+    no model; the retriever is built only when the row is to be computed. A row needs no text embedder: in a run
+    with several, the row made for the first (one of the ``siblings`` stage folders) is copied, files and all, into
+    the others' ``stage_dir``."""
     from pancap_retrieval.artifacts import default_cache_dir
     from pancap_retrieval.data.records import image_digests
 
@@ -167,9 +176,12 @@ def retriever_row(spec: Any, dataset: Any, descriptions: dict[str, Any], suite: 
     rest = (list(zip(ids, digests)), sorted(descriptions.items()), suite.retrieval.model_dump(), suite.seed)
     row_key = key(RETRIEVER_ROW_VERSION, retriever_inputs(spec), *rest)
     stage_file = row_file(stage_dir, spec.name)
-    cached = read_json(stage_file)
-    if isinstance(cached, dict) and cached.get("key") == row_key and _whole(stage_dir, spec.name):
-        return RetrieverRow(cached["row"], True, cached.get("manifest") or {})
+    for folder in (stage_dir, *siblings):
+        cached = read_json(row_file(folder, spec.name))
+        if isinstance(cached, dict) and cached.get("key") == row_key and _whole(folder, spec.name):
+            if folder != stage_dir:
+                _copy_row(folder, stage_dir, spec.name)
+            return RetrieverRow(cached["row"], True, cached.get("manifest") or {})
     retriever = CachedImageFeatures(build_retriever(spec), default_cache_dir())
     row = _compute(retriever, spec.name, dataset, ids, digests, descriptions, suite, stage_dir)
     manifest = retriever.manifest()
@@ -223,6 +235,15 @@ def text_policy(retriever: Any) -> dict[str, Any]:
     if not isinstance(stats, dict):
         return {}
     return {k: stats[k] for k in ("text_window", "long_text", "over_window_rate") if k in stats}
+
+
+def _copy_row(source: Path, stage_dir: Path, name: str) -> None:
+    """The row, ranks and top-10 files of ``name`` written again under ``stage_dir`` (ranks and top first, the row
+    that keys them last)."""
+    from pancap_retrieval.artifacts import atomic_write
+
+    for file in (ranks_file, top_file, row_file):
+        atomic_write(file(stage_dir, name), file(source, name).read_bytes())
 
 
 def _whole(stage_dir: Path, name: str) -> bool:
