@@ -37,6 +37,18 @@ class Entry:
     target: str
     description: str
     fixed: dict[str, Any] = field(default_factory=dict)
+    loaded: Any = field(default=None, compare=False)  # the object itself, for one registered at run time
+
+    @classmethod
+    def of(cls, thing: Any, description: str | None = None) -> Entry:
+        """The entry of a class or function registered as itself (one defined in a test or a notebook).
+
+        >>> Entry.of(Entry).target, Entry.of(Entry).description.split(":")[0]
+        ('pancap_retrieval.registry:Entry', 'A registered thing')
+        """
+        doc = (inspect.getdoc(thing) or "").strip().splitlines()
+        target = f"{getattr(thing, '__module__', '?')}:{getattr(thing, '__qualname__', repr(thing))}"
+        return cls(target, description or (doc[0] if doc else target), loaded=thing)
 
 
 @dataclass(frozen=True)
@@ -128,8 +140,32 @@ class Registry:
         self.bind = bind
         self._entries: dict[str, Entry] = dict(entries or {})
 
-    def register(self, name: str, entry: Entry) -> None:
+    def register(self, name: str, entry: Entry | str | Any, description: str | None = None) -> Entry:
+        """Add (or replace) entry ``name``: an :class:`Entry`, a ``"module.path:attribute"`` target, or the class
+        or function itself; the description defaults to the first line of its docstring. Returns the entry.
+
+        >>> r = Registry("thing")
+        >>> r.register("sqrt", "math:sqrt", "a square root").target
+        'math:sqrt'
+        >>> def half(x: float = 1.0):
+        ...     'Half of x.'
+        ...     return x / 2
+        >>> r.register("half", half).description, r.build("half", x=3.0)
+        ('Half of x.', 1.5)
+        >>> r.unregister("half"); r.names()
+        ['sqrt']
+        """
+        if isinstance(entry, str):
+            entry = Entry(entry, description or entry)
+        elif not isinstance(entry, Entry):
+            entry = Entry.of(entry, description)
         self._entries[name] = entry
+        return entry
+
+    def unregister(self, name: str) -> None:
+        """Remove entry ``name`` (one registered at run time); an unknown name is a :class:`RegistryError`."""
+        self.entry(name)
+        del self._entries[name]
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -171,7 +207,10 @@ class Registry:
 
     def get(self, name: str) -> Any:
         """The registered object itself (a class or a function), imported now."""
-        module_name, _, attribute = self.target(name).partition(":")
+        entry = self.entry(name)
+        if entry.loaded is not None:
+            return entry.loaded
+        module_name, _, attribute = entry.target.partition(":")
         return getattr(importlib.import_module(module_name), attribute)
 
     def build(self, name: str, /, **options: Any) -> Any:

@@ -13,7 +13,6 @@ import yaml
 from click.testing import CliRunner
 
 from pancap_retrieval.cli import cli
-from pancap_retrieval.registry import Entry
 from pancap_retrieval.retrieval.image_text import RETRIEVERS
 from pancap_retrieval.retrieval.retriever import Retriever
 
@@ -41,9 +40,11 @@ def _unit(rows):
 
 
 @pytest.fixture
-def toy(monkeypatch):
-    monkeypatch.setitem(RETRIEVERS._entries, "toy", Entry(f"{__name__}:ToyRetriever", "a toy retriever"))
+def toy():
+    RETRIEVERS.register("toy", ToyRetriever)  # the class itself: no import path needed
     ToyRetriever.calls = 0
+    yield
+    RETRIEVERS.unregister("toy")
 
 
 def _run(suite: Path, out: Path, env_cache: Path, monkeypatch) -> None:
