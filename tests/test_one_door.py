@@ -236,3 +236,30 @@ def test_with_two_embedders_a_retriever_row_is_made_once_and_each_run_folder_hol
     toy_stages = [s for s in summary["stages"] if s["stage"] == "retrieve toy"]
     assert [(s.get("done"), s.get("reused")) for s in toy_stages] == [(4, 0), (0, 4)]
     assert "toy" in (out / "leaderboard.md").read_text()  # the table of both embedders
+
+
+@pytest.mark.parametrize(
+    ("change", "message", "before_any_work"),
+    [
+        ({"manifest": None}, "ToyRetriever is not a retriever: it has no manifest", False),
+        ({"query_kind": "caption"}, "ranks caption against description: a suite's retrievers rank the dataset's images",
+         True),
+    ],
+)  # fmt: skip
+def test_a_retriever_that_does_not_fit_the_door_is_one_line(tmp_path, monkeypatch, change, message, before_any_work):
+    members = {k: v for k, v in vars(ToyRetriever).items() if not k.startswith("__")}
+    members.update({k: v for k, v in change.items() if v is not None})
+    for name in [k for k, v in change.items() if v is None]:
+        del members[name]
+    RETRIEVERS.register("toy", type("ToyRetriever", (), members), "a toy that does not fit")
+    try:
+        suite = tmp_path / "suite.yaml"
+        suite.write_text(yaml.safe_dump({"name": "bad", "dataset": {"name": "sample", "split": "test", "limit": 2},
+                                         "retrievers": [{"name": "toy"}]}))  # fmt: skip
+        monkeypatch.setenv("PANCAP_CACHE_DIR", str(tmp_path / "cache"))
+        result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(tmp_path / "run")])
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert "Traceback" not in result.output
+        assert (tmp_path / "run").exists() is not before_any_work  # a class's declared kinds are checked first
+    finally:
+        RETRIEVERS.unregister("toy")

@@ -161,7 +161,15 @@ def as_retriever(model: Any) -> Retriever:
         return model
     if hasattr(model, "encode_images") and hasattr(model, "encode_texts"):
         return ImageDescriptionRetriever(model)
-    raise RetrievalError(f"{type(model).__name__} is not a retriever: it has no encode_queries and encode_gallery")
+    missing = [name for name in RETRIEVER_MEMBERS if not hasattr(model, name)]
+    raise RetrievalError(
+        f"{type(model).__name__} is not a retriever: it has no {', '.join(missing)} (the Retriever protocol of "
+        "pancap_retrieval.retrieval.retriever)"
+    )
+
+
+# What the Retriever protocol asks of a retriever.
+RETRIEVER_MEMBERS = ("query_kind", "gallery_kind", "fingerprint", "encode_queries", "encode_gallery", "manifest")
 
 
 __all__ = ["Encoded", "ImageDescriptionRetriever", "Retriever", "TextRetriever", "as_retriever", "encode"]

@@ -33,7 +33,22 @@ def build_retriever(spec: Any) -> Any:
     from pancap_retrieval.retrieval.image_text import RETRIEVERS
     from pancap_retrieval.retrieval.retriever import as_retriever
 
-    return as_retriever(RETRIEVERS.build(spec.entry, **spec.retriever_options()))
+    retriever = as_retriever(RETRIEVERS.build(spec.entry, **spec.retriever_options()))
+    check_kinds(spec.entry, retriever)
+    return retriever
+
+
+def check_kinds(name: str, retriever: Any) -> None:
+    """A suite's retrievers rank the dataset's images against its descriptions: a retriever (or a retriever class
+    that says so in its class attributes) of other kinds is a one-line error."""
+    from pancap_retrieval.errors import RetrievalError
+
+    kinds = (getattr(retriever, "query_kind", "image"), getattr(retriever, "gallery_kind", "description"))
+    if kinds != ("image", "description"):
+        raise RetrievalError(
+            f"retriever {name!r} ranks {kinds[0]} against {kinds[1]}: a suite's retrievers rank the dataset's "
+            "images against its descriptions (query_kind 'image', gallery_kind 'description')"
+        )
 
 
 def retriever_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -45,6 +60,7 @@ def retriever_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     from pancap_retrieval.retrieval.image_text import RETRIEVERS
 
     factory, fixed = RETRIEVERS.get(name), RETRIEVERS.entry(name).fixed
+    check_kinds(name, factory)  # a class that declares its kinds is checked before any work
     checked = check_options(factory, options, f"retriever {name!r}", fixed=fixed)
     defaults = {
         p.name: p.default
