@@ -263,3 +263,28 @@ def test_a_retriever_that_does_not_fit_the_door_is_one_line(tmp_path, monkeypatc
         assert (tmp_path / "run").exists() is not before_any_work  # a class's declared kinds are checked first
     finally:
         RETRIEVERS.unregister("toy")
+
+
+def test_the_door_ranks_by_cosine_whatever_the_length_of_the_rows_and_refuses_nan() -> None:
+    from pancap_retrieval.errors import RetrievalError
+    from pancap_retrieval.retrieval.retriever import encode
+
+    class Rows(ToyRetriever):
+        def __init__(self, queries, gallery):
+            self.queries, self.gallery = queries, gallery
+
+        def encode_queries(self, images):
+            return self.queries
+
+        def encode_gallery(self, texts):
+            return self.gallery
+
+    # the long second gallery row wins every query by dot product; by cosine the first query prefers the first row
+    scaled = Rows(np.array([[1.0, 0.0], [0.0, 3.0]]), np.array([[0.9, 0.43589], [10.0, 20.0]]))
+    encoded = encode(scaled, ["a", "b"], ["x", "y"], np.array([0, 1]))
+    assert np.allclose(np.linalg.norm(encoded.queries, axis=1), 1) and np.allclose(np.linalg.norm(encoded.gallery, axis=1), 1)
+    assert (encoded.queries @ encoded.gallery.T).argmax(axis=1).tolist() == [0, 1]
+    unit = np.array([[0.6, 0.8]], dtype=np.float32) / np.float32(1.0000001)  # unit to within float32: kept as it is
+    assert encode(Rows(unit, unit), ["a"], ["x"], np.array([0])).queries.tobytes() == unit.tobytes()
+    with pytest.raises(RetrievalError, match="1 of 1 gallery rows with NaN"):
+        encode(Rows(unit, np.array([[np.nan, 1.0]])), ["a"], ["x"], np.array([0]))

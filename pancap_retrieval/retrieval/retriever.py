@@ -72,9 +72,19 @@ def encode(
 
 
 def _rows(vectors: Any, n: int, side: str) -> np.ndarray:
+    """A retriever's rows as float32, checked: one row per item, all finite; a row that is not of unit length is
+    scaled to it (ranking is by cosine whatever the retriever returns), a unit row is kept bit for bit."""
     out = np.asarray(vectors, dtype=np.float32)
     if out.ndim != 2 or out.shape[0] != n:
         raise RetrievalError(f"the retriever gave {side} rows of shape {out.shape} for {n} items")
+    bad = int((~np.isfinite(out)).any(axis=1).sum())
+    if bad:
+        raise RetrievalError(f"the retriever gave {bad} of {n} {side} rows with NaN or infinite values")
+    norms = np.linalg.norm(out, axis=1)
+    off = (norms > 0) & (np.abs(norms - 1.0) > 1e-3)
+    if off.any():
+        out = out.copy()
+        out[off] /= norms[off, None]
     return out
 
 
