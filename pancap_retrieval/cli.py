@@ -616,8 +616,9 @@ def leaderboard(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     """One table across run folders; a cell a run did not measure stays empty.
 
     Runs that differ in dataset, split, limit, embedder, text prep, long-text mode or redrawer get columns of
-    their own, labelled by what differs; of runs that measured the same thing the first by name is shown, and a line
-    says so."""
+    their own, labelled by what differs. Runs of the same identity share columns: the first by name is shown, with
+    the rows of systems only the others have added, and a line says whose rows are shown where two have the same
+    system. With --out, pairs.md/.csv compare every two rows scored on the same dataset rows, across runs too."""
     from pancap_retrieval.leaderboard import (
         footnotes,
         markdown,

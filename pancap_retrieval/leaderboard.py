@@ -258,10 +258,13 @@ def run_identity(results: dict[str, Any]) -> dict[str, Any]:
 def shown_runs(
     results_list: list[dict[str, Any]], names: list[str] | None = None
 ) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
-    """The runs a table shows, whatever order they were named in: one per :func:`run_identity` (of identical
-    ones, the first by name, or by content when unnamed), in identity order, each with its label (the
-    run's label plus ``field=value`` for every other field in which the shown runs differ); and one line per run
-    left out, saying which run was shown instead.
+    """The runs a table shows, whatever order they were named in: one per :func:`run_identity`, in identity order,
+    each with its label (the run's label plus ``field=value`` for every other field in which the shown runs
+    differ); and one line per run whose rows are not all shown, saying which run's are.
+
+    Runs of one identity are one column group (:func:`merge_runs`): the first by name (or by content when unnamed)
+    is shown, and the rows of systems it lacks are added from the others, so that a captioner run and a retriever
+    run of the same dataset make one table.
     """
     if names is None:  # unnamed runs are told apart by their content, so that their order does not matter
         names = [json.dumps(results, sort_keys=True, default=str) for results in results_list]
@@ -270,15 +273,62 @@ def shown_runs(
         groups.setdefault(repr(list(run_identity(results).values())), []).append((str(name), results))
     shown, lines = [], []
     for identity in sorted(groups):
-        members = sorted(groups[identity], key=lambda member: member[0])
-        name, results = members[0]
-        shown.append(results)
-        for other, _ in members[1:]:
-            lines.append(f"{other} measures the same as {name} ({run_label(results)}): {name} is shown")
+        merged, merge_lines = merge_runs(sorted(groups[identity], key=lambda member: member[0]))
+        shown.append(merged)
+        lines += merge_lines
     identities = [run_identity(r) for r in shown]
     differing = [f for f in IDENTITY if f not in _IN_LABEL and len({repr(i[f]) for i in identities}) > 1]
     labels = [run_label(r) + "".join(f" {f}={i[f]}" for f in differing) for r, i in zip(shown, identities)]
     return list(zip(labels, shown)), lines
+
+
+def merge_runs(members: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], list[str]]:
+    """One run of ``members`` (runs of one identity, ``(name, results)``, the one to show first): the first's
+    results with the rows (and their reconstruction and PancapScore entries) of every system only a later member
+    has; a line for each member with a system the shown rows already had, naming whose rows are shown. With
+    several members, ``vs best`` is worked out again over the merged rows
+    (:func:`pancap_retrieval.pairs.vs_best_across`)."""
+    name, first = members[0]
+    if len(members) == 1:
+        return first, []
+    merged = json.loads(json.dumps(first, default=str))
+    merged["rows"] = _rows(first)
+    sources = {row["system"]: name for row in merged["rows"]}
+    lines = []
+    for other, results in members[1:]:
+        rows = _rows(results)
+        overlap = [row["system"] for row in rows if row["system"] in sources]
+        for row in rows:
+            if row["system"] not in sources:
+                merged["rows"].append(row)
+                sources[row["system"]] = other
+                _copy_entries(results, merged, row["system"])
+        if overlap and len(overlap) == len(rows):
+            lines.append(f"{other} measures the same as {name} ({run_label(first)}): {name} is shown")
+        elif overlap:
+            lines.append(f"{other} measures the same as {name} ({run_label(first)}) for {', '.join(overlap)}: "
+                         f"{name}'s rows of those are shown, its other rows are added")  # fmt: skip
+    from pancap_retrieval.pairs import vs_best_across
+
+    merged.pop("vs_best", None)
+    if best := vs_best_across([(n, r) for n, r in members], sources):
+        merged["vs_best"] = best
+    merged[MERGED_FROM] = sources
+    return merged, lines
+
+
+MERGED_FROM = "merged_from"  # in a merged run: system -> the run its row comes from
+
+
+def _copy_entries(source: dict[str, Any], target: dict[str, Any], system: str) -> None:
+    """The reconstruction, PancapScore and reported entries of ``system`` in ``source`` copied into ``target``."""
+    for path in (("reconstruction", "captioners"), ("pancapscore",), ("reported",)):
+        entry = _lookup(source, (*path, system))
+        if entry is not None:
+            holder = target
+            for part in path:
+                holder = holder.setdefault(part, {})
+            holder[system] = entry
 
 
 def table(results_list: list[dict[str, Any]], names: list[str] | None = None) -> tuple[list[str], list[list[Any]]]:
@@ -479,7 +529,8 @@ def write_leaderboard(run_dirs: list[str | Path], out_dir: str | Path) -> dict[s
     """Write ``leaderboard.md``, ``.csv``, ``.html`` and (for one run) ``recall_at_k.png`` and the run's paired
     comparisons ``pairs.md`` and ``pairs.csv`` (:mod:`pancap_retrieval.pairs`), each atomically and only when its
     content changed."""
-    runs, left_out = shown_runs([read_run(d) for d in run_dirs], [str(d) for d in run_dirs])
+    read = [read_run(d) for d in run_dirs]
+    runs, left_out = shown_runs(read, [str(d) for d in run_dirs])
     results_list = [results for _, results in runs]
     columns, rows = table(results_list)
     out_dir = Path(out_dir)
@@ -506,14 +557,34 @@ def write_leaderboard(run_dirs: list[str | Path], out_dir: str | Path) -> dict[s
     if len(results_list) == 1:
         paths["plot"] = plot_recall(results_list[0], out_dir / "recall_at_k.png")
         plot = paths["plot"].read_bytes()
-    if len(run_dirs) == 1 and Path(run_dirs[0]).suffix != ".json":
-        from pancap_retrieval.pairs import write_pairs
-
-        paths.update(write_pairs(run_dirs[0], results_list[0], out_dir))
+    paths.update(_write_pairs(list(zip(run_dirs, read)), runs, out_dir))
     paths["html"] = write_if_changed(
         out_dir / "leaderboard.html", html_page(title, note, columns, rows, plot, notes)
     )
     return paths
+
+
+def _write_pairs(
+    read: list[tuple[str | Path, dict[str, Any]]], runs: list[tuple[str, dict[str, Any]]], out_dir: Path
+) -> dict[str, Path]:
+    """The paired comparisons of one run folder, or of the shown runs of several over the same dataset rows
+    (:func:`pancap_retrieval.pairs.across_runs`); nothing for results files given alone (no ranks beside them)."""
+    from pancap_retrieval.pairs import across_runs, write_pair_files, write_pairs
+
+    folders = {str(d): (d, results) for d, results in read if Path(d).suffix != ".json"}
+    if len(read) == 1:
+        return write_pairs(*folders[str(read[0][0])], out_dir) if folders else {}
+    shown = []  # (column label, run folder, the rows of that folder the table shows)
+    for label, results in runs:
+        sources = results.get(MERGED_FROM) or {
+            row["system"]: str(d) for d, r in read if r is results for row in _rows(r)
+        }  # fmt: skip
+        for name in dict.fromkeys(sources.values()):
+            if name in folders:
+                folder, own = folders[name]
+                kept = [row for row in _rows(own) if sources.get(row["system"]) == name]
+                shown.append((label, folder, {**own, "rows": kept}))
+    return write_pair_files(across_runs(shown), out_dir) if shown else {}
 
 
 def html_page(

@@ -86,16 +86,66 @@ def run_pairs(run_dir: str | Path, results: dict[str, Any]) -> list[dict[str, An
     return [p for p in pairs if p is not None]
 
 
+def dataset_rows(results: dict[str, Any]) -> str | None:
+    """The digest of a run's dataset rows (image bytes and descriptions; ``rows_sha256``), None when not recorded:
+    rows of two runs are compared only when it is the same."""
+    digest = (results.get("dataset") or {}).get("rows_sha256")
+    return digest if isinstance(digest, str) and digest else None
+
+
+def across_runs(runs: list[tuple[str, str | Path, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every two comparable rows of several runs (``(label, run folder, results)``) over the same dataset rows
+    (:func:`dataset_rows`), within a run and across runs: a row is named by its system, or ``system @ label`` when
+    more than one run has a row of that name. Seeded with the first run's bootstrap settings."""
+    groups: dict[str, list[tuple[str, str | Path, dict[str, Any]]]] = {}
+    for run in runs:
+        if (digest := dataset_rows(run[2])) is not None:
+            groups.setdefault(digest, []).append(run)
+    pairs: list[dict[str, Any]] = []
+    for group in groups.values():
+        per_run = [(label, row_ranks(run_dir, results)) for label, run_dir, results in group]
+        count: dict[str, int] = {}
+        for _, ranks in per_run:
+            for system in ranks:
+                count[system] = count.get(system, 0) + 1
+        named = {
+            system if count[system] == 1 else f"{system} @ {label}": found
+            for label, ranks in per_run
+            for system, found in ranks.items()
+        }
+        options = _options(group[0][1], group[0][2])
+        found = (compare(named, a, b, **options) for a, b in combinations(list(named), 2))
+        pairs += [p for p in found if p is not None]
+    return pairs
+
+
 def vs_best(run_dir: str | Path, results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """system -> its R@1 difference to the best row's (highest R@1 in its main direction; the first on a tie),
     as ``{"difference", "difference_ci", "best"}``: the best row itself has ``difference`` None."""
-    ranks = row_ranks(run_dir, results)
+    return _vs_best(row_ranks(run_dir, results), _options(run_dir, results))
+
+
+def vs_best_across(runs: list[tuple[str | Path, dict[str, Any]]], sources: dict[str, str]) -> dict[str, Any]:
+    """:func:`vs_best` over the rows of several run folders of one dataset (the same :func:`dataset_rows`), each
+    system's ranks read from the run ``sources`` names for it; nothing when the runs' rows differ or a run is not
+    a folder."""
+    if len({dataset_rows(results) for _, results in runs}) != 1 or dataset_rows(runs[0][1]) is None:
+        return {}
+    if any(not Path(run_dir).is_dir() for run_dir, _ in runs):
+        return {}
+    ranks: dict[str, tuple[Direction, dict[str, int]]] = {}
+    for run_dir, results in runs:
+        found = row_ranks(run_dir, results)
+        ranks.update({system: found[system] for system in found if sources.get(system) == str(run_dir)})
+    return _vs_best(ranks, _options(runs[0][0], runs[0][1]))
+
+
+def _vs_best(ranks: dict[str, tuple[Direction, dict[str, int]]], options: dict[str, Any]) -> dict[str, Any]:
     if not ranks:
         return {}
     r1 = {name: sum(r == 1 for r in by_id.values()) / len(by_id) for name, (_, by_id) in ranks.items()}
     best = max(r1, key=lambda name: r1[name])
     out: dict[str, dict[str, Any]] = {best: {"best": best, "difference": None}}
-    options = _options(run_dir, results)
     for name in ranks:
         if name != best and (pair := compare(ranks, name, best, **options)) is not None:
             out[name] = {"best": best, "difference": pair["difference"], "difference_ci": pair["difference_ci"]}
@@ -151,8 +201,12 @@ def pairs_csv(pairs: list[dict[str, Any]], level: str = "95%") -> str:
 
 def write_pairs(run_dir: str | Path, results: dict[str, Any], out_dir: str | Path | None = None) -> dict[str, Path]:
     """Write ``pairs.md`` and ``pairs.csv`` of one run (into ``out_dir``, the run folder by default)."""
-    pairs = run_pairs(run_dir, results)
     out = Path(out_dir if out_dir is not None else run_dir)
+    return write_pair_files(run_pairs(run_dir, results), out)
+
+
+def write_pair_files(pairs: list[dict[str, Any]], out: Path) -> dict[str, Path]:
+    """``pairs.md`` and ``pairs.csv`` of ``pairs`` in folder ``out``, each only when its content changed."""
     return {
         "pairs_markdown": write_if_changed(out / PAIRS_MD, pairs_markdown(pairs)),
         "pairs_csv": write_if_changed(out / PAIRS_CSV, pairs_csv(pairs)),
@@ -160,6 +214,7 @@ def write_pairs(run_dir: str | Path, results: dict[str, Any], out_dir: str | Pat
 
 
 __all__ = [
-    "MAIN_DIRECTION", "PAIRS_CSV", "PAIRS_MD", "compare", "main_direction", "pairs_csv", "pairs_markdown",
-    "row_ranks", "run_pairs", "vs_best", "write_pairs",
+    "MAIN_DIRECTION", "PAIRS_CSV", "PAIRS_MD", "across_runs", "compare", "dataset_rows", "main_direction",
+    "pairs_csv", "pairs_markdown", "row_ranks", "run_pairs", "vs_best", "vs_best_across", "write_pair_files",
+    "write_pairs",
 ]  # fmt: skip

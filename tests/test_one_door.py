@@ -288,3 +288,35 @@ def test_the_door_ranks_by_cosine_whatever_the_length_of_the_rows_and_refuses_na
     assert encode(Rows(unit, unit), ["a"], ["x"], np.array([0])).queries.tobytes() == unit.tobytes()
     with pytest.raises(RetrievalError, match="1 of 1 gallery rows with NaN"):
         encode(Rows(unit, np.array([[np.nan, 1.0]])), ["a"], ["x"], np.array([0]))
+
+
+def test_rows_of_separate_runs_over_the_same_images_are_compared_in_the_combined_table(toy, tmp_path, monkeypatch):
+    """Captioners in one run folder, a retriever in another, a third run on other images: `pancap leaderboard`
+    over the three compares the rows of the first two, pair by pair, and never the third's with them."""
+    def suite(name, limit, **rows):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"name": name, "dataset": {"name": "sample", "split": "test", "limit": limit},
+                                        "retrieval": {"bootstrap_samples": 50}, **rows}))  # fmt: skip
+        _run(path, tmp_path / name, tmp_path / "cache", monkeypatch)
+        return tmp_path / name
+
+    captions = suite("captions", 6, captioners=[{"name": "reference"}, {"name": "detector"}])
+    images = suite("images", 6, retrievers=[{"name": "toy"}])
+    other = suite("other", 5, retrievers=[{"name": "toy"}])
+    result = CliRunner().invoke(cli, ["leaderboard", str(captions), str(images), str(other), "--out", str(tmp_path / "all")])
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "all" / "pairs.csv").open() as f:
+        pairs = {(p["a"], p["b"]): p for p in csv.DictReader(f)}
+    assert set(pairs) == {("reference", "detector"), ("reference", "toy"), ("detector", "toy")}
+    alone = {(p["a"], p["b"]): p for p in csv.DictReader((captions / "pairs.csv").open())}
+    assert pairs["reference", "detector"] == alone["reference", "detector"]  # the same arithmetic as in one run
+    assert pairs["reference", "toy"]["direction b"] == "image->description" and pairs["reference", "toy"]["n"] == "6"
+    assert "| reference | toy | 6 |" in (tmp_path / "all" / "pairs.md").read_text()
+    # the retriever run is not hidden behind the captioner run of the same identity: its row joins their columns
+    assert "measures the same" not in result.output
+    with (tmp_path / "all" / "leaderboard.csv").open() as f:
+        table = {row["system"]: row for row in csv.DictReader(f)}
+    six = "sample/test minilm limit=6 "
+    assert table["toy"][six + "i2d R@1 (%)"] != "" and table["reference"][six + "c2d R@1 (%)"] == "100.0"
+    difference = float(pairs["reference", "toy"]["difference (%)"])
+    assert float(table["toy"][six + "vs best (%)"]) == pytest.approx(-difference, abs=0.05)  # best across both runs
