@@ -298,16 +298,19 @@ def merge_runs(members: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any
     for other, results in members[1:]:
         rows = _rows(results)
         overlap = [row["system"] for row in rows if row["system"] in sources]
+        shown = " and ".join(dict.fromkeys(sources[system] for system in overlap))  # whose rows of those are shown
         for row in rows:
             if row["system"] not in sources:
                 merged["rows"].append(row)
                 sources[row["system"]] = other
                 _copy_entries(results, merged, row["system"])
+        for system, entry in (results.get("reported") or {}).items():  # published figures of the suite
+            merged.setdefault("reported", {}).setdefault(system, entry)
         if overlap and len(overlap) == len(rows):
-            lines.append(f"{other} measures the same as {name} ({run_label(first)}): {name} is shown")
+            lines.append(f"{other} measures the same as {shown} ({run_label(first)}): {shown} is shown")
         elif overlap:
-            lines.append(f"{other} measures the same as {name} ({run_label(first)}) for {', '.join(overlap)}: "
-                         f"{name}'s rows of those are shown, its other rows are added")  # fmt: skip
+            lines.append(f"{other} measures the same as {shown} ({run_label(first)}) for {', '.join(overlap)}: "
+                         f"the rows of {shown} are shown for those, its other rows are added")  # fmt: skip
     from pancap_retrieval.pairs import vs_best_across
 
     merged.pop("vs_best", None)

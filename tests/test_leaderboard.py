@@ -265,3 +265,23 @@ def test_results_written_before_directions_were_data_read_as_today(tmp_path):
     for page in ("leaderboard.md", "leaderboard.csv"):
         assert (tmp_path / "old" / page).read_text() == (tmp_path / "new" / page).read_text()
     assert "| reference | captioner | 40 |" in (tmp_path / "old" / "leaderboard.md").read_text()
+
+
+def test_runs_of_one_identity_with_different_systems_are_merged_not_hidden():
+    from pancap_retrieval.leaderboard import merge_runs
+
+    def run(system, kind, value, reported=None):
+        results = copy.deepcopy(_results())
+        results["rows"] = [{"system": system, "kind": kind, "n": 40, "caption->description": {"R@1": value}}]
+        if reported:
+            results["reported"] = reported
+        return results
+
+    mate = {"MATE": {"r_at_1": 0.629, "kind": "retriever", "reported_only": True}}
+    a, b, c = run("pancapchain", "captioner", 0.6), run("clip", "retriever", 0.2, mate), run("clip", "retriever", 0.3)
+    merged, lines = merge_runs([("a", a), ("b", b), ("c", c)])
+    assert [row["system"] for row in merged["rows"]] == ["pancapchain", "clip"]
+    assert merged["rows"][1]["caption->description"]["R@1"] == 0.2 and merged["reported"] == mate
+    assert lines == ["c measures the same as b (sample/test minilm): b is shown"]  # b's clip row is the one shown
+    _, rows = table([a, b])
+    assert {"pancapchain", "clip", "MATE"} <= {row[0] for row in rows}
