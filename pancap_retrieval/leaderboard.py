@@ -293,21 +293,22 @@ def merge_runs(members: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any
         return first, []
     merged = json.loads(json.dumps(first, default=str))
     merged["rows"] = _rows(first)
-    sources = {row["system"]: name for row in merged["rows"]}
+    sources = dict.fromkeys(_measured(first), name)
     lines = []
     for other, results in members[1:]:
-        rows = _rows(results)
-        overlap = [row["system"] for row in rows if row["system"] in sources]
+        systems = _measured(results)
+        overlap = [system for system in systems if system in sources]
         shown = " and ".join(dict.fromkeys(sources[system] for system in overlap))  # whose rows of those are shown
-        for row in rows:
-            if row["system"] not in sources:
-                merged["rows"].append(row)
-                sources[row["system"]] = other
-                _copy_entries(results, merged, row["system"])
+        for system in systems:
+            if system not in sources:
+                merged["rows"] += [row for row in _rows(results) if row["system"] == system]
+                sources[system] = other
+                _copy_entries(results, merged, system)
         for system, entry in (results.get("reported") or {}).items():  # published figures of the suite
             merged.setdefault("reported", {}).setdefault(system, entry)
-        if overlap and len(overlap) == len(rows):
-            lines.append(f"{other} measures the same as {shown} ({run_label(first)}): {shown} is shown")
+        if overlap and len(overlap) == len(systems):
+            said = f"{shown} is shown" if " and " not in shown else "their rows are shown"
+            lines.append(f"{other} measures the same as {shown} ({run_label(first)}): {said}")
         elif overlap:
             lines.append(f"{other} measures the same as {shown} ({run_label(first)}) for {', '.join(overlap)}: "
                          f"the rows of {shown} are shown for those, its other rows are added")  # fmt: skip
@@ -321,6 +322,14 @@ def merge_runs(members: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any
 
 
 MERGED_FROM = "merged_from"  # in a merged run: system -> the run its row comes from
+
+
+def _measured(results: dict[str, Any]) -> list[str]:
+    """The systems a run measured, in order: its rows, then those with only reconstruction or PancapScore."""
+    systems = [row["system"] for row in _rows(results)]
+    systems += list((results.get("reconstruction") or {}).get("captioners") or {})
+    systems += list(results.get("pancapscore") or {})
+    return list(dict.fromkeys(systems))
 
 
 def _copy_entries(source: dict[str, Any], target: dict[str, Any], system: str) -> None:

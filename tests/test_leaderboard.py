@@ -273,6 +273,7 @@ def test_runs_of_one_identity_with_different_systems_are_merged_not_hidden():
     def run(system, kind, value, reported=None):
         results = copy.deepcopy(_results())
         results["rows"] = [{"system": system, "kind": kind, "n": 40, "caption->description": {"R@1": value}}]
+        results.pop("reconstruction")
         if reported:
             results["reported"] = reported
         return results
@@ -285,3 +286,20 @@ def test_runs_of_one_identity_with_different_systems_are_merged_not_hidden():
     assert lines == ["c measures the same as b (sample/test minilm): b is shown"]  # b's clip row is the one shown
     _, rows = table([a, b])
     assert {"pancapchain", "clip", "MATE"} <= {row[0] for row in rows}
+
+
+def test_runs_of_one_identity_without_retrieval_rows_are_merged_by_their_reconstructions():
+    from pancap_retrieval.leaderboard import merge_runs
+
+    def redraws(captioner, cosine):
+        results = copy.deepcopy(_results())
+        results["rows"] = []
+        results.pop("pancapscore", None)
+        results["reconstruction"]["captioners"] = {captioner: {"scores": {"n_pairs": 40, "cosine": {"mean": cosine}}}}
+        return results
+
+    merged, lines = merge_runs([("a", redraws("pancapchain", 0.5)), ("b", redraws("llava", 0.4)),
+                                ("c", redraws("llava", 0.3))])  # fmt: skip
+    assert set(merged["reconstruction"]["captioners"]) == {"pancapchain", "llava"}
+    assert merged["reconstruction"]["captioners"]["llava"]["scores"]["cosine"]["mean"] == 0.4
+    assert lines == ["c measures the same as b (sample/test minilm): b is shown"]
