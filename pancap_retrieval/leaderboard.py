@@ -295,7 +295,13 @@ def merge_runs(members: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any
     merged["rows"] = _rows(first)
     sources = dict.fromkeys(_measured(first), name)
     lines = []
+    from pancap_retrieval.pairs import dataset_rows, vs_best_across
+
     for other, results in members[1:]:
+        if None not in (digest := dataset_rows(first), dataset_rows(results)) and digest != dataset_rows(results):
+            lines.append(f"{other} measures the same as {name} ({run_label(first)}) on other dataset rows "
+                         f"(rows_sha256 differs): {name} is shown")  # fmt: skip
+            continue
         systems = _measured(results)
         overlap = [system for system in systems if system in sources]
         shown = " and ".join(dict.fromkeys(sources[system] for system in overlap))  # whose rows of those are shown
@@ -312,11 +318,10 @@ def merge_runs(members: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any
         elif overlap:
             lines.append(f"{other} measures the same as {shown} ({run_label(first)}) for {', '.join(overlap)}: "
                          f"the rows of {shown} are shown for those, its other rows are added")  # fmt: skip
-    from pancap_retrieval.pairs import vs_best_across
-
-    merged.pop("vs_best", None)
-    if best := vs_best_across([(n, r) for n, r in members], sources):
-        merged["vs_best"] = best
+    if set(sources.values()) != {name}:  # rows were added: the best is the best of them all, or not known
+        merged.pop("vs_best", None)
+        if best := vs_best_across([(n, r) for n, r in members if n in sources.values()], sources):
+            merged["vs_best"] = best
     merged[MERGED_FROM] = sources
     return merged, lines
 

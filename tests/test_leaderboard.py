@@ -303,3 +303,18 @@ def test_runs_of_one_identity_without_retrieval_rows_are_merged_by_their_reconst
     assert set(merged["reconstruction"]["captioners"]) == {"pancapchain", "llava"}
     assert merged["reconstruction"]["captioners"]["llava"]["scores"]["cosine"]["mean"] == 0.4
     assert lines == ["c measures the same as b (sample/test minilm): b is shown"]
+
+
+def test_runs_of_one_identity_on_other_dataset_rows_are_not_merged():
+    from pancap_retrieval.leaderboard import merge_runs
+
+    def run(system, digest):
+        results = copy.deepcopy(_results())
+        results.pop("reconstruction")
+        results["dataset"]["rows_sha256"] = digest
+        results["rows"] = [{"system": system, "kind": "captioner", "n": 40, "caption->description": {"R@1": 0.5}}]
+        return results
+
+    merged, lines = merge_runs([("a", run("pancapchain", "d1")), ("b", run("llava", "d1")), ("c", run("blip", "d2"))])
+    assert [row["system"] for row in merged["rows"]] == ["pancapchain", "llava"]
+    assert lines == ["c measures the same as a (sample/test minilm) on other dataset rows (rows_sha256 differs): a is shown"]
