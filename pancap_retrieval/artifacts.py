@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -437,8 +438,6 @@ class StepLog:
         """Record step ``name`` (its line is ``{"step": name, **fields}``) and return its fields, JSON-native."""
         record = self.write({"step": name, **fields})
         if self.label:
-            import sys
-
             print(f"[{self.label}] {name} done", file=sys.stderr, flush=True)
         return {k: v for k, v in record.items() if k != "step"}
 

@@ -154,17 +154,16 @@ def _ranks(run_dir: Path, captioner: str) -> dict[str, dict[str, int]]:
 def ranked_systems(run_dir: Path, redrawn: set[str]) -> list[RankedSystem]:
     """Every row of the run's results that redraws nothing and has a ranks file (a retriever, or a captioner left
     out of the reconstruction), in results order, from the first retrieval folder that has results."""
-    for folder in retrieval_dirs(run_dir):
-        if not (folder.parent / RUN_RESULTS_FILE).is_file():
-            continue
-        systems = []
-        for row in read_results(folder.parent).get("rows", []):
-            name = str(row.get("system"))
-            ranks = read_json(ranks_file(folder, name)) if name not in redrawn else None
-            if isinstance(ranks, dict):
-                systems.append(RankedSystem(name, str(row.get("kind")), _rank_columns(ranks)))
-        return systems
-    return []
+    folder = next((f for f in retrieval_dirs(run_dir) if (f.parent / RUN_RESULTS_FILE).is_file()), None)
+    if folder is None:
+        return []
+    systems = []
+    for row in read_results(folder.parent).get("rows", []):
+        name = str(row.get("system"))
+        ranks = read_json(ranks_file(folder, name)) if name not in redrawn else None
+        if isinstance(ranks, dict):
+            systems.append(RankedSystem(name, str(row.get("kind")), _rank_columns(ranks)))
+    return systems
 
 
 def _rank_columns(ranks: dict[str, Any]) -> dict[str, dict[str, int]]:

@@ -479,17 +479,6 @@ def test_content_hashes_are_cached_and_a_changed_file_is_always_seen(tmp_path, m
     assert artifacts.file_digests([tmp_path / "missing.bin"], cache) == [artifacts.MISSING_FILE]
 
 
-def test_a_torn_line_before_the_last_is_dropped_and_cut_away(tmp_path):
-    store = CaptionStore(tmp_path / "c.jsonl")
-    store.append(CaptionRecord("a", "x"))
-    with store.path.open("a") as handle:
-        handle.write('{"example_id": "b", "capt\n{"example_id": "c", "caption": "z"}\n')
-    with pytest.warns(UserWarning, match="torn line"):
-        assert store.done_ids() == {"a", "c"}  # b is captioned again
-    assert store.torn_lines == 1 and len(store.path.read_text().splitlines()) == 2
-    assert [r.example_id for r in CaptionStore(store.path).records()] == ["a", "c"]
-
-
 def test_a_live_writers_temp_file_is_left_alone(tmp_path):
     """The lock holder removes the temp files of killed writers only: the other ranks of a distributed run write
     without the lock, and their files in progress stay."""

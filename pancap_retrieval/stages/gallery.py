@@ -11,14 +11,9 @@ from pancap_retrieval.errors import PancapError
 
 @dataclass(frozen=True)
 class GalleryInputs:
-    """The run folder to show and how: images per page (None: the gallery's default), at most how many images, how
-    many on ``grid.png``."""
+    """The run folder to show (its reconstruction, and every row's ranks beside it)."""
 
     run_dir: Path
-    page_size: int | None = None
-    max_images: int | None = None
-    grid_images: int = 6
-    progress: bool = True
 
 
 @dataclass(frozen=True)
@@ -31,16 +26,14 @@ class GalleryReport:
 
 def write_run_gallery(inputs: GalleryInputs) -> GalleryReport:
     """Write ``run_dir/gallery/``; a run folder without a reconstruction is a one-line error."""
-    from reconstruct.gallery import PAGE_SIZE, write_gallery
+    from reconstruct.gallery import write_gallery
+    from reconstruct.run import RESULTS_FILE
 
-    if not (inputs.run_dir / "reconstruction.json").is_file():
+    if not (inputs.run_dir / RESULTS_FILE).is_file():
         raise PancapError(
-            f"{inputs.run_dir} has no reconstruction.json: run `pancap reconstruct` or a suite with reconstruction "
+            f"{inputs.run_dir} has no {RESULTS_FILE}: run `pancap reconstruct` or a suite with reconstruction "
             "first"
         )
     report: dict[str, int] = {}
-    index = write_gallery(
-        inputs.run_dir, page_size=inputs.page_size or PAGE_SIZE, max_images=inputs.max_images, grid_images=inputs.grid_images,
-        progress=inputs.progress, report=report,
-    )  # fmt: skip
-    return GalleryReport(index, int(report.get("repaired", 0)))
+    index = write_gallery(inputs.run_dir, report=report)
+    return GalleryReport(index, report["repaired"])

@@ -73,6 +73,17 @@ def test_torn_last_line_is_dropped_with_a_warning_and_repaired(tmp_path):
     assert [r.example_id for r in store.records()] == ["a", "b"]
 
 
+def test_a_torn_line_before_the_last_is_dropped_and_cut_away(tmp_path):
+    store = CaptionStore(tmp_path / "c.jsonl")
+    store.append(CaptionRecord("a", "x"))
+    with store.path.open("a") as handle:
+        handle.write('{"example_id": "b", "capt\n{"example_id": "c", "caption": "z"}\n')
+    with pytest.warns(UserWarning, match="torn line"):
+        assert store.done_ids() == {"a", "c"}  # b is captioned again
+    assert store.torn_lines == 1 and len(store.path.read_text().splitlines()) == 2
+    assert [r.example_id for r in CaptionStore(store.path).records()] == ["a", "c"]
+
+
 def test_failed_generation_is_stored_as_failed_not_empty(tmp_path):
     store = CaptionStore(tmp_path / "c.jsonl")
     store.append(CaptionRecord.failed("x", "OutOfMemoryError: CUDA"))
